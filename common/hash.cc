@@ -1,0 +1,31 @@
+#include "common/hash.h"
+
+#include <xxhash.h>
+
+#include "absl/strings/str_format.h"
+
+namespace kvrecall {
+
+std::string Hash128::ToHex() const { return absl::StrFormat("%016x%016x", hi, lo); }
+
+uint64_t Checksum64(const void* data, size_t size) { return XXH3_64bits(data, size); }
+
+Hash128 Hash128Of(const void* data, size_t size) {
+  XXH128_hash_t h = XXH3_128bits(data, size);
+  return Hash128{h.low64, h.high64};
+}
+
+Checksum64Stream::Checksum64Stream() : state_(XXH3_createState()) {
+  XXH3_64bits_reset(static_cast<XXH3_state_t*>(state_));
+}
+Checksum64Stream::~Checksum64Stream() { XXH3_freeState(static_cast<XXH3_state_t*>(state_)); }
+
+void Checksum64Stream::Update(const void* data, size_t size) {
+  XXH3_64bits_update(static_cast<XXH3_state_t*>(state_), data, size);
+}
+
+uint64_t Checksum64Stream::Digest() const {
+  return XXH3_64bits_digest(static_cast<XXH3_state_t*>(state_));
+}
+
+}  // namespace kvrecall
