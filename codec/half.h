@@ -1,0 +1,67 @@
+// IEEE binary16 (f16) and bfloat16 (bf16) conversions, bit-exact and portable
+// (no compiler half type needed). Float -> half rounds to nearest, ties to
+// even; overflow gives ±Inf; NaN stays NaN (quiet, sign kept); subnormals are
+// produced and read correctly.
+#ifndef KVRECALL_CODEC_HALF_H_
+#define KVRECALL_CODEC_HALF_H_
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+namespace kvrecall {
+
+inline uint32_t FloatBits(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  return x;
+}
+inline float BitsFloat(uint32_t x) {
+  float f;
+  std::memcpy(&f, &x, 4);
+  return f;
+}
+
+inline uint16_t FloatToHalf(float f) {
+  const uint32_t x = FloatBits(f);
+  const uint16_t sign = static_cast<uint16_t>((x >> 16) & 0x8000u);
+  uint32_t a = x & 0x7fffffffu;
+  if (a >= 0x7f800000u) {  // Inf or NaN
+    if (a == 0x7f800000u) return sign | 0x7c00u;
+    return sign | 0x7e00u | static_cast<uint16_t>((a >> 13) & 0x3ffu);  // quiet NaN
+  }
+  if (a >= 0x477ff000u) return sign | 0x7c00u;  // >= 65520 rounds to Inf
+  if (a < 0x38800000u) {                         // below 2^-14: subnormal half or 0
+    // In units of 2^-24 the value is exact in float; rint rounds ties to even.
+    const float units = BitsFloat(a) * 16777216.0f;
+    return sign | static_cast<uint16_t>(std::nearbyint(units));
+  }
+  a += 0xfffu + ((a >> 13) & 1u);  // round to nearest even on the 13 dropped bits
+  a -= 0x38000000u;                // rebias exponent 127 -> 15
+  return sign | static_cast<uint16_t>(a >> 13);
+}
+
+inline float HalfToFloat(uint16_t h) {
+  const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
+  const uint32_t exp = (h >> 10) & 0x1fu;
+  const uint32_t mant = h & 0x3ffu;
+  if (exp == 0) {
+    const float v = static_cast<float>(mant) * 5.9604644775390625e-8f;  // 2^-24
+    return BitsFloat(FloatBits(v) | sign);
+  }
+  if (exp == 31) return BitsFloat(sign | 0x7f800000u | (mant << 13));
+  return BitsFloat(sign | ((exp + 112u) << 23) | (mant << 13));
+}
+
+inline uint16_t FloatToBf16(float f) {
+  uint32_t x = FloatBits(f);
+  if ((x & 0x7fffffffu) > 0x7f800000u) return static_cast<uint16_t>((x >> 16) | 0x40u);
+  x += 0x7fffu + ((x >> 16) & 1u);
+  return static_cast<uint16_t>(x >> 16);
+}
+
+inline float Bf16ToFloat(uint16_t b) { return BitsFloat(static_cast<uint32_t>(b) << 16); }
+
+}  // namespace kvrecall
+
+#endif  // KVRECALL_CODEC_HALF_H_
