@@ -28,6 +28,14 @@ inline void UnapplyRope(float* x, const KvLayout& l, double pos) {
   UnapplyRope(x, l.head_dim, pos, l.rope_style, l.rope_theta, l.rope_scaling);
 }
 
+// Precomputed rotations for one position: cos/sin of pair j's angle. Apply
+// to every head of a token without recomputing transcendental functions.
+struct RopeAngles {
+  std::vector<float> cos, sin;  // [head_dim / 2]
+  void Compute(const std::vector<double>& inv_freq, double pos, double scaling = 1.0);
+};
+void ApplyRope(float* x, int head_dim, RopeStyle style, const RopeAngles& angles);
+
 // The channel indices (a, b) of pair j under `style`.
 inline void RopePair(RopeStyle style, int head_dim, int j, int* a, int* b) {
   if (style == RopeStyle::kInterleaved) {

@@ -6,6 +6,12 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh || exit 1
 
+# Real data (model, stories, fixtures) lives in ../shared beside the clone;
+# tests that need it skip, saying so, where it is absent.
+if [ -z "${KVRECALL_SHARED:-}" ] && [ -d ../shared ]; then
+  export KVRECALL_SHARED="$(cd ../shared && pwd)"
+fi
+
 # Build the CUDA code too where nvcc exists: it compiles without a GPU, and
 # kernel tests GTEST_SKIP when no device is present.
 CONFIG=()

@@ -1,0 +1,23 @@
+// Exact scaled-dot-product attention over a set of rows, with log-sum-exp,
+// the CPU reference every cache, codec and kernel is checked against.
+#ifndef KVRECALL_CODEC_ATTENTION_H_
+#define KVRECALL_CODEC_ATTENTION_H_
+
+#include <cstdint>
+
+namespace kvrecall {
+
+// out[0..d) = softmax(scale * q·K[r]) · V[r] over the n rows r of K and V
+// (row-major [n][d] with row stride `stride` floats). Returns the log-sum-exp
+// of the scaled logits (-inf when n == 0, and out is zeroed). `scratch` holds
+// at least n floats.
+float AttendRows(const float* q, const float* k, const float* v, int64_t n, int d, int64_t stride,
+                 float scale, float* out, float* scratch);
+
+// Merges a partial result (out_b, lse_b) into (out_a, lse_a) in place: the
+// attention over the union of two disjoint row sets.
+void MergeAttention(float* out_a, float* lse_a, const float* out_b, float lse_b, int d);
+
+}  // namespace kvrecall
+
+#endif  // KVRECALL_CODEC_ATTENTION_H_
