@@ -4,4 +4,4 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
 bazel run -c opt --color=no --curses=no --ui_event_filters=-info,-stdout,-stderr --noshow_progress \
-  //codec:kvblock_demo -- "$@"
+  //engine:demo -- "$@"
