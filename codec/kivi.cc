@@ -111,6 +111,8 @@ StreamingParams StreamingParamsOf(const KvCodec& codec) {
   sp.residual = get("residual", 0);
   sp.chunk = get("buffer", get("kgroup", get("group", 32)));
   sp.pre_rope = get("pre_rope", 0) != 0;
+  auto qs = params->find("qspace");
+  sp.query_pre_rope = qs != params->end() && qs->second == "pre";
   return sp;
 }
 

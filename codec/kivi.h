@@ -23,6 +23,7 @@ struct StreamingParams {
   int residual = 0;      // full-precision recent tokens
   int chunk = 32;        // tokens compressed at a time
   bool pre_rope = false; // quantize keys before RoPE
+  bool query_pre_rope = false;  // context queries before RoPE (SQuat qspace=pre)
 };
 // Reads them from a codec's canonical parameters (residual, kgroup/buffer,
 // pre_rope), with the codec's defaults.

@@ -53,15 +53,16 @@ std::vector<double> BlockFeedback(const std::vector<double>& a, int d, int b, in
 class SquatCodec final : public KvCodec {
  public:
   SquatCodec(int bits, int kgroup, int vgroup, int residual, int rank, int block, double lambda, bool pre_rope,
-             bool f32_meta)
+             bool f32_meta, bool qspace_pre)
       : bits_(bits), kgroup_(kgroup), vgroup_(vgroup), residual_(residual), rank_(rank), block_(block),
-        lambda_(lambda), pre_rope_(pre_rope), f32_meta_(f32_meta) {}
+        lambda_(lambda), pre_rope_(pre_rope), f32_meta_(f32_meta), qspace_pre_(qspace_pre) {}
 
   CodecId id() const override { return CodecId::kSquat; }
   std::string name() const override { return "squat"; }
   std::string params() const override {
     return absl::StrCat("bits=", bits_, ",block=", block_, ",kgroup=", kgroup_, ",lambda=", lambda_,
-                        f32_meta_ ? ",meta=f32" : "", ",pre_rope=", pre_rope_ ? 1 : 0, ",rank=", rank_, ",residual=", residual_,
+                        f32_meta_ ? ",meta=f32" : "", ",pre_rope=", pre_rope_ ? 1 : 0,
+                        qspace_pre_ ? ",qspace=pre" : "", ",rank=", rank_, ",residual=", residual_,
                         ",vgroup=", vgroup_);
   }
 
@@ -69,13 +70,15 @@ class SquatCodec final : public KvCodec {
   GroupQuantSpec KSpec() const { return GroupQuantSpec{bits_, kgroup_, true, f32_meta_}; }
   GroupQuantSpec VSpec() const { return GroupQuantSpec{bits_, vgroup_, false, f32_meta_}; }
   size_t QhatWidth() const { return f32_meta_ ? 4 : 2; }
+  // A channel block wider than the head covers the whole head.
+  int Block(int d) const { return std::min(block_, d); }
 
   absl::Status BuildState(const KvChunkRef& c, const EncodeOptions& o, SquatState* st) const {
     const int d = c.layout.head_dim, G = c.layout.group_size(), H = c.layout.num_kv_heads;
     if (o.queries == nullptr || o.num_queries < 1) {
       return absl::FailedPreconditionError("squat needs the prompt's queries for its first chunk");
     }
-    if (d % block_ != 0) {
+    if (d % Block(d) != 0) {
       return absl::InvalidArgumentError(absl::StrCat("block ", block_, " does not divide head_dim ", d));
     }
     const int r = std::min(rank_, d);
@@ -111,8 +114,9 @@ class SquatCodec final : public KvCodec {
             a[size_t(x) * d + y] = (x == y ? 1.0 : 0.0) + lambda_ * s;
           }
         }
-        m.w.resize(d / block_);
-        for (int b = 1; b < d / block_; ++b) m.w[b] = BlockFeedback(a, d, b, block_);
+        const int g = Block(d);
+        m.w.resize(d / g);
+        for (int b = 1; b < d / g; ++b) m.w[b] = BlockFeedback(a, d, b, g);
       }
     }
     return absl::OkStatus();
@@ -144,13 +148,14 @@ class SquatCodec final : public KvCodec {
       std::copy(k, k + size_t(n) * d, cur.begin());
       uint8_t* codes = kq.codes.data() + size_t(h) * n * d;
       const HeadMatrices& m = st->heads[h];
-      for (int b = 0; b < d / block_; ++b) {
-        const int c0 = b * block_;
+      const int blk = Block(d);
+      for (int b = 0; b < d / blk; ++b) {
+        const int c0 = b * blk;
         if (b > 0) {
           const std::vector<double>& w = m.w[b];
           for (int t = 0; t < n; ++t) {
             const float* e = err.data() + size_t(t) * d;
-            for (int i = 0; i < block_; ++i) {
+            for (int i = 0; i < blk; ++i) {
               double s = 0;
               for (int j = 0; j < c0; ++j) s += w[size_t(i) * c0 + j] * e[j];
               cur[size_t(t) * d + c0 + i] = static_cast<float>(k[size_t(t) * d + c0 + i] - s);
@@ -159,7 +164,7 @@ class SquatCodec final : public KvCodec {
         }
         for (int g = 0; g < ng; ++g) {
           const int t0 = g * kgroup_, cnt = std::min(kgroup_, n - t0);
-          for (int ch = c0; ch < c0 + block_; ++ch) {
+          for (int ch = c0; ch < c0 + blk; ++ch) {
             float* sc = &kq.scales[2 * ((size_t(h) * ng + g) * d + ch)];
             QuantizeGroup(cur.data() + size_t(t0) * d + ch, d, cnt, bits_, f32_meta_, sc, codes + size_t(t0) * d + ch);
             const float mn = sc[0], dl = sc[1];
@@ -222,7 +227,7 @@ class SquatCodec final : public KvCodec {
  private:
   int bits_, kgroup_, vgroup_, residual_, rank_, block_;
   double lambda_;
-  bool pre_rope_, f32_meta_;
+  bool pre_rope_, f32_meta_, qspace_pre_;
 };
 
 }  // namespace
@@ -239,9 +244,10 @@ absl::StatusOr<std::unique_ptr<KvCodec>> MakeSquatCodec(ParamReader* p) {
   const double lambda = p->Double("lambda", 0.001, 0, 1e6);
   const bool pre_rope = p->Bool("pre_rope", true);
   const bool f32_meta = p->Choice("meta", "f16", {"f16", "f32"}) == "f32";
+  const bool qspace_pre = p->Choice("qspace", "post", {"pre", "post"}) == "pre";
   RETURN_IF_ERROR(p->Finish());
   return std::unique_ptr<KvCodec>(
-      new SquatCodec(bits, kgroup, vgroup, residual, rank, block, lambda, pre_rope, f32_meta));
+      new SquatCodec(bits, kgroup, vgroup, residual, rank, block, lambda, pre_rope, f32_meta, qspace_pre));
 }
 
 }  // namespace codec_internal

@@ -1,6 +1,10 @@
 // SQuat: query-subspace-orthogonal key quantization (algorithms.md §1).
 //
-//   squat:bits=2,kgroup=32,vgroup=32,residual=32,rank=20,block=64,lambda=0.001,pre_rope=1
+//   squat:bits=2,kgroup=32,vgroup=32,residual=32,rank=20,block=64,lambda=0.001,pre_rope=1,qspace=post
+//
+// `qspace` says which queries the subspace is built from: post-RoPE (the
+// reference code's default, also for pre-RoPE keys) or pre-RoPE. A block or
+// rank larger than head_dim is clamped to it.
 //
 // Per (layer, KV head): Q̂ = diag(s_1..r)·V_rᵀ from the prompt's queries of
 // the GQA group (eigen-decomposition of QᵀQ, i.e. the SVD's right singular

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include "codec/kv_trace.h"
+#include "engine/cache_factory.h"
 #include "engine/eval.h"
 #include "engine/test_data.h"
 #include "engine/transformer.h"
@@ -52,7 +53,10 @@ TEST(Engine, SamplingIsSeededAndBadInputsAreErrors) {
   EXPECT_EQ(tf.Forward(1, 512, cache.get()).status().code(), absl::StatusCode::kOutOfRange);
   // Skipping a position is refused by the cache, not silently accepted.
   EXPECT_EQ(tf.Forward(1, 3, cache.get()).status().code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(MakeKvCache("nope").status().code(), absl::StatusCode::kInvalidArgument);
+  KvCacheContext ctx;
+  ctx.num_layers = 5;
+  EXPECT_EQ(MakeKvCache("nope", ctx).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(MakeKvCache("kivi:bits=11", ctx).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(Engine, HooksSeeRopeConsistentActivationsAndTracesRoundTrip) {

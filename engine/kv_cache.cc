@@ -3,7 +3,6 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
 #include "codec/attention.h"
 
 namespace kvrecall {
@@ -70,17 +69,5 @@ class ExactKvCache final : public KvCache {
 }  // namespace
 
 std::unique_ptr<KvCache> NewExactKvCache() { return std::make_unique<ExactKvCache>(); }
-
-std::vector<std::string> KnownKvCaches() { return {"exact"}; }
-
-absl::StatusOr<std::unique_ptr<KvCache>> MakeKvCache(const std::string& spec) {
-  const std::string name = spec.substr(0, spec.find(':'));
-  if (name == "exact") {
-    if (name.size() != spec.size()) return absl::InvalidArgumentError("cache 'exact' takes no parameters");
-    return NewExactKvCache();
-  }
-  return absl::InvalidArgumentError(absl::StrCat("unknown KV cache '", name, "'; known: ",
-                                                 absl::StrJoin(KnownKvCaches(), ", ")));
-}
 
 }  // namespace kvrecall

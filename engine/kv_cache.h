@@ -45,10 +45,6 @@ class KvCache {
 // Full-precision f32 cache: exact attention; the reference.
 std::unique_ptr<KvCache> NewExactKvCache();
 
-// Builds a cache from a spec "name" or "name:key=value,...". Known now:
-// "exact". Unknown names are INVALID_ARGUMENT listing the known ones.
-absl::StatusOr<std::unique_ptr<KvCache>> MakeKvCache(const std::string& spec);
-std::vector<std::string> KnownKvCaches();
 
 }  // namespace kvrecall
 

@@ -19,6 +19,7 @@
 #include "absl/strings/str_split.h"
 #include "codec/kv_trace.h"
 #include "common/shared_data.h"
+#include "engine/cache_factory.h"
 #include "engine/eval.h"
 
 ABSL_FLAG(std::string, data_dir, "", "directory with stories260K.bin, tok512.bin and the stories");
@@ -62,8 +63,13 @@ int Run(const std::string& command) {
                              (*model)->config().vocab_size);
   if (!tok.ok()) return Fail(tok.status());
 
+  KvCacheContext ctx;
+  ctx.model_id = (*model)->id();
+  ctx.num_layers = (*model)->config().n_layers;
+  ctx.k_norms = (*model)->wk_norms();
+  ctx.v_norms = (*model)->wv_norms();
   if (command == "generate") {
-    auto cache = MakeKvCache(absl::GetFlag(FLAGS_cache));
+    auto cache = MakeKvCache(absl::GetFlag(FLAGS_cache), ctx);
     if (!cache.ok()) return Fail(cache.status());
     auto text = Generate(**model, **tok, cache->get(), absl::GetFlag(FLAGS_prompt),
                          absl::GetFlag(FLAGS_steps), static_cast<float>(absl::GetFlag(FLAGS_temperature)),
@@ -82,7 +88,7 @@ int Run(const std::string& command) {
   }
   if (command == "perplexity") {
     std::vector<std::string> stories(all->begin() + first, all->begin() + first + count);
-    auto cache = MakeKvCache(absl::GetFlag(FLAGS_cache));
+    auto cache = MakeKvCache(absl::GetFlag(FLAGS_cache), ctx);
     if (!cache.ok()) return Fail(cache.status());
     auto r = EvaluatePerplexity(**model, **tok, stories, cache->get(), absl::GetFlag(FLAGS_max_tokens),
                                 [](int done, int total) {
