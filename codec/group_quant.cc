@@ -4,6 +4,10 @@
 #include <cmath>
 #include <cstring>
 
+#if defined(__x86_64__)
+#include <immintrin.h>
+#endif
+
 #include "absl/strings/str_cat.h"
 #include "codec/bytes.h"
 #include "codec/half.h"
@@ -61,8 +65,181 @@ void DecodeRowFixed(const uint8_t* codes, int64_t first, int count, const float*
   }
 }
 
+// code -> float for every byte value: kLut<B>[byte][j] is the j-th B-bit code
+// of `byte` (LSB first), as a float.
+template <int kBits>
+struct CodeLut {
+  static constexpr int kPerByte = 8 / kBits;
+  float v[256][kPerByte];
+  CodeLut() {
+    for (int b = 0; b < 256; ++b)
+      for (int j = 0; j < kPerByte; ++j) v[b][j] = static_cast<float>((b >> (j * kBits)) & ((1 << kBits) - 1));
+  }
+};
+
+// Byte-aligned rows of whole bytes: expand codes through the table, then one
+// vectorizable multiply-add pass.
+template <int kBits>
+void DecodeAligned(const uint8_t* codes, int count, const float* m, const float* delta, float* out) {
+  static const CodeLut<kBits> lut;
+  constexpr int kPerByte = 8 / kBits;
+  float tmp[512];
+  for (int base = 0; base < count; base += 512) {
+    const int len = std::min(512, count - base);
+    const uint8_t* p = codes + base / kPerByte;
+    for (int i = 0; i < len / kPerByte; ++i) std::memcpy(tmp + i * kPerByte, lut.v[p[i]], sizeof(lut.v[0]));
+    for (int c = 0; c < len; ++c) out[base + c] = m[base + c] + delta[base + c] * tmp[c];
+  }
+}
+
+#if defined(__x86_64__) && defined(__GNUC__)
+#define KVR_HAVE_AVX2_PATH 1
+// AVX2 + FMA: 8 codes of kBits bits per step, extracted with variable shifts
+// from a broadcast 32-bit word. Chosen at run time (CPUs without AVX2 use the
+// table path above).
+template <int kBits>
+__attribute__((target("avx2,fma"))) void DecodeAlignedAvx2(const uint8_t* codes, int count, const float* m,
+                                                          const float* delta, float* out) {
+  const __m256i shifts = _mm256_setr_epi32(0, kBits, 2 * kBits, 3 * kBits, 4 * kBits, 5 * kBits, 6 * kBits, 7 * kBits);
+  const __m256i mask = _mm256_set1_epi32((1 << kBits) - 1);
+  int c = 0;
+  if (kBits == 2) {
+    // 16 codes per 32-bit load.
+    const __m256i hi = _mm256_add_epi32(shifts, _mm256_set1_epi32(16));
+    for (; c + 16 <= count; c += 16) {
+      uint32_t word;
+      std::memcpy(&word, codes + c / 4, 4);
+      const __m256i w = _mm256_set1_epi32(static_cast<int>(word));
+      const __m256 f0 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(w, shifts), mask));
+      const __m256 f1 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(w, hi), mask));
+      _mm256_storeu_ps(out + c, _mm256_fmadd_ps(_mm256_loadu_ps(delta + c), f0, _mm256_loadu_ps(m + c)));
+      _mm256_storeu_ps(out + c + 8, _mm256_fmadd_ps(_mm256_loadu_ps(delta + c + 8), f1, _mm256_loadu_ps(m + c + 8)));
+    }
+  }
+  for (; c + 8 <= count; c += 8) {
+    uint32_t word = 0;
+    std::memcpy(&word, codes + c * kBits / 8, kBits);  // 8 codes = kBits bytes
+    const __m256i v = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts), mask);
+    const __m256 f = _mm256_cvtepi32_ps(v);
+    _mm256_storeu_ps(out + c, _mm256_fmadd_ps(_mm256_loadu_ps(delta + c), f, _mm256_loadu_ps(m + c)));
+  }
+  for (; c < count; ++c) {
+    const uint32_t code = (codes[c * kBits / 8] >> ((c * kBits) % 8)) & ((1u << kBits) - 1);
+    out[c] = m[c] + delta[c] * static_cast<float>(code);
+  }
+}
+
+// Per-token groups: one (m, Δ) per `cg` channels (cg a multiple of 8).
+template <int kBits>
+__attribute__((target("avx2,fma"))) void DecodeGroupsAvx2(const uint8_t* codes, int count, int cg,
+                                                         const float* mg, const float* dg, float* out) {
+  const __m256i shifts = _mm256_setr_epi32(0, kBits, 2 * kBits, 3 * kBits, 4 * kBits, 5 * kBits, 6 * kBits, 7 * kBits);
+  const __m256i mask = _mm256_set1_epi32((1 << kBits) - 1);
+  for (int g = 0; g * cg < count; ++g) {
+    const __m256 m = _mm256_set1_ps(mg[g]), d = _mm256_set1_ps(dg[g]);
+    for (int c = g * cg; c < (g + 1) * cg; c += 8) {
+      uint32_t word = 0;
+      std::memcpy(&word, codes + c * kBits / 8, kBits);
+      const __m256i v = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts), mask);
+      _mm256_storeu_ps(out + c, _mm256_fmadd_ps(d, _mm256_cvtepi32_ps(v), m));
+    }
+  }
+}
+
+float LoadScale(const uint8_t* p, size_t i, bool f32);
+void RowScales(const uint8_t* scales, const TensorShape& s, const GroupQuantSpec& spec, int h, int t, float* m,
+               float* delta);
+
+// Codes c..c+7 of a row as floats.
+template <int kBits>
+__attribute__((target("avx2,fma"), always_inline)) inline __m256 Decode8(const uint8_t* p, int c, __m256i shifts, __m256i mask) {
+  uint32_t word = 0;
+  std::memcpy(&word, p + c * kBits / 8, kBits);
+  return _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(static_cast<int>(word)), shifts), mask));
+}
+
+// Codes c..c+15 of a row as two float vectors (one load for 2-bit codes).
+template <int kBits>
+__attribute__((target("avx2,fma"), always_inline)) inline void Decode16(const uint8_t* p, int c, __m256i shifts,
+                                                                       __m256i mask, __m256* f0, __m256* f1) {
+  if (kBits == 2) {
+    uint32_t word;
+    std::memcpy(&word, p + c / 4, 4);
+    const __m256i w = _mm256_set1_epi32(static_cast<int>(word));
+    *f0 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(w, shifts), mask));
+    *f1 = _mm256_cvtepi32_ps(_mm256_and_si256(_mm256_srlv_epi32(w, _mm256_add_epi32(shifts, _mm256_set1_epi32(16))), mask));
+  } else {
+    *f0 = Decode8<kBits>(p, c, shifts, mask);
+    *f1 = Decode8<kBits>(p, c + 8, shifts, mask);
+  }
+}
+
+// Whole-tensor AVX2 dequantization for 2- and 4-bit codes with head_dim a
+// multiple of 16: the row loops inline, with no call per row.
+template <int kBits>
+__attribute__((target("avx2,fma,f16c"))) void DequantizeAvx2(const uint8_t* scales, const uint8_t* codes,
+                                                            const TensorShape& s, const GroupQuantSpec& spec,
+                                                            float* out) {
+  const int d = s.dim;
+  const __m256i shifts = _mm256_setr_epi32(0, kBits, 2 * kBits, 3 * kBits, 4 * kBits, 5 * kBits, 6 * kBits, 7 * kBits);
+  const __m256i mask = _mm256_set1_epi32((1 << kBits) - 1);
+  const size_t row_bytes = size_t(d) * kBits / 8;
+  std::vector<float> m(d), delta(d);
+  if (spec.per_channel) {
+    const int ng = (s.tokens + spec.group - 1) / spec.group;
+    for (int h = 0; h < s.heads; ++h) {
+      for (int g = 0; g < ng; ++g) {
+        RowScales(scales, s, spec, h, g * spec.group, m.data(), delta.data());
+        const int t1 = std::min(s.tokens, (g + 1) * spec.group);
+        for (int t = g * spec.group; t < t1; ++t) {
+          const size_t row = size_t(h) * s.tokens + t;
+          const uint8_t* p = codes + row * row_bytes;
+          float* o = out + row * d;
+          for (int c = 0; c < d; c += 16) {
+            __m256 f0, f1;
+            Decode16<kBits>(p, c, shifts, mask, &f0, &f1);
+            _mm256_storeu_ps(o + c, _mm256_fmadd_ps(_mm256_loadu_ps(delta.data() + c), f0, _mm256_loadu_ps(m.data() + c)));
+            _mm256_storeu_ps(o + c + 8,
+                             _mm256_fmadd_ps(_mm256_loadu_ps(delta.data() + c + 8), f1, _mm256_loadu_ps(m.data() + c + 8)));
+          }
+        }
+      }
+    }
+  } else {
+    const int cg = std::min(spec.group, d), ncg = d / cg;
+    for (size_t row = 0; row < size_t(s.heads) * s.tokens; ++row) {
+      const uint8_t* p = codes + row * row_bytes;
+      float* o = out + row * d;
+      for (int g = 0; g < ncg; ++g) {
+        const size_t at = 2 * (row * ncg + g);
+        const __m256 mg = _mm256_set1_ps(LoadScale(scales, at, spec.f32_scales));
+        const __m256 dg = _mm256_set1_ps(LoadScale(scales, at + 1, spec.f32_scales));
+        for (int c = g * cg; c < (g + 1) * cg; c += 8) _mm256_storeu_ps(o + c, _mm256_fmadd_ps(dg, Decode8<kBits>(p, c, shifts, mask), mg));
+      }
+    }
+  }
+}
+
+bool HasAvx2() {
+  static const bool has = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  return has;
+}
+#endif
+
 void DecodeRow(const uint8_t* codes, uint64_t code_bytes, int bits, int64_t first, int count,
                const float* m, const float* delta, float* out) {
+  if ((bits == 1 || bits == 2 || bits == 4) && (uint64_t(first) * bits) % 8 == 0 && (uint64_t(count) * bits) % 8 == 0) {
+    const uint8_t* p = codes + uint64_t(first) * bits / 8;
+#ifdef KVR_HAVE_AVX2_PATH
+    if (HasAvx2() && bits >= 2) {
+      if (bits == 2) return DecodeAlignedAvx2<2>(p, count, m, delta, out);
+      return DecodeAlignedAvx2<4>(p, count, m, delta, out);
+    }
+#endif
+    if (bits == 2) return DecodeAligned<2>(p, count, m, delta, out);
+    if (bits == 4) return DecodeAligned<4>(p, count, m, delta, out);
+    return DecodeAligned<1>(p, count, m, delta, out);
+  }
   switch (bits) {
     case 1: return DecodeRowFixed<1>(codes, first, count, m, delta, out);
     case 2: return DecodeRowFixed<2>(codes, first, count, m, delta, out);
@@ -223,13 +400,47 @@ absl::Status CheckQuantSections(absl::Span<const uint8_t> scales, absl::Span<con
 
 void DequantizeTensor(absl::Span<const uint8_t> scales, absl::Span<const uint8_t> codes,
                       const TensorShape& s, const GroupQuantSpec& spec, float* out) {
-  std::vector<float> m(s.dim), delta(s.dim);
+#ifdef KVR_HAVE_AVX2_PATH
+  if (HasAvx2() && (spec.bits == 2 || spec.bits == 4) && s.dim % 16 == 0 &&
+      (spec.per_channel || s.dim % std::min(spec.group, s.dim) == 0) &&
+      (spec.per_channel || std::min(spec.group, s.dim) % 8 == 0)) {
+    if (spec.bits == 2) DequantizeAvx2<2>(scales.data(), codes.data(), s, spec, out);
+    else DequantizeAvx2<4>(scales.data(), codes.data(), s, spec, out);
+    return;
+  }
+#endif
+  std::vector<float> m(s.dim), delta(s.dim), ones(s.dim, 1.0f), zeros(s.dim, 0.0f), tmp(s.dim);
+  const int cg = ChannelGroup(s, spec), ncg = NumGroups(s, spec);
+  std::vector<float> gm(spec.per_channel ? 0 : ncg), gd(gm.size());
   for (int h = 0; h < s.heads; ++h) {
     for (int t = 0; t < s.tokens; ++t) {
-      // Per-channel scales change only at group boundaries.
-      if (!spec.per_channel || t % spec.group == 0) RowScales(scales.data(), s, spec, h, t, m.data(), delta.data());
       const int64_t first = (int64_t(h) * s.tokens + t) * s.dim;
-      DecodeRow(codes.data(), codes.size(), spec.bits, first, s.dim, m.data(), delta.data(), out + first);
+      if (spec.per_channel) {
+        // Per-channel scales change only at group boundaries.
+        if (t % spec.group == 0) RowScales(scales.data(), s, spec, h, t, m.data(), delta.data());
+        DecodeRow(codes.data(), codes.size(), spec.bits, first, s.dim, m.data(), delta.data(), out + first);
+      } else {
+        // Per-token: one scalar (m, Δ) per channel group.
+        const size_t base = 2 * (size_t(h) * s.tokens + t) * ncg;
+        for (int g = 0; g < ncg; ++g) {
+          gm[g] = LoadScale(scales.data(), base + 2 * g, spec.f32_scales);
+          gd[g] = LoadScale(scales.data(), base + 2 * g + 1, spec.f32_scales);
+        }
+#ifdef KVR_HAVE_AVX2_PATH
+        if (HasAvx2() && cg % 8 == 0 && s.dim % cg == 0 && (spec.bits == 2 || spec.bits == 4) &&
+            (uint64_t(first) * spec.bits) % 8 == 0) {
+          const uint8_t* p = codes.data() + uint64_t(first) * spec.bits / 8;
+          if (spec.bits == 2) DecodeGroupsAvx2<2>(p, s.dim, cg, gm.data(), gd.data(), out + first);
+          else DecodeGroupsAvx2<4>(p, s.dim, cg, gm.data(), gd.data(), out + first);
+          continue;
+        }
+#endif
+        DecodeRow(codes.data(), codes.size(), spec.bits, first, s.dim, zeros.data(), ones.data(), tmp.data());
+        for (int g = 0; g < ncg; ++g) {
+          const int c1 = std::min(s.dim, (g + 1) * cg);
+          for (int c = g * cg; c < c1; ++c) out[first + c] = gm[g] + gd[g] * tmp[c];
+        }
+      }
     }
   }
 }

@@ -42,15 +42,20 @@ inline uint16_t FloatToHalf(float f) {
 }
 
 inline float HalfToFloat(uint16_t h) {
+  // Shift exponent and mantissa into place and rebias; only Inf/NaN and
+  // zero/subnormals (rare) take a branch. Subnormals are renormalized exactly
+  // by a float subtraction of the implicit bit (2^-14).
   const uint32_t sign = static_cast<uint32_t>(h & 0x8000u) << 16;
-  const uint32_t exp = (h >> 10) & 0x1fu;
-  const uint32_t mant = h & 0x3ffu;
-  if (exp == 0) {
-    const float v = static_cast<float>(mant) * 5.9604644775390625e-8f;  // 2^-24
-    return BitsFloat(FloatBits(v) | sign);
+  uint32_t o = static_cast<uint32_t>(h & 0x7fffu) << 13;
+  const uint32_t exp = o & 0x0f800000u;
+  o += (127u - 15u) << 23;
+  if (exp == 0x0f800000u) {  // Inf or NaN
+    o += (128u - 16u) << 23;
+  } else if (exp == 0) {  // zero or subnormal
+    o += 1u << 23;
+    o = FloatBits(BitsFloat(o) - BitsFloat(113u << 23));
   }
-  if (exp == 31) return BitsFloat(sign | 0x7f800000u | (mant << 13));
-  return BitsFloat(sign | ((exp + 112u) << 23) | (mant << 13));
+  return BitsFloat(o | sign);
 }
 
 inline uint16_t FloatToBf16(float f) {

@@ -22,6 +22,8 @@ ABSL_LIBS="-labsl_status -labsl_statusor -labsl_str_format_internal -labsl_strin
 # target -> sources (the fuzzer entry point first).
 declare -A SRCS=(
   [container]="codec/container_fuzzer.cc codec/container.cc codec/kv_layout.cc codec/rope.cc common/hash.cc"
+  [codec]="codec/codec_fuzzer.cc codec/codec.cc codec/kivi.cc codec/gear.cc codec/squat.cc codec/group_quant.cc
+    codec/linalg.cc codec/container.cc codec/kv_layout.cc codec/rope.cc common/hash.cc common/status.cc"
 )
 
 target="${1:-}"
