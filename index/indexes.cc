@@ -1,0 +1,341 @@
+// The retrieval methods behind MakeRetrievalIndex: exact oracle, A²ATS
+// (windowed RoPE + query-aware VQ), Quest (page min/max bounds) and PQ
+// (PQCache-style product quantization of post-RoPE keys, FAISS's
+// ProductQuantizer). FAISS exceptions are caught here, at the one boundary.
+#include <faiss/Clustering.h>
+#include <faiss/IndexFlat.h>
+#include <faiss/impl/FaissException.h>
+#include <faiss/impl/ProductQuantizer.h>
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
+#include "codec/linalg.h"
+#include "codec/rope.h"
+#include "codec/simd.h"
+#include "common/status.h"
+#include "index/retrieval_index.h"
+
+namespace kvrecall {
+namespace {
+
+absl::Status FromFaiss(const faiss::FaissException& e, const char* what) {
+  return absl::InternalError(absl::StrCat(what, ": FAISS: ", e.what()));
+}
+
+absl::Status CheckQuery(const RetrievalIndex& idx, const float* q, absl::Span<float> scores) {
+  if (q == nullptr) return absl::InvalidArgumentError(absl::StrCat(idx.name(), ": query missing"));
+  RETURN_IF_ERROR(CheckFinite(q, 1, idx.dim(), "query"));
+  if (static_cast<int64_t>(scores.size()) < idx.size()) {
+    return absl::InvalidArgumentError("scores buffer smaller than the index");
+  }
+  return absl::OkStatus();
+}
+
+// Exact logits q·k/√d over post-RoPE keys: the reference every method is
+// judged against.
+class OracleIndex final : public RetrievalIndex {
+ public:
+  explicit OracleIndex(int d) : d_(d) {}
+  std::string name() const override { return "oracle"; }
+  int dim() const override { return d_; }
+  absl::Status Train(const TrainingData&) override { return absl::OkStatus(); }
+  bool trained() const override { return true; }
+  absl::Status Add(const float*, const float* k_post, int64_t n) override {
+    RETURN_IF_ERROR(CheckFinite(k_post, n, d_, "keys"));
+    keys_.insert(keys_.end(), k_post, k_post + n * d_);
+    return absl::OkStatus();
+  }
+  absl::Status Score(const float*, const float* q_post, int64_t, absl::Span<float> scores) const override {
+    RETURN_IF_ERROR(CheckQuery(*this, q_post, scores));
+    const float scale = 1.0f / std::sqrt(float(d_));
+    for (int64_t i = 0; i < size(); ++i) scores[i] = Dot(q_post, keys_.data() + i * d_, d_) * scale;
+    return absl::OkStatus();
+  }
+  int64_t size() const override { return static_cast<int64_t>(keys_.size()) / d_; }
+  void Reset() override { keys_.clear(); }
+  double BitsPerToken() const override { return 16.0 * d_; }
+  int64_t FixedBytes() const override { return 0; }
+
+ private:
+  int d_;
+  std::vector<float> keys_;
+};
+
+// A²ATS: pre-RoPE keys, queries rotated by a fixed relative position b
+// (windowed RoPE), k-means in the space whitened by H = E[q̃q̃ᵀ] = L Lᵀ, one
+// code per token, scores from a per-query table over the centroids.
+class A2atsIndex final : public RetrievalIndex {
+ public:
+  A2atsIndex(const KvLayout& l, int centroids, double b, int iters, uint64_t seed)
+      : layout_(l), d_(l.head_dim), k_(centroids), b_(b), iters_(iters), seed_(seed) {}
+  std::string name() const override { return "a2ats"; }
+  int dim() const override { return d_; }
+  bool trained() const override { return !centroids_.empty(); }
+
+  absl::Status Train(const TrainingData& t) override {
+    if (t.dim != d_) return absl::InvalidArgumentError(absl::StrCat("a2ats: training dim ", t.dim, " != ", d_));
+    if (t.num_keys < k_) {
+      return absl::InvalidArgumentError(absl::StrCat("a2ats: ", t.num_keys, " training keys for ", k_, " centroids"));
+    }
+    if (t.num_queries < 1) return absl::InvalidArgumentError("a2ats: calibration needs queries");
+    RETURN_IF_ERROR(CheckFinite(t.k_pre, t.num_keys, d_, "training keys"));
+    RETURN_IF_ERROR(CheckFinite(t.q_pre, t.num_queries, d_, "training queries"));
+    // H = Σ q̃ q̃ᵀ with q̃ = R_b q, scaled to unit RMS entry, + 1e-6 I.
+    std::vector<float> qt(t.q_pre, t.q_pre + t.num_queries * d_);
+    for (int64_t i = 0; i < t.num_queries; ++i) ApplyRope(qt.data() + i * d_, layout_, b_);
+    std::vector<double> h = Gram(qt.data(), t.num_queries, d_);
+    double ms = 0;
+    for (double x : h) ms += x * x;
+    ms = std::sqrt(ms / h.size());
+    for (int i = 0; i < d_; ++i)
+      for (int j = 0; j < d_; ++j) h[size_t(i) * d_ + j] = h[size_t(i) * d_ + j] / ms + (i == j ? 1e-6 : 0.0);
+    ASSIGN_OR_RETURN(l_, Cholesky(h, d_));
+    std::vector<float> w(t.num_keys * d_);
+    Whiten(t.k_pre, t.num_keys, w.data());
+    try {
+      faiss::ClusteringParameters cp;
+      cp.niter = iters_;
+      cp.seed = static_cast<int>(seed_);
+      cp.max_points_per_centroid = 256;
+      cp.verbose = false;
+      faiss::Clustering km(d_, k_, cp);
+      faiss::IndexFlatL2 assign(d_);
+      km.train(t.num_keys, w.data(), assign);
+      centroids_ = km.centroids;
+      quantizer_ = std::make_unique<faiss::IndexFlatL2>(d_);
+      quantizer_->add(k_, centroids_.data());
+    } catch (const faiss::FaissException& e) {
+      return FromFaiss(e, "a2ats k-means");
+    }
+    return absl::OkStatus();
+  }
+
+  absl::Status Add(const float* k_pre, const float*, int64_t n) override {
+    if (!trained()) return absl::FailedPreconditionError("a2ats index is not trained");
+    RETURN_IF_ERROR(CheckFinite(k_pre, n, d_, "keys"));
+    std::vector<float> w(n * d_), dist(n);
+    std::vector<faiss::Index::idx_t> ids(n);
+    Whiten(k_pre, n, w.data());
+    try {
+      quantizer_->search(n, w.data(), 1, dist.data(), ids.data());
+    } catch (const faiss::FaissException& e) {
+      return FromFaiss(e, "a2ats encode");
+    }
+    for (int64_t i = 0; i < n; ++i) codes_.push_back(static_cast<uint16_t>(ids[i]));
+    return absl::OkStatus();
+  }
+
+  absl::Status Score(const float* q_pre, const float*, int64_t, absl::Span<float> scores) const override {
+    if (!trained()) return absl::FailedPreconditionError("a2ats index is not trained");
+    RETURN_IF_ERROR(CheckQuery(*this, q_pre, scores));
+    // y = L⁻¹ (R_b q): then q̃·c = y·c_w for whitened centroids c_w.
+    std::vector<float> q(q_pre, q_pre + d_);
+    ApplyRope(q.data(), layout_, b_);
+    std::vector<float> y(d_);
+    for (int i = 0; i < d_; ++i) {
+      double s = q[i];
+      for (int j = 0; j < i; ++j) s -= l_[size_t(i) * d_ + j] * y[j];
+      y[i] = static_cast<float>(s / l_[size_t(i) * d_ + i]);
+    }
+    table_.resize(k_);
+    const float scale = 1.0f / std::sqrt(float(d_));
+    for (int j = 0; j < k_; ++j) table_[j] = Dot(y.data(), centroids_.data() + size_t(j) * d_, d_) * scale;
+    const float* t = table_.data();
+    const uint16_t* c = codes_.data();
+    const int64_t n = size();
+    for (int64_t i = 0; i < n; ++i) scores[i] = t[c[i]];
+    return absl::OkStatus();
+  }
+
+  int64_t size() const override { return static_cast<int64_t>(codes_.size()); }
+  void Reset() override { codes_.clear(); }
+  double BitsPerToken() const override { return std::ceil(std::log2(double(k_))); }
+  int64_t FixedBytes() const override { return int64_t(k_) * d_ * 2 + int64_t(d_) * d_ * 4; }
+
+ private:
+  // w = Lᵀ k (row vector k·L): the space where (k−c)ᵀH(k−c) is Euclidean.
+  void Whiten(const float* k, int64_t n, float* w) const {
+    for (int64_t r = 0; r < n; ++r) {
+      const float* kr = k + r * d_;
+      for (int j = 0; j < d_; ++j) {
+        double s = 0;
+        for (int i = j; i < d_; ++i) s += double{kr[i]} * l_[size_t(i) * d_ + j];
+        w[r * d_ + j] = static_cast<float>(s);
+      }
+    }
+  }
+
+  KvLayout layout_;
+  int d_, k_;
+  double b_;
+  int iters_;
+  uint64_t seed_;
+  std::vector<double> l_;        // [d][d] lower Cholesky factor of H
+  std::vector<float> centroids_; // [k][d] whitened
+  std::unique_ptr<faiss::IndexFlatL2> quantizer_;
+  std::vector<uint16_t> codes_;
+  mutable std::vector<float> table_;  // scratch (Score is const; one caller at a time per index)
+};
+
+// Quest: per page of `page` tokens, the channel-wise min and max of post-RoPE
+// keys; a token's score is its page's upper bound Σ_c max(q_c·m_c, q_c·M_c).
+class QuestIndex final : public RetrievalIndex {
+ public:
+  QuestIndex(int d, int page) : d_(d), page_(page) {}
+  std::string name() const override { return "quest"; }
+  int dim() const override { return d_; }
+  absl::Status Train(const TrainingData&) override { return absl::OkStatus(); }
+  bool trained() const override { return true; }
+  absl::Status Add(const float*, const float* k_post, int64_t n) override {
+    RETURN_IF_ERROR(CheckFinite(k_post, n, d_, "keys"));
+    for (int64_t r = 0; r < n; ++r, ++n_) {
+      const float* k = k_post + r * d_;
+      if (n_ % page_ == 0) {
+        mins_.insert(mins_.end(), k, k + d_);
+        maxs_.insert(maxs_.end(), k, k + d_);
+        continue;
+      }
+      float* mn = mins_.data() + mins_.size() - d_;
+      float* mx = maxs_.data() + maxs_.size() - d_;
+      for (int c = 0; c < d_; ++c) mn[c] = std::min(mn[c], k[c]), mx[c] = std::max(mx[c], k[c]);
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Score(const float*, const float* q_post, int64_t, absl::Span<float> scores) const override {
+    RETURN_IF_ERROR(CheckQuery(*this, q_post, scores));
+    const int64_t pages = static_cast<int64_t>(mins_.size()) / d_;
+    for (int64_t p = 0; p < pages; ++p) {
+      float s = 0;
+      const float* mn = mins_.data() + p * d_;
+      const float* mx = maxs_.data() + p * d_;
+      for (int c = 0; c < d_; ++c) s += std::max(q_post[c] * mn[c], q_post[c] * mx[c]);
+      for (int64_t i = p * page_; i < std::min<int64_t>(n_, (p + 1) * page_); ++i) scores[i] = s;
+    }
+    return absl::OkStatus();
+  }
+  int64_t size() const override { return n_; }
+  void Reset() override { mins_.clear(), maxs_.clear(), n_ = 0; }
+  double BitsPerToken() const override { return 2.0 * 16 * d_ / page_; }
+  int64_t FixedBytes() const override { return 0; }
+
+ private:
+  int d_, page_;
+  int64_t n_ = 0;
+  std::vector<float> mins_, maxs_;
+};
+
+// PQCache-style product quantization of post-RoPE keys (FAISS
+// ProductQuantizer, trained on the calibration keys); scores are the
+// inner-product lookup Σ_m table[m][code_m].
+class PqIndex final : public RetrievalIndex {
+ public:
+  PqIndex(int d, int m, int nbits) : d_(d), pq_(d, m, nbits) {}
+  std::string name() const override { return "pq"; }
+  int dim() const override { return d_; }
+  bool trained() const override { return trained_; }
+  absl::Status Train(const TrainingData& t) override {
+    if (t.dim != d_) return absl::InvalidArgumentError("pq: training dim mismatch");
+    if (t.num_keys < int64_t(pq_.ksub)) return absl::InvalidArgumentError("pq: too few training keys");
+    RETURN_IF_ERROR(CheckFinite(t.k_post, t.num_keys, d_, "training keys"));
+    try {
+      pq_.cp.seed = 1234;
+      pq_.train(t.num_keys, t.k_post);
+    } catch (const faiss::FaissException& e) {
+      return FromFaiss(e, "pq train");
+    }
+    trained_ = true;
+    return absl::OkStatus();
+  }
+  absl::Status Add(const float*, const float* k_post, int64_t n) override {
+    if (!trained_) return absl::FailedPreconditionError("pq index is not trained");
+    RETURN_IF_ERROR(CheckFinite(k_post, n, d_, "keys"));
+    const size_t at = codes_.size();
+    codes_.resize(at + n * pq_.code_size);
+    try {
+      pq_.compute_codes(k_post, codes_.data() + at, n);
+    } catch (const faiss::FaissException& e) {
+      return FromFaiss(e, "pq encode");
+    }
+    return absl::OkStatus();
+  }
+  absl::Status Score(const float*, const float* q_post, int64_t, absl::Span<float> scores) const override {
+    if (!trained_) return absl::FailedPreconditionError("pq index is not trained");
+    RETURN_IF_ERROR(CheckQuery(*this, q_post, scores));
+    std::vector<float> table(pq_.M * pq_.ksub);
+    pq_.compute_inner_prod_table(q_post, table.data());
+    const int64_t n = size();
+    for (int64_t i = 0; i < n; ++i) {
+      faiss::PQDecoderGeneric dec(codes_.data() + i * pq_.code_size, static_cast<int>(pq_.nbits));
+      float s = 0;
+      for (size_t m = 0; m < pq_.M; ++m) s += table[m * pq_.ksub + dec.decode()];
+      scores[i] = s;
+    }
+    return absl::OkStatus();
+  }
+  int64_t size() const override { return pq_.code_size ? static_cast<int64_t>(codes_.size() / pq_.code_size) : 0; }
+  void Reset() override { codes_.clear(); }
+  double BitsPerToken() const override { return double(pq_.M) * pq_.nbits; }
+  int64_t FixedBytes() const override { return static_cast<int64_t>(pq_.centroids.size()) * 4; }
+
+ private:
+  int d_;
+  faiss::ProductQuantizer pq_;
+  bool trained_ = false;
+  std::vector<uint8_t> codes_;
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<RetrievalIndex>> MakeRetrievalIndex(const std::string& spec, const KvLayout& layout) {
+  RETURN_IF_ERROR(layout.Validate());
+  const size_t colon = spec.find(':');
+  const std::string name = spec.substr(0, colon);
+  std::map<std::string, double> p;
+  if (colon != std::string::npos) {
+    for (absl::string_view kv : absl::StrSplit(spec.substr(colon + 1), ',', absl::SkipEmpty())) {
+      std::vector<std::string> parts = absl::StrSplit(kv, '=');
+      double v;
+      if (parts.size() != 2 || !absl::SimpleAtod(parts[1], &v)) {
+        return absl::InvalidArgumentError(absl::StrCat("bad index parameter '", kv, "'"));
+      }
+      p[parts[0]] = v;
+    }
+  }
+  auto get = [&](const char* key, double def) {
+    auto it = p.find(key);
+    if (it == p.end()) return def;
+    const double v = it->second;
+    p.erase(it);
+    return v;
+  };
+  std::unique_ptr<RetrievalIndex> idx;
+  const int d = layout.head_dim;
+  if (name == "oracle") {
+    idx = std::make_unique<OracleIndex>(d);
+  } else if (name == "a2ats") {
+    const int k = static_cast<int>(get("centroids", 4096));
+    if (k < 2 || k > 65536) return absl::InvalidArgumentError("a2ats: centroids must be in [2, 65536]");
+    idx = std::make_unique<A2atsIndex>(layout, k, get("b", 2048), static_cast<int>(get("iters", 20)),
+                                       static_cast<uint64_t>(get("seed", 1)));
+  } else if (name == "quest") {
+    const int page = static_cast<int>(get("page", 16));
+    if (page < 1 || page > 4096) return absl::InvalidArgumentError("quest: page must be in [1, 4096]");
+    idx = std::make_unique<QuestIndex>(d, page);
+  } else if (name == "pq") {
+    const int m = static_cast<int>(get("m", 2)), nbits = static_cast<int>(get("nbits", 6));
+    if (m < 1 || d % m != 0 || nbits < 1 || nbits > 8) {
+      return absl::InvalidArgumentError("pq: m must divide head_dim and nbits be in [1, 8]");
+    }
+    idx = std::make_unique<PqIndex>(d, m, nbits);
+  } else {
+    return absl::InvalidArgumentError(absl::StrCat("unknown retrieval index '", name, "'; known: oracle, a2ats, quest, pq"));
+  }
+  if (!p.empty()) return absl::InvalidArgumentError(absl::StrCat("unknown parameter '", p.begin()->first, "' for ", name));
+  return idx;
+}
+
+}  // namespace kvrecall

@@ -1,0 +1,61 @@
+#include "index/retrieval_index.h"
+
+#include <algorithm>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+
+namespace kvrecall {
+
+absl::Status CheckFinite(const float* x, int64_t n, int dim, const char* what) {
+  if (n < 0 || dim <= 0) return absl::InvalidArgumentError(absl::StrCat(what, ": bad shape"));
+  if (n > 0 && x == nullptr) return absl::InvalidArgumentError(absl::StrCat(what, ": no data"));
+  for (int64_t i = 0; i < n * dim; ++i) {
+    if (!std::isfinite(x[i])) return absl::InvalidArgumentError(absl::StrCat(what, "[", i, "] is not finite"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, const float* q_pre,
+                                                  const float* q_post, int group, int64_t pos,
+                                                  const SelectionConfig& cfg) {
+  if (group < 1) return absl::InvalidArgumentError("group must be >= 1");
+  if (cfg.sinks < 0 || cfg.window < 0) return absl::InvalidArgumentError("sinks and window must be >= 0");
+  if (cfg.topk < 0 || !(cfg.topk_fraction >= 0 && cfg.topk_fraction <= 1)) {
+    return absl::InvalidArgumentError("topk must be >= 0 and topk_fraction in [0, 1]");
+  }
+  const int64_t n = std::min<int64_t>(index.size(), pos + 1);
+  if (n <= 0) return std::vector<int64_t>{};
+  std::vector<char> chosen(n, 0);
+  const int64_t sink_end = std::min<int64_t>(cfg.sinks, n);
+  const int64_t window_begin = std::max<int64_t>(sink_end, n - cfg.window);
+  for (int64_t i = 0; i < sink_end; ++i) chosen[i] = 1;
+  for (int64_t i = window_begin; i < n; ++i) chosen[i] = 1;
+  const int64_t middle = window_begin - sink_end;
+  int64_t k = cfg.topk > 0 ? cfg.topk : static_cast<int64_t>(std::ceil(cfg.topk_fraction * n));
+  k = std::min(k, middle);
+  if (k > 0) {
+    if (!index.trained()) return absl::FailedPreconditionError(absl::StrCat(index.name(), " index is not trained"));
+    const int d = index.dim();
+    std::vector<float> scores(index.size());
+    std::vector<int64_t> ids(middle);
+    for (int g = 0; g < group; ++g) {
+      absl::Status s = index.Score(q_pre ? q_pre + size_t(g) * d : nullptr, q_post ? q_post + size_t(g) * d : nullptr,
+                                   pos, absl::MakeSpan(scores));
+      if (!s.ok()) return s;
+      for (int64_t i = 0; i < middle; ++i) ids[i] = sink_end + i;
+      // Partial selection of this head's top k, not a full sort.
+      std::nth_element(ids.begin(), ids.begin() + (k - 1), ids.end(), [&](int64_t a, int64_t b) {
+        return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
+      });
+      for (int64_t i = 0; i < k; ++i) chosen[ids[i]] = 1;
+    }
+  }
+  std::vector<int64_t> out;
+  for (int64_t i = 0; i < n; ++i) {
+    if (chosen[i]) out.push_back(i);
+  }
+  return out;
+}
+
+}  // namespace kvrecall

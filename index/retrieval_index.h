@@ -1,0 +1,88 @@
+// RetrievalIndex: finds the tokens attention needs among a long context from
+// a small per-token summary. One index serves one (layer, KV head) of one
+// sequence; the G query heads of the GQA group search it together.
+//
+// Lifecycle: Train (calibrate from sample keys and queries; no-op for
+// methods that need none) -> Add tokens as the sequence grows -> Score one
+// query at a time -> Reset to drop the sequence (keeping the calibration).
+// SelectTokens turns scores into the token set attention runs over: the
+// first `sinks` tokens and the last `window` tokens always, never scored,
+// plus the union over the group's query heads of each head's top-K of the
+// rest, K a count or a fraction of the context.
+//
+// Errors: FAILED_PRECONDITION for an untrained index; INVALID_ARGUMENT for
+// dimension mismatches, NaN/Inf input, K out of range.
+// Thread safety: Score and SelectTokens are const and thread-safe; Train,
+// Add and Reset need exclusive access.
+#ifndef KVRECALL_INDEX_RETRIEVAL_INDEX_H_
+#define KVRECALL_INDEX_RETRIEVAL_INDEX_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "codec/kv_layout.h"
+
+namespace kvrecall {
+
+// Calibration sample of one (layer, KV head): keys and the group's queries,
+// both before and after RoPE, with their positions.
+struct TrainingData {
+  int dim = 0;
+  const float* k_pre = nullptr;   // [num_keys][dim]
+  const float* k_post = nullptr;  // [num_keys][dim]
+  int64_t num_keys = 0;
+  const float* q_pre = nullptr;   // [num_queries][dim], any query heads of the group
+  const float* q_post = nullptr;
+  int64_t num_queries = 0;
+};
+
+class RetrievalIndex {
+ public:
+  virtual ~RetrievalIndex() = default;
+  virtual std::string name() const = 0;
+  virtual int dim() const = 0;
+  virtual absl::Status Train(const TrainingData& data) = 0;
+  virtual bool trained() const = 0;
+  // Appends n tokens at positions size() .. size()+n-1; keys [n][dim].
+  virtual absl::Status Add(const float* k_pre, const float* k_post, int64_t n) = 0;
+  // Approximate attention logits of one query (at position `pos`) for every
+  // token: scores has size() entries; larger = more relevant.
+  virtual absl::Status Score(const float* q_pre, const float* q_post, int64_t pos,
+                             absl::Span<float> scores) const = 0;
+  virtual int64_t size() const = 0;
+  virtual void Reset() = 0;
+  // Bits of per-token summary (what a GPU would keep per token and KV head).
+  virtual double BitsPerToken() const = 0;
+  // Bytes of per-sequence-independent state (codebooks, whitening, ...).
+  virtual int64_t FixedBytes() const = 0;
+};
+
+struct SelectionConfig {
+  int sinks = 4;
+  int window = 64;
+  int64_t topk = 0;           // tokens per query head, if > 0
+  double topk_fraction = 0.03;  // else this fraction of the context
+};
+
+// Token ids (sorted) attention should run over for the query heads q [G][dim]
+// at position pos (the context is tokens 0..min(pos, size()-1)).
+absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, const float* q_pre,
+                                                  const float* q_post, int group, int64_t pos,
+                                                  const SelectionConfig& config);
+
+// Validates a row-major [n][dim] float block (finite values).
+absl::Status CheckFinite(const float* x, int64_t n, int dim, const char* what);
+
+// Builds an index by name: "oracle", "a2ats[:centroids=4096,b=2048,iters=20]",
+// "quest[:page=16]", "pq[:m=2,nbits=6]" (PQCache-style, FAISS ProductQuantizer
+// on post-RoPE keys). The layout gives head_dim and RoPE.
+absl::StatusOr<std::unique_ptr<RetrievalIndex>> MakeRetrievalIndex(const std::string& spec,
+                                                                   const KvLayout& layout);
+
+}  // namespace kvrecall
+
+#endif  // KVRECALL_INDEX_RETRIEVAL_INDEX_H_

@@ -1,0 +1,155 @@
+#include "index/retrieval_index.h"
+
+#include <cmath>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "codec/metrics.h"
+#include "codec/synthetic_kv.h"
+
+namespace kvrecall {
+namespace {
+
+struct Sequence {
+  KvLayout layout;
+  int n = 0, g = 4, d = 128;
+  std::vector<float> k_pre, k_post, q_pre, q_post;     // context [n][...]
+  std::vector<float> dq_pre, dq_post;                  // decode queries [steps][g][d]
+};
+
+Sequence MakeSequence(uint64_t seed, int head, int n, int steps) {
+  Sequence s;
+  SyntheticConfig c;
+  c.seed = seed;
+  c.total_tokens = n;
+  SyntheticHead gen(c, head);
+  s.n = n;
+  s.layout.num_layers = 1;
+  s.layout.num_q_heads = c.group_size;
+  s.layout.num_kv_heads = 1;
+  s.layout.head_dim = c.head_dim;
+  s.layout.rope_style = c.rope_style;
+  s.layout.rope_theta = c.rope_theta;
+  s.k_pre.resize(size_t(n) * s.d), s.k_post.resize(s.k_pre.size());
+  s.q_pre.resize(size_t(n) * s.g * s.d), s.q_post.resize(s.q_pre.size());
+  gen.Next(n, s.k_pre.data(), s.k_post.data(), nullptr, s.q_pre.data(), s.q_post.data());
+  s.dq_pre.resize(size_t(steps) * s.g * s.d), s.dq_post.resize(s.dq_pre.size());
+  gen.Next(steps, nullptr, nullptr, nullptr, s.dq_pre.data(), s.dq_post.data());
+  return s;
+}
+
+std::unique_ptr<RetrievalIndex> Build(const std::string& spec, const Sequence& s) {
+  auto idx = MakeRetrievalIndex(spec, s.layout);
+  EXPECT_TRUE(idx.ok()) << idx.status();
+  TrainingData t;
+  t.dim = s.d;
+  t.k_pre = s.k_pre.data();
+  t.k_post = s.k_post.data();
+  t.num_keys = s.n / 2;
+  t.q_pre = s.q_pre.data();
+  t.q_post = s.q_post.data();
+  t.num_queries = int64_t(s.n / 2) * s.g;
+  EXPECT_TRUE((*idx)->Train(t).ok());
+  EXPECT_TRUE((*idx)->Add(s.k_pre.data(), s.k_post.data(), s.n).ok());
+  return std::move(*idx);
+}
+
+// Mean attention-mass recall over decode steps and query heads.
+double MassRecall(const RetrievalIndex& idx, const Sequence& s, int steps, const SelectionConfig& cfg) {
+  double total = 0;
+  int count = 0;
+  for (int step = 0; step < steps; ++step) {
+    const float* qp = s.dq_pre.data() + size_t(step) * s.g * s.d;
+    const float* qq = s.dq_post.data() + size_t(step) * s.g * s.d;
+    auto sel = SelectTokens(idx, qp, qq, s.g, s.n + step, cfg);
+    EXPECT_TRUE(sel.ok()) << sel.status();
+    std::vector<int> ids(sel->begin(), sel->end());
+    for (int h = 0; h < s.g; ++h) {
+      std::vector<double> p = AttentionProbs(qq + size_t(h) * s.d, s.n - 1, s.k_post.data(), s.n, s.d,
+                                             1 / std::sqrt(double(s.d)));
+      total += ComputeSelectionRecall(p, ids).mass_recall;
+      ++count;
+    }
+  }
+  return total / count;
+}
+
+TEST(Retrieval, EveryMethodFindsTheMassOracleIsPerfect) {
+  const Sequence s = MakeSequence(1, 0, 4096, 4);  // a peaky head
+  SelectionConfig cfg;
+  cfg.topk_fraction = 0.03;
+  const double oracle = MassRecall(*Build("oracle", s), s, 4, cfg);
+  const double a2ats = MassRecall(*Build("a2ats:centroids=256,iters=10", s), s, 4, cfg);
+  const double quest = MassRecall(*Build("quest", s), s, 4, cfg);
+  const double pq = MassRecall(*Build("pq:m=2,nbits=6", s), s, 4, cfg);
+  SelectionConfig only_fixed = cfg;
+  only_fixed.topk_fraction = 0;
+  const double floor = MassRecall(*Build("oracle", s), s, 4, only_fixed);  // sinks + window alone
+  std::printf("mass recall at 3%%: oracle %.3f a2ats %.3f quest %.3f pq %.3f (sinks+window %.3f)\n", oracle, a2ats,
+              quest, pq, floor);
+  EXPECT_GT(oracle, 0.9);
+  EXPECT_GE(oracle + 1e-9, a2ats);
+  EXPECT_GT(a2ats, floor + 0.5 * (oracle - floor)) << "A²ATS must recover most of what retrieval can";
+  EXPECT_GT(quest, floor);
+  EXPECT_GT(pq, floor);
+}
+
+TEST(Retrieval, FullBudgetSelectsEverythingAndSinksWindowAlways) {
+  const Sequence s = MakeSequence(2, 1, 512, 1);
+  auto idx = Build("a2ats:centroids=64,iters=5", s);
+  SelectionConfig cfg;
+  cfg.topk_fraction = 1.0;
+  auto all = SelectTokens(*idx, s.dq_pre.data(), s.dq_post.data(), s.g, s.n, cfg);
+  ASSERT_TRUE(all.ok());
+  EXPECT_EQ(all->size(), 512u);
+  cfg.topk_fraction = 0;
+  cfg.topk = 10;
+  cfg.sinks = 4;
+  cfg.window = 64;
+  auto some = SelectTokens(*idx, s.dq_pre.data(), s.dq_post.data(), 1, s.n, cfg);
+  ASSERT_TRUE(some.ok());
+  EXPECT_EQ(some->size(), 4u + 64u + 10u);
+  for (int i = 0; i < 4; ++i) EXPECT_EQ((*some)[i], i);
+  EXPECT_EQ(some->back(), 511);
+  EXPECT_EQ(idx->BitsPerToken(), 6.0);  // 64 centroids
+}
+
+TEST(Retrieval, BadInputsAreClearErrors) {
+  const Sequence s = MakeSequence(3, 0, 256, 1);
+  auto idx = MakeRetrievalIndex("a2ats:centroids=64", s.layout);
+  ASSERT_TRUE(idx.ok());
+  EXPECT_EQ((*idx)->Add(s.k_pre.data(), s.k_post.data(), 4).code(), absl::StatusCode::kFailedPrecondition);
+  SelectionConfig cfg;
+  cfg.topk = 5;
+  cfg.window = 0;
+  cfg.sinks = 0;
+  std::vector<float> scores(1);
+  EXPECT_EQ((*idx)->Score(s.dq_pre.data(), s.dq_post.data(), 0, absl::MakeSpan(scores)).code(),
+            absl::StatusCode::kFailedPrecondition);
+  TrainingData t;
+  t.dim = 64;  // wrong
+  EXPECT_EQ((*idx)->Train(t).code(), absl::StatusCode::kInvalidArgument);
+  auto trained = Build("a2ats:centroids=16,iters=3", s);
+  std::vector<float> nan_q(s.g * s.d, NAN);
+  EXPECT_EQ(SelectTokens(*trained, nan_q.data(), nan_q.data(), s.g, s.n, cfg).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  cfg.topk = -1;
+  EXPECT_EQ(SelectTokens(*trained, s.dq_pre.data(), s.dq_post.data(), s.g, s.n, cfg).status().code(),
+            absl::StatusCode::kInvalidArgument);
+  std::vector<float> bad_keys(s.d, INFINITY);
+  EXPECT_EQ(trained->Add(bad_keys.data(), bad_keys.data(), 1).code(), absl::StatusCode::kInvalidArgument);
+  for (const char* spec : {"nope", "a2ats:centroids=1", "pq:m=3", "quest:page=0", "a2ats:color=1", "a2ats:k"}) {
+    EXPECT_EQ(MakeRetrievalIndex(spec, s.layout).status().code(), absl::StatusCode::kInvalidArgument) << spec;
+  }
+  // K larger than the context is clamped, an empty sequence selects nothing.
+  cfg.topk = 1 << 20;
+  EXPECT_TRUE(SelectTokens(*trained, s.dq_pre.data(), s.dq_post.data(), s.g, s.n, cfg).ok());
+  trained->Reset();
+  auto none = SelectTokens(*trained, s.dq_pre.data(), s.dq_post.data(), s.g, 0, cfg);
+  ASSERT_TRUE(none.ok());
+  EXPECT_TRUE(none->empty());
+}
+
+}  // namespace
+}  // namespace kvrecall
