@@ -1,5 +1,7 @@
 #include "engine/cache_factory.h"
 
+#include <algorithm>
+
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
@@ -7,6 +9,7 @@
 #include "codec/kivi.h"
 #include "common/status.h"
 #include "engine/codec_cache.h"
+#include "engine/retrieval_cache.h"
 
 namespace kvrecall {
 
@@ -49,8 +52,64 @@ absl::StatusOr<std::vector<std::string>> ExpandCacheSpec(const std::string& spec
   return out;
 }
 
+bool IsRetrievalCacheSpec(const std::string& spec) {
+  const std::string name = spec.substr(0, spec.find(':'));
+  return name == "oracle" || name == "a2ats" || name == "quest" || name == "pq";
+}
+
+namespace {
+
+absl::StatusOr<std::unique_ptr<KvCache>> MakeRetrievalCache(const std::string& spec, const KvCacheContext& ctx) {
+  const size_t colon = spec.find(':');
+  const std::string name = spec.substr(0, colon);
+  ASSIGN_OR_RETURN(auto params, ParseParams(colon == std::string::npos ? "" : spec.substr(colon + 1)));
+  SelectionConfig sel;
+  std::vector<std::string> index_params;
+  int64_t cal_keys = 0;
+  if (ctx.calibration) {
+    for (const auto& r : ctx.calibration->records) {
+      if (r.layer == 0) cal_keys += r.tokens;
+    }
+  }
+  bool has_centroids = false, has_b = false;
+  for (const auto& [k, v] : params) {
+    double x;
+    if (k == "topk" || k == "sinks" || k == "window") {
+      if (!absl::SimpleAtod(v, &x) || x < 0) return absl::InvalidArgumentError(absl::StrCat(k, "=", v, " is not a number >= 0"));
+      if (k == "topk") {
+        if (x <= 1) sel.topk_fraction = x, sel.topk = 0;  // a fraction (1 = everything)
+        else sel.topk = static_cast<int64_t>(x);
+      } else if (k == "sinks") {
+        sel.sinks = static_cast<int>(x);
+      } else {
+        sel.window = static_cast<int>(x);
+      }
+      continue;
+    }
+    if (k == "centroids") has_centroids = true;
+    if (k == "b") has_b = true;
+    index_params.push_back(absl::StrCat(k, "=", v));
+  }
+  if (name == "a2ats" && !has_centroids) {
+    // The calibration text decides how big a codebook it can train.
+    int c = 16;
+    while (c * 2 <= std::min<int64_t>(4096, cal_keys / 8)) c *= 2;
+    index_params.push_back(absl::StrCat("centroids=", c));
+  }
+  if (name == "a2ats" && !has_b && ctx.context_len > 0) {
+    // Windowed RoPE's fixed offset b, scaled to the context (the paper's 2048
+    // is for 128K-token contexts; stories260K has 512).
+    index_params.push_back(absl::StrCat("b=", std::clamp(ctx.context_len / 8, 16, 2048)));
+  }
+  const std::string index_spec = index_params.empty() ? name : name + ":" + absl::StrJoin(index_params, ",");
+  return NewRetrievalKvCache(index_spec, sel, ctx.calibration, spec);
+}
+
+}  // namespace
+
 absl::StatusOr<std::unique_ptr<KvCache>> MakeKvCache(const std::string& spec, const KvCacheContext& ctx) {
   if (spec == "exact") return NewExactKvCache();
+  if (IsRetrievalCacheSpec(spec)) return MakeRetrievalCache(spec, ctx);
   if (spec.rfind("exact:", 0) == 0) return absl::InvalidArgumentError("cache 'exact' takes no parameters");
   ASSIGN_OR_RETURN(std::vector<std::string> specs, ExpandCacheSpec(spec, ctx));
   std::vector<std::unique_ptr<KvCodec>> codecs;

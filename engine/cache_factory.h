@@ -15,15 +15,26 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "codec/kv_trace.h"
 #include "engine/kv_cache.h"
 
 namespace kvrecall {
 
+//   oracle|a2ats|quest|pq[:topk=0.1,sinks=4,window=64,<index params>]  (topk <= 1: a
+//                               fraction of the context; > 1: tokens per query head)
+//                               attention over sinks + window + top-K chosen
+//                               by that retrieval index (engine/retrieval_cache.h);
+//                               needs `calibration`
 struct KvCacheContext {
   std::string model_id = "model";
   int num_layers = 0;
   std::vector<double> k_norms, v_norms;  // per layer Frobenius norms of W_K, W_V
+  const KvTrace* calibration = nullptr;   // retrieval caches: Q/K of other text
+  int context_len = 0;                    // the model's context; sets A²ATS's default b
 };
+
+// True if `spec` names a retrieval cache (which needs a calibration trace).
+bool IsRetrievalCacheSpec(const std::string& spec);
 
 // INVALID_ARGUMENT for unknown names or parameters.
 absl::StatusOr<std::unique_ptr<KvCache>> MakeKvCache(const std::string& spec, const KvCacheContext& context);

@@ -68,6 +68,7 @@ int Run(const std::string& command) {
   ctx.num_layers = (*model)->config().n_layers;
   ctx.k_norms = (*model)->wk_norms();
   ctx.v_norms = (*model)->wv_norms();
+  ctx.context_len = (*model)->config().seq_len;
   if (command == "generate") {
     auto cache = MakeKvCache(absl::GetFlag(FLAGS_cache), ctx);
     if (!cache.ok()) return Fail(cache.status());
@@ -85,6 +86,19 @@ int Run(const std::string& command) {
   if (first < 0 || count < 1 || first + count > static_cast<int>(all->size())) {
     return Fail(absl::InvalidArgumentError(absl::StrCat("stories [", first, ", ", first + count,
                                                         ") outside the ", all->size(), " available")));
+  }
+  // Retrieval caches calibrate on text that is never scored: the last 20
+  // stories of the file.
+  absl::StatusOr<KvTrace> calibration;
+  if (IsRetrievalCacheSpec(absl::GetFlag(FLAGS_cache))) {
+    std::vector<int> ids;
+    for (int i = static_cast<int>(all->size()) - 20; i < static_cast<int>(all->size()); ++i) ids.push_back(i);
+    if (first + count > static_cast<int>(all->size()) - 20) {
+      return Fail(absl::InvalidArgumentError("retrieval caches calibrate on the last 20 stories; score fewer"));
+    }
+    calibration = TraceStories(**model, **tok, *all, ids, {}, absl::GetFlag(FLAGS_max_tokens));
+    if (!calibration.ok()) return Fail(calibration.status());
+    ctx.calibration = &*calibration;
   }
   if (command == "perplexity") {
     std::vector<std::string> stories(all->begin() + first, all->begin() + first + count);

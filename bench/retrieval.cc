@@ -1,0 +1,279 @@
+// Retrieval quality and speed against exact attention (issue: index).
+//
+//   bazel run -c opt //bench:retrieval -- --out_dir bench/results
+//   bazel run -c opt //bench:retrieval -- --tokens 131072 --topk 0.03 --method a2ats
+//
+// For each method and K (fraction of the context), on the synthetic
+// generator's 128-d heads (seeds x peaky/flat, contexts --tokens) and on
+// stories260K traces: top-K recall and attention-mass recall of the selected
+// set (sinks + window + union of the group's top-K) against exact attention
+// of decode queries, and the relative error of exact attention over the
+// selected rows. Search latency per query head (one thread) with FAISS
+// IndexPQ and IndexIVFPQ over the same keys (inner product, same 12-bit
+// codes) measured in the same run, 1 thread and all threads. With --method,
+// the last line is: mass_recall <v> search_us <v> faiss_pq_us <v>.
+#include <faiss/IndexFlat.h>
+#include <faiss/IndexIVFPQ.h>
+#include <faiss/IndexPQ.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdio>
+#include <fstream>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "absl/flags/flag.h"
+#include "absl/flags/parse.h"
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
+#include "codec/attention.h"
+#include "codec/metrics.h"
+#include "codec/synthetic_kv.h"
+#include "index/retrieval_index.h"
+
+ABSL_FLAG(std::string, tokens, "32768,131072", "synthetic context lengths");
+ABSL_FLAG(std::string, topk, "0.01,0.03,0.1", "K as fractions of the context");
+ABSL_FLAG(std::string, method, "", "one method only (oracle, a2ats, quest, pq, faiss_pq, faiss_ivfpq)");
+ABSL_FLAG(int, seeds, 3, "synthetic seeds");
+ABSL_FLAG(int, steps, 8, "decode steps (queries) per head");
+ABSL_FLAG(int, centroids, 4096, "A²ATS codebook size");
+ABSL_FLAG(int, train_tokens, 65536, "calibration tokens (keys and queries) per head");
+ABSL_FLAG(std::string, out_dir, "", "write retrieval.md/.csv here (relative to the workspace)");
+
+namespace kvrecall {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double Us(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double, std::micro>(b - a).count(); }
+
+struct Acc {
+  double topk = 0, mass = 0, out = 0, search_us = 0, search_all_us = 0;
+  int n = 0, timed = 0;
+  double bits = 0;
+};
+
+struct Head {
+  int n = 0, d = 128, g = 4, steps = 0;
+  KvLayout layout;
+  std::vector<float> k_pre, k_post, v, cal_q_pre, cal_q_post, dq_pre, dq_post;
+  int64_t cal = 0;
+};
+
+Head MakeHead(uint64_t seed, int kv_head, int n, int steps, int64_t train) {
+  Head h;
+  SyntheticConfig c;
+  c.seed = seed;
+  c.total_tokens = n;
+  SyntheticHead gen(c, kv_head);
+  h.n = n, h.d = c.head_dim, h.g = c.group_size, h.steps = steps;
+  h.layout.num_layers = 1, h.layout.num_q_heads = h.g, h.layout.num_kv_heads = 1, h.layout.head_dim = h.d;
+  h.layout.rope_style = c.rope_style, h.layout.rope_theta = c.rope_theta;
+  h.k_pre.resize(size_t(n) * h.d), h.k_post.resize(h.k_pre.size()), h.v.resize(h.k_pre.size());
+  h.cal = std::min<int64_t>(train, n);
+  h.cal_q_pre.resize(size_t(h.cal) * h.g * h.d), h.cal_q_post.resize(h.cal_q_pre.size());
+  gen.Next(h.cal, h.k_pre.data(), h.k_post.data(), h.v.data(), h.cal_q_pre.data(), h.cal_q_post.data());
+  const size_t off = size_t(h.cal) * h.d;
+  gen.Next(n - h.cal, h.k_pre.data() + off, h.k_post.data() + off, h.v.data() + off, nullptr, nullptr);
+  h.dq_pre.resize(size_t(steps) * h.g * h.d), h.dq_post.resize(h.dq_pre.size());
+  gen.Next(steps, nullptr, nullptr, nullptr, h.dq_pre.data(), h.dq_post.data());
+  return h;
+}
+
+// Relative error of attention over `sel` (exact K/V rows) vs all rows.
+double OutputError(const float* q, const Head& h, const std::vector<int64_t>& sel) {
+  const float scale = 1 / std::sqrt(float(h.d));
+  std::vector<float> scratch(h.n), full(h.d), part(h.d), ks(sel.size() * h.d), vs(ks.size());
+  AttendRows(q, h.k_post.data(), h.v.data(), h.n, h.d, h.d, scale, full.data(), scratch.data());
+  for (size_t i = 0; i < sel.size(); ++i) {
+    std::copy_n(h.k_post.data() + sel[i] * h.d, h.d, ks.data() + i * h.d);
+    std::copy_n(h.v.data() + sel[i] * h.d, h.d, vs.data() + i * h.d);
+  }
+  AttendRows(q, ks.data(), vs.data(), sel.size(), h.d, h.d, scale, part.data(), scratch.data());
+  return RelativeError(full.data(), part.data(), h.d);
+}
+
+void Measure(const Head& h, const std::vector<int64_t>& sel, const float* q_post_group, Acc* a) {
+  std::vector<int> ids(sel.begin(), sel.end());
+  for (int gq = 0; gq < h.g; ++gq) {
+    const float* q = q_post_group + size_t(gq) * h.d;
+    std::vector<double> p = AttentionProbs(q, h.n - 1, h.k_post.data(), h.n, h.d, 1 / std::sqrt(double(h.d)));
+    const SelectionRecall r = ComputeSelectionRecall(p, ids);
+    a->topk += r.topk_recall, a->mass += r.mass_recall, a->out += OutputError(q, h, sel);
+    ++a->n;
+  }
+}
+
+std::vector<double> Floats(const std::string& s) {
+  std::vector<double> out;
+  for (absl::string_view x : absl::StrSplit(s, ',', absl::SkipEmpty())) {
+    double v;
+    if (absl::SimpleAtod(x, &v)) out.push_back(v);
+  }
+  return out;
+}
+
+}  // namespace
+}  // namespace kvrecall
+
+int main(int argc, char** argv) {
+  using namespace kvrecall;
+  absl::ParseCommandLine(argc, argv);
+  const std::vector<double> tokens = Floats(absl::GetFlag(FLAGS_tokens)), fracs = Floats(absl::GetFlag(FLAGS_topk));
+  std::vector<std::string> methods = {"oracle", "a2ats", "quest", "pq", "faiss_pq", "faiss_ivfpq"};
+  if (!absl::GetFlag(FLAGS_method).empty()) methods = {absl::GetFlag(FLAGS_method)};
+  const int all_threads = omp_get_max_threads();
+  // results[(tokens, head kind, method, frac)]
+  std::map<std::tuple<int, int, std::string, double>, Acc> res;
+  SelectionConfig base;
+  base.sinks = 4;
+  base.window = 64;
+  for (double nt : tokens) {
+    const int n = static_cast<int>(nt);
+    for (int seed = 1; seed <= absl::GetFlag(FLAGS_seeds); ++seed) {
+      for (int kind = 0; kind < 2; ++kind) {
+        const Head h = MakeHead(seed, kind, n, absl::GetFlag(FLAGS_steps), absl::GetFlag(FLAGS_train_tokens));
+        std::fprintf(stderr, "[retrieval] %d tokens, seed %d, %s head\n", n, seed, kind == 0 ? "peaky" : "flat");
+        for (const std::string& m : methods) {
+          std::unique_ptr<RetrievalIndex> idx;
+          std::unique_ptr<faiss::Index> peer;
+          std::unique_ptr<faiss::IndexFlatIP> coarse;
+          double bits = 12;
+          const auto t0 = Clock::now();
+          if (m == "faiss_pq" || m == "faiss_ivfpq") {
+            if (m == "faiss_pq") {
+              peer = std::make_unique<faiss::IndexPQ>(h.d, 2, 6, faiss::METRIC_INNER_PRODUCT);
+            } else {
+              coarse = std::make_unique<faiss::IndexFlatIP>(h.d);
+              auto* ivf = new faiss::IndexIVFPQ(coarse.get(), h.d, 1024, 2, 6, faiss::METRIC_INNER_PRODUCT);
+              ivf->nprobe = 64;
+              peer.reset(ivf);
+            }
+            peer->train(h.cal, h.k_post.data());
+            peer->add(h.n, h.k_post.data());
+          } else {
+            std::string spec = m == "a2ats" ? absl::StrCat("a2ats:centroids=", absl::GetFlag(FLAGS_centroids), ",iters=10")
+                                            : m == "pq" ? "pq:m=2,nbits=6" : m;
+            idx = std::move(*MakeRetrievalIndex(spec, h.layout));
+            TrainingData t;
+            t.dim = h.d;
+            t.k_pre = h.k_pre.data(), t.k_post = h.k_post.data(), t.num_keys = h.cal;
+            t.q_pre = h.cal_q_pre.data(), t.q_post = h.cal_q_post.data(), t.num_queries = h.cal * h.g;
+            if (absl::Status s = idx->Train(t); !s.ok()) {
+              std::fprintf(stderr, "%s: %s\n", m.c_str(), s.ToString().c_str());
+              continue;
+            }
+            if (absl::Status s = idx->Add(h.k_pre.data(), h.k_post.data(), h.n); !s.ok()) {
+              std::fprintf(stderr, "%s: %s\n", m.c_str(), s.ToString().c_str());
+              continue;
+            }
+            bits = idx->BitsPerToken();
+          }
+          std::fprintf(stderr, "  %s built in %.1f s\n", m.c_str(), Us(t0, Clock::now()) / 1e6);
+          for (double f : fracs) {
+            Acc& a = res[{n, kind, m, f}];
+            a.bits = bits;
+            SelectionConfig cfg = base;
+            cfg.topk_fraction = f;
+            const int64_t k = static_cast<int64_t>(std::ceil(f * n));
+            for (int step = 0; step < h.steps; ++step) {
+              const float* qp = h.dq_pre.data() + size_t(step) * h.g * h.d;
+              const float* qq = h.dq_post.data() + size_t(step) * h.g * h.d;
+              std::vector<int64_t> sel;
+              if (idx) {
+                const auto s0 = Clock::now();
+                auto r = SelectTokens(*idx, qp, qq, h.g, n - 1, cfg);
+                a.search_us += Us(s0, Clock::now()) / h.g;
+                sel = *r;
+              } else {
+                // FAISS peers: top-(k + sinks + window) by inner product, then
+                // the same sinks/window rule.
+                std::vector<char> chosen(n, 0);
+                for (int i = 0; i < base.sinks; ++i) chosen[i] = 1;
+                for (int i = n - base.window; i < n; ++i) chosen[i] = 1;
+                const int64_t kk = k + base.sinks + base.window;
+                std::vector<float> dist(kk * h.g);
+                std::vector<faiss::Index::idx_t> ids(kk * h.g);
+                omp_set_num_threads(1);
+                auto s0 = Clock::now();
+                peer->search(h.g, qq, kk, dist.data(), ids.data());
+                a.search_us += Us(s0, Clock::now()) / h.g;
+                omp_set_num_threads(all_threads);
+                s0 = Clock::now();
+                peer->search(h.g, qq, kk, dist.data(), ids.data());
+                a.search_all_us += Us(s0, Clock::now()) / h.g;
+                for (int gq = 0; gq < h.g; ++gq) {
+                  int64_t taken = 0;
+                  for (int64_t j = 0; j < kk && taken < k; ++j) {
+                    const auto id = ids[gq * kk + j];
+                    if (id < base.sinks || id >= n - base.window || id < 0) continue;
+                    chosen[id] = 1;
+                    ++taken;
+                  }
+                }
+                for (int i = 0; i < n; ++i) if (chosen[i]) sel.push_back(i);
+              }
+              ++a.timed;
+              Measure(h, sel, qq, &a);
+            }
+          }
+        }
+      }
+    }
+  }
+  // Report.
+  std::string md = "| tokens | head | method | summary bits/token | K | top-K recall | mass recall | attn-out rel err | search µs/query head (1 thread) | FAISS all threads µs |\n|---|---|---|---|---|---|---|---|---|---|\n";
+  std::string csv = "tokens,head,method,bits,frac,topk_recall,mass_recall,out_err,search_us,search_all_us\n";
+  double last_mass = 0, last_us = 0;
+  for (const auto& [key, a] : res) {
+    const auto& [n, kind, m, f] = key;
+    if (a.n == 0) continue;
+    const double topk = a.topk / a.n, mass = a.mass / a.n, out = a.out / a.n, us = a.search_us / a.timed,
+                 all = a.search_all_us / a.timed;
+    absl::StrAppend(&md, absl::StrFormat("| %d | %s | %s | %.0f | %.0f%% | %.3f | %.3f | %.4f | %.0f | %s |\n", n,
+                                         kind == 0 ? "peaky" : "flat", m, a.bits, f * 100, topk, mass, out, us,
+                                         a.search_all_us > 0 ? absl::StrFormat("%.0f", all) : "–"));
+    absl::StrAppend(&csv, absl::StrFormat("%d,%s,%s,%.1f,%.4f,%.5f,%.5f,%.5f,%.1f,%.1f\n", n, kind == 0 ? "peaky" : "flat",
+                                          m, a.bits, f, topk, mass, out, us, all));
+  }
+  std::printf("%s", md.c_str());
+  std::string out = absl::GetFlag(FLAGS_out_dir);
+  if (!out.empty()) {
+    if (out[0] != '/') {
+      if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY")) out = std::string(ws) + "/" + out;
+    }
+    std::ofstream(out + "/retrieval.md.part") << md;
+    std::ofstream(out + "/retrieval.csv") << csv;
+  }
+  if (!absl::GetFlag(FLAGS_method).empty() && tokens.size() == 1 && fracs.size() == 1) {
+    // The requested method over both head kinds, plus FAISS IndexPQ in this run.
+    double mass = 0, us = 0;
+    int cnt = 0;
+    for (int kind = 0; kind < 2; ++kind) {
+      const Acc& a = res[{static_cast<int>(tokens[0]), kind, methods[0], fracs[0]}];
+      if (a.n) mass += a.mass / a.n, us += a.search_us / a.timed, ++cnt;
+    }
+    // FAISS IndexPQ over the same number of tokens, 12-bit codes, one thread.
+    const Head h = MakeHead(1, 0, static_cast<int>(tokens[0]), 4, std::min<int64_t>(absl::GetFlag(FLAGS_train_tokens), tokens[0]));
+    faiss::IndexPQ pq(h.d, 2, 6, faiss::METRIC_INNER_PRODUCT);
+    pq.train(h.cal, h.k_post.data());
+    pq.add(h.n, h.k_post.data());
+    const int64_t kk = static_cast<int64_t>(std::ceil(fracs[0] * h.n));
+    std::vector<float> dist(kk);
+    std::vector<faiss::Index::idx_t> ids(kk);
+    omp_set_num_threads(1);
+    double faiss_us = 0;
+    for (int i = 0; i < 16; ++i) {
+      const auto s0 = Clock::now();
+      pq.search(1, h.dq_post.data() + (i % 4) * h.d, kk, dist.data(), ids.data());
+      faiss_us += Us(s0, Clock::now());
+    }
+    std::printf("mass_recall %.4f search_us %.1f faiss_pq_us %.1f\n", cnt ? mass / cnt : 0, cnt ? us / cnt : 0, faiss_us / 16);
+  }
+  return 0;
+}
