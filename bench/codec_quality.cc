@@ -20,6 +20,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "bench/results_io.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/match.h"
@@ -355,13 +356,9 @@ int main(int argc, char** argv) {
   absl::StrAppend(&md, "\nExact perplexity on the same stories: ", absl::StrFormat("%.4f", exact_ppl),
                   ". Run time ", absl::StrFormat("%.0f", secs), " s.\n");
   std::printf("%s", md.c_str());
-  std::string out = absl::GetFlag(FLAGS_out_dir);
-  if (!out.empty()) {
-    if (out[0] != '/') {
-      if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY")) out = std::string(ws) + "/" + out;
-    }
-    std::ofstream(out + "/codec_quality.md.part") << md;
-    std::ofstream(out + "/codec_quality.csv") << csv;
+  if (!WriteResults(absl::GetFlag(FLAGS_out_dir), "codec_quality", md, csv)) {
+    std::fprintf(stderr, "cannot write results to %s\n", absl::GetFlag(FLAGS_out_dir).c_str());
+    return 1;
   }
   return 0;
 }

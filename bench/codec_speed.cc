@@ -76,40 +76,43 @@ void Encode(benchmark::State& state, const char* spec) {
   state.SetBytesProcessed(int64_t(state.iterations()) * kF16Bytes);
 }
 
-void Decode(benchmark::State& state, const char* spec) {
-  auto codec = MakeCodec(spec);
+// Encodes the chunk once with `spec`; the view points into *block.
+BlockView EncodeOnce(const char* spec, std::unique_ptr<KvCodec>* codec, std::string* block) {
+  *codec = std::move(*MakeCodec(spec));
   const Data& d = TheData();
   EncodeOptions o;
   o.queries = d.q.data();
   o.num_queries = 64;
-  auto block = (*codec)->Encode(d.chunk, &o);
-  auto view = ParseBlock(AsBytes(*block));
+  *block = *(*codec)->Encode(d.chunk, &o);
+  return *ParseBlock(AsBytes(*block));
+}
+
+void Decode(benchmark::State& state, const char* spec) {
+  std::unique_ptr<KvCodec> codec;
+  std::string block;
+  const BlockView view = EncodeOnce(spec, &codec, &block);
   // 64-byte aligned outputs, as an attention buffer would be.
   std::unique_ptr<float, decltype(&std::free)> k(static_cast<float*>(std::aligned_alloc(64, kElems * 4)), &std::free),
       v(static_cast<float*>(std::aligned_alloc(64, kElems * 4)), &std::free);
   for (auto _ : state) {
-    if (!(*codec)->Decode(*view, k.get(), v.get()).ok()) state.SkipWithError("decode");
+    if (!codec->Decode(view, k.get(), v.get()).ok()) state.SkipWithError("decode");
     benchmark::DoNotOptimize(k.get());
     benchmark::ClobberMemory();
   }
   state.SetBytesProcessed(int64_t(state.iterations()) * kF16Bytes);
-  state.counters["block_MiB"] = block->size() / 1048576.0;
+  state.counters["block_MiB"] = block.size() / 1048576.0;
 }
 
 void DecodeRows(benchmark::State& state, const char* spec) {
   // A retrieval gather: 3% of the rows, scattered.
-  auto codec = MakeCodec(spec);
-  const Data& d = TheData();
-  EncodeOptions o;
-  o.queries = d.q.data();
-  o.num_queries = 64;
-  auto block = (*codec)->Encode(d.chunk, &o);
-  auto view = ParseBlock(AsBytes(*block));
+  std::unique_ptr<KvCodec> codec;
+  std::string block;
+  const BlockView view = EncodeOnce(spec, &codec, &block);
   std::vector<int> rows;
   for (int t = 0; t < kTokens; t += 33) rows.push_back(t);
   std::vector<float> k(size_t(kHeads) * rows.size() * kDim), v(k.size());
   for (auto _ : state) {
-    if (!(*codec)->DecodeRows(*view, rows, k.data(), v.data()).ok()) state.SkipWithError("rows");
+    if (!codec->DecodeRows(view, rows, k.data(), v.data()).ok()) state.SkipWithError("rows");
     benchmark::DoNotOptimize(k.data());
   }
   state.SetBytesProcessed(int64_t(state.iterations()) * 2 * k.size() * 2);

@@ -27,6 +27,7 @@
 #include <vector>
 
 #include "absl/flags/flag.h"
+#include "bench/results_io.h"
 #include "absl/flags/parse.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
@@ -44,6 +45,8 @@ ABSL_FLAG(int, seeds, 3, "synthetic seeds");
 ABSL_FLAG(int, steps, 8, "decode steps (queries) per head");
 ABSL_FLAG(int, centroids, 4096, "A²ATS codebook size");
 ABSL_FLAG(int, train_tokens, 65536, "calibration tokens (keys and queries) per head");
+ABSL_FLAG(double, rope_scaling, 0,
+          "RoPE position scaling of the synthetic heads; 0 = Llama-3.1-like max(1, tokens / 16384)");
 ABSL_FLAG(std::string, out_dir, "", "write retrieval.md/.csv here (relative to the workspace)");
 
 namespace kvrecall {
@@ -70,10 +73,12 @@ Head MakeHead(uint64_t seed, int kv_head, int n, int steps, int64_t train) {
   SyntheticConfig c;
   c.seed = seed;
   c.total_tokens = n;
+  const double scaling = absl::GetFlag(FLAGS_rope_scaling);
+  c.rope_scaling = static_cast<float>(scaling > 0 ? scaling : std::max(1.0, n / 16384.0));
   SyntheticHead gen(c, kv_head);
   h.n = n, h.d = c.head_dim, h.g = c.group_size, h.steps = steps;
   h.layout.num_layers = 1, h.layout.num_q_heads = h.g, h.layout.num_kv_heads = 1, h.layout.head_dim = h.d;
-  h.layout.rope_style = c.rope_style, h.layout.rope_theta = c.rope_theta;
+  h.layout.rope_style = c.rope_style, h.layout.rope_theta = c.rope_theta, h.layout.rope_scaling = c.rope_scaling;
   h.k_pre.resize(size_t(n) * h.d), h.k_post.resize(h.k_pre.size()), h.v.resize(h.k_pre.size());
   h.cal = std::min<int64_t>(train, n);
   h.cal_q_pre.resize(size_t(h.cal) * h.g * h.d), h.cal_q_post.resize(h.cal_q_pre.size());
@@ -242,13 +247,9 @@ int main(int argc, char** argv) {
                                           m, a.bits, f, topk, mass, out, us, all));
   }
   std::printf("%s", md.c_str());
-  std::string out = absl::GetFlag(FLAGS_out_dir);
-  if (!out.empty()) {
-    if (out[0] != '/') {
-      if (const char* ws = std::getenv("BUILD_WORKSPACE_DIRECTORY")) out = std::string(ws) + "/" + out;
-    }
-    std::ofstream(out + "/retrieval.md.part") << md;
-    std::ofstream(out + "/retrieval.csv") << csv;
+  if (!WriteResults(absl::GetFlag(FLAGS_out_dir), "retrieval", md, csv)) {
+    std::fprintf(stderr, "cannot write results to %s\n", absl::GetFlag(FLAGS_out_dir).c_str());
+    return 1;
   }
   if (!absl::GetFlag(FLAGS_method).empty() && tokens.size() == 1 && fracs.size() == 1) {
     // The requested method over both head kinds, plus FAISS IndexPQ in this run.
