@@ -93,7 +93,7 @@ absl::StatusOr<std::unique_ptr<KvCache>> MakeRetrievalCache(const std::string& s
   if (name == "a2ats" && !has_centroids) {
     // The calibration text decides how big a codebook it can train.
     int c = 16;
-    while (c * 2 <= std::min<int64_t>(4096, cal_keys / 8)) c *= 2;
+    while (c * 2 <= std::min<int64_t>(4096, cal_keys / 39)) c *= 2;  // FAISS wants >= 39 points per centroid
     index_params.push_back(absl::StrCat("centroids=", c));
   }
   if (name == "a2ats" && !has_b && ctx.context_len > 0) {

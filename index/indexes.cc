@@ -9,10 +9,12 @@
 
 #include <algorithm>
 #include <cmath>
+#include <map>
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "codec/bytes.h"
 #include "codec/linalg.h"
 #include "codec/rope.h"
 #include "codec/simd.h"
@@ -21,6 +23,38 @@
 
 namespace kvrecall {
 namespace {
+
+// Bounds-checked reading of a state blob.
+class StateReader {
+ public:
+  explicit StateReader(absl::string_view s) : p_(reinterpret_cast<const uint8_t*>(s.data())), n_(s.size()) {}
+  bool U64(uint64_t* v) {
+    if (n_ - off_ < 8) return false;
+    *v = LoadLE<uint64_t>(p_ + off_);
+    off_ += 8;
+    return true;
+  }
+  template <typename T>
+  bool Array(std::vector<T>* v, uint64_t count) {
+    if (count > (n_ - off_) / sizeof(T)) return false;
+    v->resize(count);
+    for (uint64_t i = 0; i < count; ++i) (*v)[i] = LoadLE<T>(p_ + off_ + i * sizeof(T));
+    off_ += count * sizeof(T);
+    return true;
+  }
+  bool done() const { return off_ == n_; }
+
+ private:
+  const uint8_t* p_;
+  size_t n_, off_ = 0;
+};
+
+template <typename T>
+void AppendArray(std::string* out, const std::vector<T>& v) {
+  for (const T& x : v) AppendLE<T>(out, x);
+}
+
+absl::Status BadState(const char* what) { return absl::DataLossError(absl::StrCat(what, " index state is inconsistent")); }
 
 absl::Status FromFaiss(const faiss::FaissException& e, const char* what) {
   return absl::InternalError(absl::StrCat(what, ": FAISS: ", e.what()));
@@ -59,6 +93,20 @@ class OracleIndex final : public RetrievalIndex {
   void Reset() override { keys_.clear(); }
   double BitsPerToken() const override { return 16.0 * d_; }
   int64_t FixedBytes() const override { return 0; }
+  std::string spec() const override { return "oracle"; }
+  void SaveState(std::string* out) const override {
+    AppendLE<uint64_t>(out, static_cast<uint64_t>(size()));
+    AppendArray(out, keys_);
+  }
+  absl::Status LoadState(absl::string_view state) override {
+    StateReader r(state);
+    uint64_t n;
+    std::vector<float> keys;
+    if (!r.U64(&n) || n > (uint64_t{1} << 40) / d_ || !r.Array(&keys, n * d_) || !r.done()) return BadState("oracle");
+    RETURN_IF_ERROR(CheckFinite(keys.data(), static_cast<int64_t>(n), d_, "stored keys"));
+    keys_ = std::move(keys);
+    return absl::OkStatus();
+  }
 
  private:
   int d_;
@@ -155,6 +203,52 @@ class A2atsIndex final : public RetrievalIndex {
   void Reset() override { codes_.clear(); }
   double BitsPerToken() const override { return std::ceil(std::log2(double(k_))); }
   int64_t FixedBytes() const override { return int64_t(k_) * d_ * 2 + int64_t(d_) * d_ * 4; }
+  std::string spec() const override {
+    return absl::StrCat("a2ats:b=", b_, ",centroids=", k_, ",iters=", iters_, ",seed=", seed_);
+  }
+  void SaveState(std::string* out) const override {
+    AppendLE<uint64_t>(out, trained() ? 1 : 0);
+    if (!trained()) return;
+    AppendArray(out, l_);
+    AppendArray(out, centroids_);
+    AppendLE<uint64_t>(out, codes_.size());
+    AppendArray(out, codes_);
+  }
+  absl::Status LoadState(absl::string_view state) override {
+    StateReader r(state);
+    uint64_t t, n;
+    std::vector<double> l;
+    std::vector<float> c;
+    std::vector<uint16_t> codes;
+    if (!r.U64(&t) || t > 1) return BadState("a2ats");
+    if (t == 0) {
+      if (!r.done()) return BadState("a2ats");
+      l_.clear(), centroids_.clear(), codes_.clear(), quantizer_.reset();
+      return absl::OkStatus();
+    }
+    if (!r.Array(&l, uint64_t(d_) * d_) || !r.Array(&c, uint64_t(k_) * d_) || !r.U64(&n) || !r.Array(&codes, n) ||
+        !r.done()) {
+      return BadState("a2ats");
+    }
+    for (uint16_t code : codes) {
+      if (code >= k_) return BadState("a2ats");
+    }
+    for (int i = 0; i < d_; ++i) {
+      if (!(l[size_t(i) * d_ + i] > 0) || !std::isfinite(l[size_t(i) * d_ + i])) return BadState("a2ats");
+      for (int j = 0; j < d_; ++j) {
+        if (!std::isfinite(l[size_t(i) * d_ + j])) return BadState("a2ats");
+      }
+    }
+    RETURN_IF_ERROR(CheckFinite(c.data(), k_, d_, "stored centroids"));
+    l_ = std::move(l), centroids_ = std::move(c), codes_ = std::move(codes);
+    try {
+      quantizer_ = std::make_unique<faiss::IndexFlatL2>(d_);
+      quantizer_->add(k_, centroids_.data());
+    } catch (const faiss::FaissException& e) {
+      return FromFaiss(e, "a2ats load");
+    }
+    return absl::OkStatus();
+  }
 
  private:
   // w = Lᵀ k (row vector k·L): the space where (k−c)ᵀH(k−c) is Euclidean.
@@ -221,6 +315,24 @@ class QuestIndex final : public RetrievalIndex {
   void Reset() override { mins_.clear(), maxs_.clear(), n_ = 0; }
   double BitsPerToken() const override { return 2.0 * 16 * d_ / page_; }
   int64_t FixedBytes() const override { return 0; }
+  std::string spec() const override { return absl::StrCat("quest:page=", page_); }
+  void SaveState(std::string* out) const override {
+    AppendLE<uint64_t>(out, static_cast<uint64_t>(n_));
+    AppendArray(out, mins_);
+    AppendArray(out, maxs_);
+  }
+  absl::Status LoadState(absl::string_view state) override {
+    StateReader r(state);
+    uint64_t n;
+    std::vector<float> mn, mx;
+    if (!r.U64(&n) || n > (uint64_t{1} << 40)) return BadState("quest");
+    const uint64_t pages = (n + page_ - 1) / page_;
+    if (!r.Array(&mn, pages * d_) || !r.Array(&mx, pages * d_) || !r.done()) return BadState("quest");
+    RETURN_IF_ERROR(CheckFinite(mn.data(), static_cast<int64_t>(pages), d_, "page minima"));
+    RETURN_IF_ERROR(CheckFinite(mx.data(), static_cast<int64_t>(pages), d_, "page maxima"));
+    n_ = static_cast<int64_t>(n), mins_ = std::move(mn), maxs_ = std::move(mx);
+    return absl::OkStatus();
+  }
 
  private:
   int d_, page_;
@@ -280,6 +392,35 @@ class PqIndex final : public RetrievalIndex {
   void Reset() override { codes_.clear(); }
   double BitsPerToken() const override { return double(pq_.M) * pq_.nbits; }
   int64_t FixedBytes() const override { return static_cast<int64_t>(pq_.centroids.size()) * 4; }
+  std::string spec() const override { return absl::StrCat("pq:m=", pq_.M, ",nbits=", pq_.nbits); }
+  void SaveState(std::string* out) const override {
+    AppendLE<uint64_t>(out, trained_ ? 1 : 0);
+    if (!trained_) return;
+    AppendArray(out, pq_.centroids);
+    AppendLE<uint64_t>(out, codes_.size());
+    AppendArray(out, codes_);
+  }
+  absl::Status LoadState(absl::string_view state) override {
+    StateReader r(state);
+    uint64_t t, n;
+    std::vector<float> c;
+    std::vector<uint8_t> codes;
+    if (!r.U64(&t) || t > 1) return BadState("pq");
+    if (t == 0) {
+      if (!r.done()) return BadState("pq");
+      trained_ = false, codes_.clear();
+      return absl::OkStatus();
+    }
+    if (!r.Array(&c, uint64_t(d_) * pq_.ksub) || !r.U64(&n) || n % pq_.code_size != 0 || !r.Array(&codes, n) ||
+        !r.done()) {
+      return BadState("pq");
+    }
+    RETURN_IF_ERROR(CheckFinite(c.data(), static_cast<int64_t>(pq_.ksub), d_, "PQ centroids"));
+    pq_.centroids = std::move(c);
+    codes_ = std::move(codes);
+    trained_ = true;
+    return absl::OkStatus();
+  }
 
  private:
   int d_;

@@ -4,6 +4,8 @@
 #include <cmath>
 
 #include "absl/strings/str_cat.h"
+#include "codec/bytes.h"
+#include "common/hash.h"
 
 namespace kvrecall {
 
@@ -56,6 +58,58 @@ absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, c
     if (chosen[i]) out.push_back(i);
   }
   return out;
+}
+
+namespace {
+constexpr uint32_t kIndexMagic = 0x4952564bu;  // "KVRI"
+constexpr uint16_t kIndexVersion = 1;
+}  // namespace
+
+std::string SerializeRetrievalIndex(const RetrievalIndex& index, const KvLayout& layout) {
+  std::string out;
+  AppendLE<uint32_t>(&out, kIndexMagic);
+  AppendLE<uint16_t>(&out, kIndexVersion);
+  AppendLE<uint16_t>(&out, 0);
+  const std::string spec = index.spec();
+  AppendLE<uint32_t>(&out, static_cast<uint32_t>(spec.size()));
+  out += spec;
+  uint8_t l[kEncodedLayoutBytes];
+  EncodeLayout(layout, l);
+  out.append(reinterpret_cast<const char*>(l), sizeof(l));
+  std::string state;
+  index.SaveState(&state);
+  AppendLE<uint64_t>(&out, state.size());
+  out += state;
+  AppendLE<uint64_t>(&out, Checksum64(out.data(), out.size()));
+  return out;
+}
+
+absl::StatusOr<std::unique_ptr<RetrievalIndex>> LoadRetrievalIndex(absl::string_view bytes) {
+  const uint8_t* p = reinterpret_cast<const uint8_t*>(bytes.data());
+  const size_t n = bytes.size();
+  if (n < 12 + kEncodedLayoutBytes + 16) return absl::DataLossError(absl::StrCat("index truncated: ", n, " bytes"));
+  if (LoadLE<uint32_t>(p) != kIndexMagic) return absl::DataLossError("not a kvrecall retrieval index (bad magic)");
+  if (LoadLE<uint16_t>(p + 4) != kIndexVersion) {
+    return absl::UnimplementedError(absl::StrCat("unknown retrieval index version ", LoadLE<uint16_t>(p + 4)));
+  }
+  if (LoadLE<uint64_t>(p + n - 8) != Checksum64(p, n - 8)) {
+    return absl::DataLossError("retrieval index checksum mismatch (truncated or corrupted)");
+  }
+  const uint32_t spec_len = LoadLE<uint32_t>(p + 8);
+  size_t off = 12;
+  if (spec_len > n - off - kEncodedLayoutBytes - 16) return absl::DataLossError("index spec length out of range");
+  const std::string spec(bytes.substr(off, spec_len));
+  off += spec_len;
+  absl::StatusOr<KvLayout> layout = DecodeLayout(p + off);
+  if (!layout.ok()) return layout.status();
+  off += kEncodedLayoutBytes;
+  const uint64_t state_len = LoadLE<uint64_t>(p + off);
+  off += 8;
+  if (state_len != n - off - 8) return absl::DataLossError("index state length does not match the file");
+  absl::StatusOr<std::unique_ptr<RetrievalIndex>> idx = MakeRetrievalIndex(spec, *layout);
+  if (!idx.ok()) return absl::DataLossError(absl::StrCat("index spec: ", idx.status().message()));
+  if (absl::Status s = (*idx)->LoadState(bytes.substr(off, state_len)); !s.ok()) return s;
+  return idx;
 }
 
 }  // namespace kvrecall

@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "absl/strings/string_view.h"
 #include "absl/types/span.h"
 #include "codec/kv_layout.h"
 
@@ -59,7 +60,21 @@ class RetrievalIndex {
   virtual double BitsPerToken() const = 0;
   // Bytes of per-sequence-independent state (codebooks, whitening, ...).
   virtual int64_t FixedBytes() const = 0;
+  // Canonical spec: MakeRetrievalIndex(spec(), layout) builds an empty twin.
+  virtual std::string spec() const = 0;
+
+  // The method's state (calibration + tokens) as bytes, and back. LoadState
+  // validates every size against the spec and returns DATA_LOSS otherwise.
+  virtual void SaveState(std::string* out) const = 0;
+  virtual absl::Status LoadState(absl::string_view state) = 0;
 };
+
+// Versioned, checksummed serialization of a whole index (doc/formats.md,
+// "Retrieval index v1"): spec, layout, state, XXH3-64.
+std::string SerializeRetrievalIndex(const RetrievalIndex& index, const KvLayout& layout);
+// DATA_LOSS for truncation, corruption or inconsistent sizes; UNIMPLEMENTED
+// for an unknown version.
+absl::StatusOr<std::unique_ptr<RetrievalIndex>> LoadRetrievalIndex(absl::string_view bytes);
 
 struct SelectionConfig {
   int sinks = 4;

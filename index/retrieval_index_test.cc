@@ -153,3 +153,31 @@ TEST(Retrieval, BadInputsAreClearErrors) {
 
 }  // namespace
 }  // namespace kvrecall
+
+namespace kvrecall {
+namespace {
+
+TEST(Retrieval, SerializationRoundTripsAndRejectsDamage) {
+  const Sequence s = MakeSequence(4, 0, 1024, 1);
+  for (const char* spec : {"oracle", "a2ats:centroids=32,iters=4", "quest:page=16", "pq:m=4,nbits=4"}) {
+    auto idx = Build(spec, s);
+    const std::string bytes = SerializeRetrievalIndex(*idx, s.layout);
+    auto back = LoadRetrievalIndex(bytes);
+    ASSERT_TRUE(back.ok()) << spec << ": " << back.status();
+    EXPECT_EQ((*back)->spec(), idx->spec());
+    EXPECT_EQ((*back)->size(), idx->size());
+    std::vector<float> a(idx->size()), b(idx->size());
+    ASSERT_TRUE(idx->Score(s.dq_pre.data(), s.dq_post.data(), s.n, absl::MakeSpan(a)).ok());
+    ASSERT_TRUE((*back)->Score(s.dq_pre.data(), s.dq_post.data(), s.n, absl::MakeSpan(b)).ok());
+    EXPECT_EQ(a, b) << spec;
+    for (size_t len : {size_t{0}, size_t{11}, bytes.size() / 2, bytes.size() - 1}) {
+      EXPECT_EQ(LoadRetrievalIndex(bytes.substr(0, len)).status().code(), absl::StatusCode::kDataLoss) << spec << len;
+    }
+    std::string flipped = bytes;
+    flipped[flipped.size() / 2] ^= 0x10;
+    EXPECT_EQ(LoadRetrievalIndex(flipped).status().code(), absl::StatusCode::kDataLoss) << spec;
+  }
+}
+
+}  // namespace
+}  // namespace kvrecall

@@ -24,6 +24,8 @@ declare -A SRCS=(
   [container]="codec/container_fuzzer.cc codec/container.cc codec/kv_layout.cc codec/rope.cc common/hash.cc"
   [codec]="codec/codec_fuzzer.cc codec/codec.cc codec/kivi.cc codec/gear.cc codec/squat.cc codec/group_quant.cc
     codec/linalg.cc codec/container.cc codec/kv_layout.cc codec/rope.cc common/hash.cc common/status.cc"
+  [index]="index/index_fuzzer.cc index/retrieval_index.cc index/indexes.cc codec/linalg.cc codec/kv_layout.cc
+    codec/rope.cc common/hash.cc common/status.cc"
 )
 
 target="${1:-}"
@@ -34,12 +36,14 @@ if [ -z "$target" ] || [ "$target" = list ]; then
 fi
 [ -n "${SRCS[$target]:-}" ] || { echo "unknown fuzz target '$target' (have: ${!SRCS[*]})" >&2; exit 2; }
 
+EXTRA_LIBS=""
+[ "$target" = index ] && EXTRA_LIBS="-lfaiss -fopenmp -llapack -lblas"
 out=".fuzz/$target"
 mkdir -p "$out/corpus" "$out/artifacts"
 bin="$out/${target}_fuzzer"
 echo "building $bin" >&2
 clang++ -std=c++17 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined \
-  -I. ${SRCS[$target]} -o "$bin" $ABSL_LIBS -lxxhash
+  -I. ${SRCS[$target]} -o "$bin" $ABSL_LIBS -lxxhash $EXTRA_LIBS
 # Seed the corpus with valid inputs where the target has a seeder.
 if [ -x "tools/fuzz_seed_$target.sh" ]; then "tools/fuzz_seed_$target.sh" "$out/corpus"; fi
 echo "fuzzing $target for ${secs}s" >&2
