@@ -2,6 +2,8 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
+#include <functional>
 
 #include "absl/strings/str_cat.h"
 #include "codec/bytes.h"
@@ -17,6 +19,36 @@ absl::Status CheckFinite(const float* x, int64_t n, int dim, const char* what) {
   }
   return absl::OkStatus();
 }
+
+namespace {
+
+// Order-preserving map of a float to uint32 (larger float, larger key).
+inline uint32_t SortKey(float f) {
+  uint32_t u;
+  std::memcpy(&u, &f, 4);
+  return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
+}
+
+// The k-th largest of x[0..n) (1 <= k <= n), by partial selection, not a
+// sort: a 2048-bucket histogram of the top 11 key bits finds the bucket
+// holding it in one pass; nth_element then runs on that bucket only.
+float KthLargest(const float* x, int64_t n, int64_t k, std::vector<float>* scratch) {
+  constexpr int kBuckets = 2048;
+  int64_t hist[kBuckets] = {0};
+  for (int64_t i = 0; i < n; ++i) ++hist[SortKey(x[i]) >> 21];
+  int bucket = kBuckets - 1;
+  int64_t above = 0;  // elements in buckets above `bucket`
+  while (above + hist[bucket] < k) above += hist[bucket--];
+  scratch->clear();
+  for (int64_t i = 0; i < n; ++i) {
+    if (static_cast<int>(SortKey(x[i]) >> 21) == bucket) scratch->push_back(x[i]);
+  }
+  const int64_t r = k - above - 1;  // rank within the bucket, 0 = largest
+  std::nth_element(scratch->begin(), scratch->begin() + r, scratch->end(), std::greater<float>());
+  return (*scratch)[r];
+}
+
+}  // namespace
 
 absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, const float* q_pre,
                                                   const float* q_post, int group, int64_t pos,
@@ -39,18 +71,20 @@ absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, c
   if (k > 0) {
     if (!index.trained()) return absl::FailedPreconditionError(absl::StrCat(index.name(), " index is not trained"));
     const int d = index.dim();
-    std::vector<float> scores(index.size());
-    std::vector<int64_t> ids(middle);
+    std::vector<float> scores(index.size()), middle_scores;
+    middle_scores.reserve(middle);
     for (int g = 0; g < group; ++g) {
       absl::Status s = index.Score(q_pre ? q_pre + size_t(g) * d : nullptr, q_post ? q_post + size_t(g) * d : nullptr,
                                    pos, absl::MakeSpan(scores));
       if (!s.ok()) return s;
-      for (int64_t i = 0; i < middle; ++i) ids[i] = sink_end + i;
-      // Partial selection of this head's top k, not a full sort.
-      std::nth_element(ids.begin(), ids.begin() + (k - 1), ids.end(), [&](int64_t a, int64_t b) {
-        return scores[a] > scores[b] || (scores[a] == scores[b] && a < b);
-      });
-      for (int64_t i = 0; i < k; ++i) chosen[ids[i]] = 1;
+      const float threshold = KthLargest(scores.data() + sink_end, middle, k, &middle_scores);
+      int64_t taken = 0;
+      for (int64_t i = sink_end; i < window_begin; ++i) {
+        if (scores[i] > threshold) chosen[i] = 1, ++taken;
+      }
+      for (int64_t i = sink_end; i < window_begin && taken < k; ++i) {
+        if (scores[i] == threshold) chosen[i] = 1, ++taken;
+      }
     }
   }
   std::vector<int64_t> out;
