@@ -26,7 +26,6 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "codec/codec.h"
-#include "codec/kivi.h"
 #include "codec/metrics.h"
 #include "codec/rope.h"
 #include "codec/synthetic_kv.h"

@@ -275,6 +275,23 @@ absl::StatusOr<std::unique_ptr<KvCodec>> MakeCodec(absl::string_view spec) {
                                                  "'; known: f32, f16, bf16, kivi, qwc, gear, gear_l, squat"));
 }
 
+StreamingParams StreamingParamsOf(const KvCodec& codec) {
+  StreamingParams sp;
+  auto params = ParseParams(codec.params());
+  if (!params.ok()) return sp;
+  auto get = [&](const char* key, int def) {
+    auto it = params->find(key);
+    int v;
+    return it != params->end() && absl::SimpleAtoi(it->second, &v) ? v : def;
+  };
+  sp.residual = get("residual", 0);
+  sp.chunk = get("buffer", get("kgroup", get("group", 32)));
+  sp.pre_rope = get("pre_rope", 0) != 0;
+  auto qs = params->find("qspace");
+  sp.query_pre_rope = qs != params->end() && qs->second == "pre";
+  return sp;
+}
+
 absl::StatusOr<std::unique_ptr<KvCodec>> CodecForBlock(const BlockView& block) {
   if (block.sections.empty()) return absl::DataLossError("block has no parameter section");
   const std::string params(block.sections[0].begin(), block.sections[0].end());

@@ -119,6 +119,17 @@ class KvCodec {
                                                                     Shape* shape) const;
 };
 
+// The streaming parameters a codec asks of the cache that runs it.
+struct StreamingParams {
+  int residual = 0;      // full-precision recent tokens
+  int chunk = 32;        // tokens compressed at a time
+  bool pre_rope = false; // quantize keys before RoPE
+  bool query_pre_rope = false;  // context queries before RoPE (SQuat qspace=pre)
+};
+// Reads them from a codec's canonical parameters (residual, kgroup/buffer,
+// pre_rope), with the codec's defaults.
+StreamingParams StreamingParamsOf(const KvCodec& codec);
+
 // Parses "name" or "name:key=value,...". Known: f32, f16, bf16, kivi, qwc,
 // gear, gear_l, squat (see each codec's header for its parameters).
 // INVALID_ARGUMENT for unknown names, keys or out-of-range values.

@@ -2,7 +2,6 @@
 
 #include <cmath>
 
-#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "codec/codec_internal.h"
 #include "common/status.h"
@@ -98,23 +97,6 @@ absl::StatusOr<std::unique_ptr<KvCodec>> MakeGroupQuantCodec(CodecId id, ParamRe
 }
 
 }  // namespace codec_internal
-
-StreamingParams StreamingParamsOf(const KvCodec& codec) {
-  StreamingParams sp;
-  auto params = ParseParams(codec.params());
-  if (!params.ok()) return sp;
-  auto get = [&](const char* key, int def) {
-    auto it = params->find(key);
-    int v;
-    return it != params->end() && absl::SimpleAtoi(it->second, &v) ? v : def;
-  };
-  sp.residual = get("residual", 0);
-  sp.chunk = get("buffer", get("kgroup", get("group", 32)));
-  sp.pre_rope = get("pre_rope", 0) != 0;
-  auto qs = params->find("qspace");
-  sp.query_pre_rope = qs != params->end() && qs->second == "pre";
-  return sp;
-}
 
 std::vector<int> AllocateBits(const std::vector<double>& c, const std::vector<int>& menu, double budget) {
   std::vector<size_t> level(c.size(), 0);

@@ -18,17 +18,6 @@
 
 namespace kvrecall {
 
-// The streaming parameters a codec asks of the cache that runs it.
-struct StreamingParams {
-  int residual = 0;      // full-precision recent tokens
-  int chunk = 32;        // tokens compressed at a time
-  bool pre_rope = false; // quantize keys before RoPE
-  bool query_pre_rope = false;  // context queries before RoPE (SQuat qspace=pre)
-};
-// Reads them from a codec's canonical parameters (residual, kgroup/buffer,
-// pre_rope), with the codec's defaults.
-StreamingParams StreamingParamsOf(const KvCodec& codec);
-
 // QWC's norm-aware allocator (algorithms.md §2): error model c_i·2^(−2b_i)
 // with sensitivities c_i = ‖W_i‖²; every tensor starts at the lowest level of
 // `menu`, then the tensor with the largest error drop per added bit gets its

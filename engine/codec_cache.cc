@@ -5,7 +5,6 @@
 #include "absl/strings/str_cat.h"
 #include "codec/attention.h"
 #include "codec/half.h"
-#include "codec/kivi.h"
 #include "codec/rope.h"
 #include "common/status.h"
 
