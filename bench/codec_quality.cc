@@ -134,24 +134,14 @@ std::vector<std::string> Specs() {
           "squat:bits=2,qspace=pre,rank=2,block=2,lambda=0.01"};
 }
 
-bool ReadF32(const std::string& path, std::vector<float>* out, size_t n) {
-  std::ifstream in(path, std::ios::binary);
-  out->resize(n);
-  in.read(reinterpret_cast<char*>(out->data()), n * 4);
-  return in.gcount() == static_cast<std::streamsize>(n * 4);
-}
-
 int SquatFixtureOnly() {
-  auto dir = FindFixturesDir();
-  if (!dir.ok()) {
-    std::fprintf(stderr, "%s\n", dir.status().ToString().c_str());
+  auto sample = LoadSquatQkSample();
+  if (!sample.ok()) {
+    std::fprintf(stderr, "%s\n", sample.status().ToString().c_str());
     return 1;
   }
-  std::vector<float> q, k;
-  if (!ReadF32(*dir + "/squat_qk/q_32x128.f32", &q, 32 * 128) || !ReadF32(*dir + "/squat_qk/k_32x128.f32", &k, 32 * 128)) {
-    std::fprintf(stderr, "cannot read the squat_qk fixture in %s\n", dir->c_str());
-    return 1;
-  }
+  const std::vector<float>& q = sample->q;
+  const std::vector<float>& k = sample->k;
   KvLayout l;
   l.num_layers = 1, l.num_q_heads = 1, l.num_kv_heads = 1, l.head_dim = 128;
   std::vector<int> pos(32);
@@ -238,9 +228,10 @@ int main(int argc, char** argv) {
   }
 
   // (b) squat_qk fixture (keys only).
-  auto fix = FindFixturesDir();
-  std::vector<float> fq, fk;
-  if (fix.ok() && ReadF32(*fix + "/squat_qk/q_32x128.f32", &fq, 32 * 128) && ReadF32(*fix + "/squat_qk/k_32x128.f32", &fk, 32 * 128)) {
+  auto fixture = LoadSquatQkSample();
+  if (fixture.ok()) {
+    const std::vector<float>& fq = fixture->q;
+    const std::vector<float>& fk = fixture->k;
     KvLayout l;
     l.num_layers = 1, l.num_q_heads = 1, l.num_kv_heads = 1, l.head_dim = 128;
     std::vector<int> pos(32);

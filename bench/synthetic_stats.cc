@@ -3,7 +3,6 @@
 //   bazel run -c opt //bench:synthetic_stats -- [--tokens 4096] [--seeds 3]
 // Output is a markdown table (bench/results/synthetic_stats.md).
 #include <cstdio>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -31,21 +30,16 @@ int main(int argc, char** argv) {
   const int n = absl::GetFlag(FLAGS_tokens);
   std::printf("| source | head | top-channel ratio (max/median mean abs k) | query energy in top-20 directions | sink attention mass | attention mass in top 3%% |\n");
   std::printf("|---|---|---|---|---|---|\n");
-  auto dir = FindFixturesDir();
-  if (dir.ok()) {
-    std::vector<float> q(32 * 128), k(32 * 128);
-    std::ifstream qf(*dir + "/squat_qk/q_32x128.f32", std::ios::binary),
-        kf(*dir + "/squat_qk/k_32x128.f32", std::ios::binary);
-    qf.read(reinterpret_cast<char*>(q.data()), q.size() * 4);
-    kf.read(reinterpret_cast<char*>(k.data()), k.size() * 4);
+  auto sample = LoadSquatQkSample();
+  if (sample.ok()) {
     std::vector<int> pos(32);
     for (int i = 0; i < 32; ++i) pos[i] = i;
     // The fixture holds one head's keys and queries as the model used them;
     // its sink is token 0 (tokens 0 and 1 are identical padding/BOS).
-    const SyntheticStats s = ComputeKvStats(k.data(), 32, q.data(), 32, pos.data(), 128, 1);
+    const SyntheticStats s = ComputeKvStats(sample->k.data(), 32, sample->q.data(), 32, pos.data(), 128, 1);
     Row("squat_qk (real, 32 tokens)", "one head", s, s);
   } else {
-    std::printf("| squat_qk fixture | absent: %s | | | | |\n", std::string(dir.status().message()).c_str());
+    std::printf("| squat_qk fixture | absent: %s | | | | |\n", std::string(sample.status().message()).c_str());
   }
   for (int seed = 1; seed <= absl::GetFlag(FLAGS_seeds); ++seed) {
     for (int head = 0; head < 2; ++head) {

@@ -2,7 +2,6 @@
 // fixture, 2-bit per-channel quantization in 32-token groups, vanilla vs
 // SQuat r=30, block g=2, λ=0.1.
 #include <cmath>
-#include <fstream>
 
 #include <gtest/gtest.h>
 
@@ -48,11 +47,11 @@ Golden Measure(const std::string& spec, const std::vector<float>& q, const std::
 }
 
 TEST(CodecGolden, SquatAndVanillaOnTheSquatFixture) {
-  auto dir = FindFixturesDir();
-  if (!dir.ok()) GTEST_SKIP() << "fixture absent, skipping: " << dir.status().message();
-  std::vector<float> q(32 * 128), k(32 * 128);
-  std::ifstream(*dir + "/squat_qk/q_32x128.f32", std::ios::binary).read(reinterpret_cast<char*>(q.data()), q.size() * 4);
-  std::ifstream(*dir + "/squat_qk/k_32x128.f32", std::ios::binary).read(reinterpret_cast<char*>(k.data()), k.size() * 4);
+  auto sample = LoadSquatQkSample();
+  if (absl::IsNotFound(sample.status())) GTEST_SKIP() << "fixture absent, skipping: " << sample.status().message();
+  ASSERT_TRUE(sample.ok()) << sample.status();
+  const std::vector<float>& q = sample->q;
+  const std::vector<float>& k = sample->k;
   const Golden vanilla = Measure("kivi:bits=2,kgroup=32,meta=f32", q, k);
   EXPECT_NEAR(vanilla.l1, 5.1405, 1e-3);
   EXPECT_NEAR(vanilla.mse, 0.17163, 1e-3);

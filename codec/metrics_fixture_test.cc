@@ -2,7 +2,6 @@
 // quantization (group 32 tokens) must give the published golden values.
 #include <algorithm>
 #include <cmath>
-#include <fstream>
 #include <vector>
 
 #include <gtest/gtest.h>
@@ -13,20 +12,13 @@
 namespace kvrecall {
 namespace {
 
-bool ReadF32(const std::string& path, std::vector<float>* out, size_t n) {
-  std::ifstream in(path, std::ios::binary);
-  out->resize(n);
-  in.read(reinterpret_cast<char*>(out->data()), n * 4);
-  return in.gcount() == static_cast<std::streamsize>(n * 4);
-}
-
 TEST(MetricsOnFixture, VanillaTwoBitMatchesGoldenValues) {
-  auto dir = FindFixturesDir();
-  if (!dir.ok()) GTEST_SKIP() << "fixture absent, skipping: " << dir.status().message();
-  const int n = 32, d = 128;
-  std::vector<float> q, k;
-  ASSERT_TRUE(ReadF32(*dir + "/squat_qk/q_32x128.f32", &q, n * d));
-  ASSERT_TRUE(ReadF32(*dir + "/squat_qk/k_32x128.f32", &k, n * d));
+  auto sample = LoadSquatQkSample();
+  if (absl::IsNotFound(sample.status())) GTEST_SKIP() << "fixture absent, skipping: " << sample.status().message();
+  ASSERT_TRUE(sample.ok()) << sample.status();
+  const int n = SquatQkSample::kTokens, d = SquatQkSample::kDim;
+  const std::vector<float>& q = sample->q;
+  const std::vector<float>& k = sample->k;
   // Asymmetric 2-bit per channel over the 32-token group (algorithms.md §0).
   std::vector<float> kh(k.size());
   for (int c = 0; c < d; ++c) {

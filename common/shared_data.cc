@@ -5,6 +5,7 @@
 #include <unistd.h>
 
 #include <cstdlib>
+#include <fstream>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -53,6 +54,23 @@ absl::StatusOr<std::string> FindDataDir(const std::string& probe_file) {
 
 absl::StatusOr<std::string> FindFixturesDir(const std::string& probe_file) {
   return Find("KVRECALL_FIXTURES", "fixtures", probe_file);
+}
+
+absl::StatusOr<SquatQkSample> LoadSquatQkSample() {
+  absl::StatusOr<std::string> dir = FindFixturesDir();
+  if (!dir.ok()) return dir.status();
+  SquatQkSample s;
+  const size_t n = size_t(SquatQkSample::kTokens) * SquatQkSample::kDim;
+  for (auto [name, out] : {std::pair<const char*, std::vector<float>*>{"q_32x128.f32", &s.q}, {"k_32x128.f32", &s.k}}) {
+    const std::string path = absl::StrCat(*dir, "/squat_qk/", name);
+    std::ifstream in(path, std::ios::binary);
+    out->resize(n);
+    in.read(reinterpret_cast<char*>(out->data()), static_cast<std::streamsize>(n * 4));
+    if (in.gcount() != static_cast<std::streamsize>(n * 4)) {
+      return absl::DataLossError(absl::StrCat(path, ": expected ", n * 4, " bytes, read ", in.gcount()));
+    }
+  }
+  return s;
 }
 
 }  // namespace kvrecall
