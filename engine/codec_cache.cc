@@ -36,7 +36,6 @@ class CodecKvCache final : public KvCache {
       bl.keys_pre_rope = L.sp.pre_rope;
       L.fingerprint = ModelFingerprint(model_id_, bl, static_cast<uint16_t>(codecs_[l]->id()), codecs_[l]->params(), 0);
       L.squat = codecs_[l]->id() == CodecId::kSquat;
-      L.row_size = row_;
     }
     return absl::OkStatus();
   }
@@ -48,11 +47,13 @@ class CodecKvCache final : public KvCache {
       return absl::InvalidArgumentError(absl::StrCat("layer ", layer, ": position ", t.position, " out of order (have ",
                                                      L.tokens(), ")"));
     }
-    // The window holds f16 values (the methods keep it in fp16).
-    const float* kin = L.sp.pre_rope ? t.k_pre_rope : t.k;
+    // The window holds f16 values (the methods keep it in fp16): post-RoPE
+    // keys for attention and, for pre-RoPE codecs, the pre-RoPE keys they
+    // compress.
     for (size_t i = 0; i < row_; ++i) {
-      L.win_k.push_back(HalfToFloat(FloatToHalf(kin[i])));
+      L.win_k.push_back(HalfToFloat(FloatToHalf(t.k[i])));
       L.win_v.push_back(HalfToFloat(FloatToHalf(t.v[i])));
+      if (L.sp.pre_rope) L.win_k_pre.push_back(HalfToFloat(FloatToHalf(t.k_pre_rope[i])));
     }
     L.win_pos.push_back(t.position);
     if (static_cast<int>(L.win_pos.size()) >= L.sp.residual + L.sp.chunk) return Compress(layer);
@@ -72,15 +73,8 @@ class CodecKvCache final : public KvCache {
       L.queries.push_back(std::vector<float>(src, src + size_t(layout_.num_q_heads) * layout_.head_dim));
     }
     const int d = layout_.head_dim, g = layout_.group_size();
-    const int64_t nw = static_cast<int64_t>(L.win_pos.size()), nc = L.comp_tokens();
-    // Window rows must be post-RoPE for attention.
+    const int64_t nw = static_cast<int64_t>(L.win_pos.size()), nc = L.comp_tokens;
     const float* wk = L.win_k.data();
-    if (L.sp.pre_rope) {
-      L.win_rot = L.win_k;
-      for (int64_t r = 0; r < nw; ++r)
-        for (int h = 0; h < layout_.num_kv_heads; ++h) ApplyRope(L.win_rot.data() + r * row_ + h * d, layout_, L.win_pos[r]);
-      wk = L.win_rot.data();
-    }
     scratch_.resize(std::max<int64_t>(std::max(nw, nc), 1));
     std::vector<float> part(d);
     const float scale = 1.0f / std::sqrt(static_cast<float>(d));
@@ -111,27 +105,25 @@ class CodecKvCache final : public KvCache {
     StreamingParams sp;
     Hash128 fingerprint;
     bool squat = false;
-    std::vector<float> win_k, win_v, win_rot;  // [window][kv_heads][d]
+    std::vector<float> win_k, win_v, win_k_pre;  // [window][kv_heads][d]; win_k post-RoPE
     std::vector<int> win_pos;
     std::vector<float> comp_k, comp_v;  // decoded, post-RoPE, [n][kv_heads][d]
     int64_t block_bytes = 0;
     std::unique_ptr<CodecState> state;
     std::vector<std::vector<float>> queries;  // per position [q_heads][d]
-    int64_t comp_tokens() const { return static_cast<int64_t>(comp_k.size() / std::max<size_t>(row(), 1)); }
-    int tokens() const { return static_cast<int>(comp_tokens() + win_pos.size()); }
-    size_t row_size = 0;
-    size_t row() const { return row_size; }
+    int64_t comp_tokens = 0;
+    int tokens() const { return static_cast<int>(comp_tokens + win_pos.size()); }
   };
 
   absl::Status Compress(int layer) {
     Layer& L = layers_[layer];
-    L.row_size = row_;
     const int n = L.sp.chunk, H = layout_.num_kv_heads, d = layout_.head_dim;
     std::vector<float> k(size_t(H) * n * d), v(k.size());
+    const std::vector<float>& win_keys = L.sp.pre_rope ? L.win_k_pre : L.win_k;
     for (int t = 0; t < n; ++t)
       for (int h = 0; h < H; ++h)
         for (int c = 0; c < d; ++c) {
-          k[(size_t(h) * n + t) * d + c] = L.win_k[t * row_ + h * d + c];
+          k[(size_t(h) * n + t) * d + c] = win_keys[t * row_ + h * d + c];
           v[(size_t(h) * n + t) * d + c] = L.win_v[t * row_ + h * d + c];
         }
     KvChunkRef chunk;
@@ -174,7 +166,9 @@ class CodecKvCache final : public KvCache {
         if (L.sp.pre_rope) ApplyRope(L.comp_k.data() + at + h * d, layout_, L.win_pos[t]);
       }
     }
+    L.comp_tokens += n;
     L.win_k.erase(L.win_k.begin(), L.win_k.begin() + size_t(n) * row_);
+    if (L.sp.pre_rope) L.win_k_pre.erase(L.win_k_pre.begin(), L.win_k_pre.begin() + size_t(n) * row_);
     L.win_v.erase(L.win_v.begin(), L.win_v.begin() + size_t(n) * row_);
     L.win_pos.erase(L.win_pos.begin(), L.win_pos.begin() + n);
     return absl::OkStatus();

@@ -62,8 +62,6 @@ class RetrievalKvCache final : public KvCache {
         std::copy_n(v_[layer].data() + sel[i] * row + h * d, d, vs_.data() + i * d);
       }
       scratch_.resize(std::max<size_t>(sel.size(), 1));
-      selected_ += sel.size();
-      total_ += pos + 1;
       for (int g = 0; g < G; ++g) {
         const int qh = h * G + g;
         AttendRows(q + size_t(qh) * d, ks_.data(), vs_.data(), static_cast<int64_t>(sel.size()), d, d, scale,
@@ -121,7 +119,6 @@ class RetrievalKvCache final : public KvCache {
   std::vector<std::unique_ptr<RetrievalIndex>> indexes_;  // [layer][kv_head]
   std::vector<std::vector<float>> k_, v_;                  // per layer [pos][kv_heads][d], post-RoPE
   std::vector<float> ks_, vs_, scratch_;
-  int64_t selected_ = 0, total_ = 0;
 };
 
 }  // namespace
