@@ -57,6 +57,12 @@ double ParamReader::Double(const std::string& key, double def, double lo, double
 
 bool ParamReader::Bool(const std::string& key, bool def) { return Int(key, def ? 1 : 0, 0, 1) != 0; }
 
+std::string ParamReader::String(const std::string& key, const std::string& def) {
+  used_.insert(key);
+  auto it = params_.find(key);
+  return it == params_.end() ? def : it->second;
+}
+
 std::string ParamReader::Choice(const std::string& key, const std::string& def,
                                 const std::set<std::string>& options) {
   used_.insert(key);
@@ -135,6 +141,7 @@ absl::StatusOr<std::vector<absl::Span<const uint8_t>>> KvCodec::CheckBlock(const
   shape->heads = int(block.header.layer_count) * block.header.layout.num_kv_heads;
   shape->tokens = static_cast<int>(block.header.token_count);
   shape->dim = block.header.layout.head_dim;
+  shape->layer_begin = static_cast<int>(block.header.layer_begin);
   if (block.header.token_count == 0 || block.header.token_count > (1u << 24)) {
     return absl::DataLossError(absl::StrCat("block token count ", block.header.token_count, " out of range"));
   }
@@ -271,8 +278,9 @@ absl::StatusOr<std::unique_ptr<KvCodec>> MakeCodec(absl::string_view spec) {
   if (name == "squat") return MakeSquatCodec(&p);
   if (name == "gear") return MakeGearCodec(true, &p);
   if (name == "gear_l") return MakeGearCodec(false, &p);
+  if (name == "commvq") return MakeCommVqCodec(&p);
   return absl::InvalidArgumentError(absl::StrCat("unknown codec '", name,
-                                                 "'; known: f32, f16, bf16, kivi, qwc, gear, gear_l, squat"));
+                                                 "'; known: f32, f16, bf16, kivi, qwc, gear, gear_l, squat, commvq"));
 }
 
 StreamingParams StreamingParamsOf(const KvCodec& codec) {
@@ -303,6 +311,7 @@ absl::StatusOr<std::unique_ptr<KvCodec>> CodecForBlock(const BlockView& block) {
     case CodecId::kKivi: name = "kivi"; break;
     case CodecId::kQwc: name = "qwc"; break;
     case CodecId::kSquat: name = "squat"; break;
+    case CodecId::kCommVq: name = "commvq"; break;
     case CodecId::kGear: {
       // GEAR and GEAR-L share the id; the parameters say which.
       name = params.find("sparse=0") != std::string::npos ? "gear_l" : "gear";

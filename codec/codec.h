@@ -103,6 +103,7 @@ class KvCodec {
     int heads = 0;  // layer_count × kv_heads
     int tokens = 0;
     int dim = 0;
+    int layer_begin = 0;  // the block's first layer (per-layer codebooks)
   };
   // Codec-specific parts. Sections exclude section 0 (parameters).
   virtual absl::Status EncodeSections(const KvChunkRef& chunk, EncodeOptions* options,

@@ -22,6 +22,7 @@ class ParamReader {
   int Int(const std::string& key, int def, int lo, int hi);
   double Double(const std::string& key, double def, double lo, double hi);
   bool Bool(const std::string& key, bool def);
+  std::string String(const std::string& key, const std::string& def);
   // One of `options`.
   std::string Choice(const std::string& key, const std::string& def, const std::set<std::string>& options);
   absl::Status Finish();
@@ -36,6 +37,7 @@ absl::StatusOr<std::unique_ptr<KvCodec>> MakeRawCodec(CodecId id, ParamReader* p
 absl::StatusOr<std::unique_ptr<KvCodec>> MakeGroupQuantCodec(CodecId id, ParamReader* p);  // kivi, qwc
 absl::StatusOr<std::unique_ptr<KvCodec>> MakeSquatCodec(ParamReader* p);
 absl::StatusOr<std::unique_ptr<KvCodec>> MakeGearCodec(bool sparse, ParamReader* p);
+absl::StatusOr<std::unique_ptr<KvCodec>> MakeCommVqCodec(ParamReader* p);  // codec/commvq.cc
 
 }  // namespace codec_internal
 }  // namespace kvrecall

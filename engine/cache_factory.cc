@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "codec/codec.h"
+#include "codec/commvq.h"
 #include "codec/kivi.h"
 #include "common/status.h"
 #include "engine/codec_cache.h"
@@ -55,6 +56,11 @@ absl::StatusOr<std::vector<std::string>> ExpandCacheSpec(const std::string& spec
 bool IsRetrievalCacheSpec(const std::string& spec) {
   const std::string name = spec.substr(0, spec.find(':'));
   return name == "oracle" || name == "a2ats" || name == "quest" || name == "pq";
+}
+
+bool NeedsCalibration(const std::string& spec) {
+  return IsRetrievalCacheSpec(spec) ||
+         (spec.substr(0, spec.find(':')) == "commvq" && spec.find("cal=") == std::string::npos);
 }
 
 namespace {
@@ -107,11 +113,50 @@ absl::StatusOr<std::unique_ptr<KvCache>> MakeRetrievalCache(const std::string& s
 
 }  // namespace
 
+absl::StatusOr<std::string> TrainCommVqSpec(const std::string& spec, const KvTrace& trace) {
+  const size_t colon = spec.find(':');
+  ASSIGN_OR_RETURN(auto params, ParseParams(colon == std::string::npos ? "" : spec.substr(colon + 1)));
+  const KvLayout& l = trace.layout;
+  double bits = 2;
+  int kdigit = l.head_dim >= 64 ? 6 : 4, vbits = 8, residual = 32, chunk = 32, iters = 12, train = 8192;
+  for (const auto& [k, v] : params) {
+    double x;
+    if (!absl::SimpleAtod(v, &x)) return absl::InvalidArgumentError(absl::StrCat("commvq: ", k, "=", v, " is not a number"));
+    if (k == "bits" && x >= 0.25 && x <= 8) bits = x;
+    else if (k == "kdigit" && x >= 1 && x <= 8) kdigit = int(x);
+    else if (k == "vbits" && x >= 1 && x <= 12) vbits = int(x);
+    else if (k == "residual" && x >= 0 && x <= 4096) residual = int(x);
+    else if (k == "buffer" && x >= 1 && x <= 4096) chunk = int(x);
+    else if (k == "iters" && x >= 1 && x <= 1000) iters = int(x);
+    else if (k == "train" && x >= 64 && x <= (1 << 24)) train = int(x);
+    else return absl::InvalidArgumentError(absl::StrCat("commvq: unknown or out-of-range parameter ", k, "=", v));
+  }
+  CommVqConfig cfg = CommVqConfigForBits(bits, l.head_dim, kdigit, vbits);
+  cfg.residual = residual, cfg.chunk = chunk, cfg.train.iters = iters, cfg.train.max_train = train;
+  CommVqTrainingSet data;
+  data.k_pre.resize(l.num_layers), data.v.resize(l.num_layers);
+  for (const KvTraceRecord& r : trace.records) {
+    if (r.layer >= uint32_t(l.num_layers)) return absl::InvalidArgumentError("calibration trace record outside the layout");
+    data.k_pre[r.layer].insert(data.k_pre[r.layer].end(), r.k_pre_rope.begin(), r.k_pre_rope.end());
+    data.v[r.layer].insert(data.v[r.layer].end(), r.v.begin(), r.v.end());
+  }
+  KvLayout layout = l;
+  layout.keys_pre_rope = true;
+  ASSIGN_OR_RETURN(auto cal, TrainCommVqCalibration(layout, l.num_layers, data, cfg));
+  RegisterCommVqCalibration(cal);
+  return CommVqCodecSpec(*cal);
+}
+
 absl::StatusOr<std::unique_ptr<KvCache>> MakeKvCache(const std::string& spec, const KvCacheContext& ctx) {
   if (spec == "exact") return NewExactKvCache();
   if (IsRetrievalCacheSpec(spec)) return MakeRetrievalCache(spec, ctx);
   if (spec.rfind("exact:", 0) == 0) return absl::InvalidArgumentError("cache 'exact' takes no parameters");
-  ASSIGN_OR_RETURN(std::vector<std::string> specs, ExpandCacheSpec(spec, ctx));
+  std::string resolved = spec;
+  if (NeedsCalibration(spec)) {
+    if (ctx.calibration == nullptr) return absl::FailedPreconditionError("commvq trains its codebooks on a calibration trace");
+    ASSIGN_OR_RETURN(resolved, TrainCommVqSpec(spec, *ctx.calibration));
+  }
+  ASSIGN_OR_RETURN(std::vector<std::string> specs, ExpandCacheSpec(resolved, ctx));
   std::vector<std::unique_ptr<KvCodec>> codecs;
   for (const std::string& s : specs) {
     absl::StatusOr<std::unique_ptr<KvCodec>> c = MakeCodec(s);

@@ -4,6 +4,11 @@
 //   <codec spec>                any codec of codec/codec.h in streaming mode
 //                               (engine/codec_cache.h), e.g. kivi:bits=2,
 //                               qwc:kbits=4,vbits=2, gear, gear_l, squat, f16
+//   commvq[:bits=2,kdigit=6|4,vbits=8,residual=32,buffer=32,iters=12,train=8192]
+//                               CommVQ (codec/commvq.h) with codebooks trained
+//                               on `calibration` (kdigit defaults to 4 below
+//                               head_dim 64); or commvq:cal=<hash> for a
+//                               calibration already registered
 //   qwc:budget=B[,...]          QWC with the norm-aware allocator: per-layer
 //                               K and V bits from ‖W_K‖², ‖W_V‖² (context)
 //                               with a mean of B bits
@@ -35,9 +40,17 @@ struct KvCacheContext {
 
 // True if `spec` names a retrieval cache (which needs a calibration trace).
 bool IsRetrievalCacheSpec(const std::string& spec);
+// True if MakeKvCache(spec) needs `calibration`: retrieval caches and
+// commvq without a registered calibration.
+bool NeedsCalibration(const std::string& spec);
 
 // INVALID_ARGUMENT for unknown names or parameters.
 absl::StatusOr<std::unique_ptr<KvCache>> MakeKvCache(const std::string& spec, const KvCacheContext& context);
+
+// Trains a CommVQ calibration for "commvq[:bits=...]" on the trace's
+// pre-RoPE keys and values, registers it, and returns the codec spec
+// ("commvq:cal=<hash>,..."). INVALID_ARGUMENT for bad parameters.
+absl::StatusOr<std::string> TrainCommVqSpec(const std::string& spec, const KvTrace& calibration);
 
 // The per-layer codec specs a "qwc:budget=..." spec expands to.
 absl::StatusOr<std::vector<std::string>> ExpandCacheSpec(const std::string& spec, const KvCacheContext& context);

@@ -87,14 +87,14 @@ int Run(const std::string& command) {
     return Fail(absl::InvalidArgumentError(absl::StrCat("stories [", first, ", ", first + count,
                                                         ") outside the ", all->size(), " available")));
   }
-  // Retrieval caches calibrate on text that is never scored: the last 20
-  // stories of the file.
+  // Retrieval caches and CommVQ calibrate on text that is never scored: the
+  // last 20 stories of the file.
   absl::StatusOr<KvTrace> calibration;
-  if (IsRetrievalCacheSpec(absl::GetFlag(FLAGS_cache))) {
+  if (NeedsCalibration(absl::GetFlag(FLAGS_cache))) {
     std::vector<int> ids;
     for (int i = static_cast<int>(all->size()) - 20; i < static_cast<int>(all->size()); ++i) ids.push_back(i);
     if (first + count > static_cast<int>(all->size()) - 20) {
-      return Fail(absl::InvalidArgumentError("retrieval caches calibrate on the last 20 stories; score fewer"));
+      return Fail(absl::InvalidArgumentError("this cache calibrates on the last 20 stories; score fewer"));
     }
     calibration = TraceStories(**model, **tok, *all, ids, {}, absl::GetFlag(FLAGS_max_tokens));
     if (!calibration.ok()) return Fail(calibration.status());
