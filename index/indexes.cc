@@ -15,9 +15,12 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "codec/bytes.h"
+#include "codec/commvq.h"
+#include "codec/half.h"
 #include "codec/linalg.h"
 #include "codec/rope.h"
 #include "codec/simd.h"
+#include "common/parallel.h"
 #include "common/status.h"
 #include "index/retrieval_index.h"
 
@@ -54,6 +57,9 @@ void AppendArray(std::string* out, const std::vector<T>& v) {
   for (const T& x : v) AppendLE<T>(out, x);
 }
 
+// Below this many tokens per thread, starting a thread costs more than it saves.
+constexpr int64_t kMinTokensPerThread = 16384;
+
 absl::Status BadState(const char* what) { return absl::DataLossError(absl::StrCat(what, " index state is inconsistent")); }
 
 absl::Status FromFaiss(const faiss::FaissException& e, const char* what) {
@@ -83,10 +89,13 @@ class OracleIndex final : public RetrievalIndex {
     keys_.insert(keys_.end(), k_post, k_post + n * d_);
     return absl::OkStatus();
   }
-  absl::Status Score(const float*, const float* q_post, int64_t, absl::Span<float> scores) const override {
+  using RetrievalIndex::Score;
+  absl::Status Score(const float*, const float* q_post, int64_t, absl::Span<float> scores, int threads) const override {
     RETURN_IF_ERROR(CheckQuery(*this, q_post, scores));
     const float scale = 1.0f / std::sqrt(float(d_));
-    for (int64_t i = 0; i < size(); ++i) scores[i] = Dot(q_post, keys_.data() + i * d_, d_) * scale;
+    ParallelFor(size(), threads, kMinTokensPerThread, [&](int64_t b, int64_t e, int) {
+      for (int64_t i = b; i < e; ++i) scores[i] = Dot(q_post, keys_.data() + i * d_, d_) * scale;
+    });
     return absl::OkStatus();
   }
   int64_t size() const override { return static_cast<int64_t>(keys_.size()) / d_; }
@@ -177,7 +186,8 @@ class A2atsIndex final : public RetrievalIndex {
     return absl::OkStatus();
   }
 
-  absl::Status Score(const float* q_pre, const float*, int64_t, absl::Span<float> scores) const override {
+  using RetrievalIndex::Score;
+  absl::Status Score(const float* q_pre, const float*, int64_t, absl::Span<float> scores, int threads) const override {
     if (!trained()) return absl::FailedPreconditionError("a2ats index is not trained");
     RETURN_IF_ERROR(CheckQuery(*this, q_pre, scores));
     // y = L⁻¹ (R_b q): then q̃·c = y·c_w for whitened centroids c_w.
@@ -189,13 +199,14 @@ class A2atsIndex final : public RetrievalIndex {
       for (int j = 0; j < i; ++j) s -= l_[size_t(i) * d_ + j] * y[j];
       y[i] = static_cast<float>(s / l_[size_t(i) * d_ + i]);
     }
-    table_.resize(k_);
+    std::vector<float> table(k_);
     const float scale = 1.0f / std::sqrt(float(d_));
-    for (int j = 0; j < k_; ++j) table_[j] = Dot(y.data(), centroids_.data() + size_t(j) * d_, d_) * scale;
-    const float* t = table_.data();
+    for (int j = 0; j < k_; ++j) table[j] = Dot(y.data(), centroids_.data() + size_t(j) * d_, d_) * scale;
+    const float* t = table.data();
     const uint16_t* c = codes_.data();
-    const int64_t n = size();
-    for (int64_t i = 0; i < n; ++i) scores[i] = t[c[i]];
+    ParallelFor(size(), threads, kMinTokensPerThread, [&](int64_t b, int64_t e, int) {
+      for (int64_t i = b; i < e; ++i) scores[i] = t[c[i]];
+    });
     return absl::OkStatus();
   }
 
@@ -272,7 +283,6 @@ class A2atsIndex final : public RetrievalIndex {
   std::vector<float> centroids_; // [k][d] whitened
   std::unique_ptr<faiss::IndexFlatL2> quantizer_;
   std::vector<uint16_t> codes_;
-  mutable std::vector<float> table_;  // scratch (Score is const; one caller at a time per index)
 };
 
 // Quest: per page of `page` tokens, the channel-wise min and max of post-RoPE
@@ -299,16 +309,19 @@ class QuestIndex final : public RetrievalIndex {
     }
     return absl::OkStatus();
   }
-  absl::Status Score(const float*, const float* q_post, int64_t, absl::Span<float> scores) const override {
+  using RetrievalIndex::Score;
+  absl::Status Score(const float*, const float* q_post, int64_t, absl::Span<float> scores, int threads) const override {
     RETURN_IF_ERROR(CheckQuery(*this, q_post, scores));
     const int64_t pages = static_cast<int64_t>(mins_.size()) / d_;
-    for (int64_t p = 0; p < pages; ++p) {
-      float s = 0;
-      const float* mn = mins_.data() + p * d_;
-      const float* mx = maxs_.data() + p * d_;
-      for (int c = 0; c < d_; ++c) s += std::max(q_post[c] * mn[c], q_post[c] * mx[c]);
-      for (int64_t i = p * page_; i < std::min<int64_t>(n_, (p + 1) * page_); ++i) scores[i] = s;
-    }
+    ParallelFor(pages, threads, kMinTokensPerThread / page_ + 1, [&](int64_t b, int64_t e, int) {
+      for (int64_t p = b; p < e; ++p) {
+        float s = 0;
+        const float* mn = mins_.data() + p * d_;
+        const float* mx = maxs_.data() + p * d_;
+        for (int c = 0; c < d_; ++c) s += std::max(q_post[c] * mn[c], q_post[c] * mx[c]);
+        for (int64_t i = p * page_; i < std::min<int64_t>(n_, (p + 1) * page_); ++i) scores[i] = s;
+      }
+    });
     return absl::OkStatus();
   }
   int64_t size() const override { return n_; }
@@ -374,18 +387,20 @@ class PqIndex final : public RetrievalIndex {
     }
     return absl::OkStatus();
   }
-  absl::Status Score(const float*, const float* q_post, int64_t, absl::Span<float> scores) const override {
+  using RetrievalIndex::Score;
+  absl::Status Score(const float*, const float* q_post, int64_t, absl::Span<float> scores, int threads) const override {
     if (!trained_) return absl::FailedPreconditionError("pq index is not trained");
     RETURN_IF_ERROR(CheckQuery(*this, q_post, scores));
     std::vector<float> table(pq_.M * pq_.ksub);
     pq_.compute_inner_prod_table(q_post, table.data());
-    const int64_t n = size();
-    for (int64_t i = 0; i < n; ++i) {
-      faiss::PQDecoderGeneric dec(codes_.data() + i * pq_.code_size, static_cast<int>(pq_.nbits));
-      float s = 0;
-      for (size_t m = 0; m < pq_.M; ++m) s += table[m * pq_.ksub + dec.decode()];
-      scores[i] = s;
-    }
+    ParallelFor(size(), threads, kMinTokensPerThread, [&](int64_t b, int64_t e, int) {
+      for (int64_t i = b; i < e; ++i) {
+        faiss::PQDecoderGeneric dec(codes_.data() + i * pq_.code_size, static_cast<int>(pq_.nbits));
+        float s = 0;
+        for (size_t m = 0; m < pq_.M; ++m) s += table[m * pq_.ksub + dec.decode()];
+        scores[i] = s;
+      }
+    });
     return absl::OkStatus();
   }
   int64_t size() const override { return pq_.code_size ? static_cast<int64_t>(codes_.size() / pq_.code_size) : 0; }
@@ -427,6 +442,163 @@ class PqIndex final : public RetrievalIndex {
   faiss::ProductQuantizer pq_;
   bool trained_ = false;
   std::vector<uint8_t> codes_;
+};
+
+// CommVQ as a scorer: each token's pre-RoPE key divided by its norm is coded
+// by the RoPE-commutative residual codebook; a query's score is read from a
+// table over the codebook, summed over stages, then rotated once per RoPE
+// pair by the token's position and scaled by its (f16) norm — keys are never
+// reconstructed. Summary per token: stages × 2·digit bits + 16 (the norm).
+class CommVqIndex final : public RetrievalIndex {
+ public:
+  CommVqIndex(const KvLayout& l, int stages, int digit, int iters, int train, uint64_t seed)
+      : layout_(l), d_(l.head_dim), stages_(stages), digit_(digit), iters_(iters), train_(train), seed_(seed),
+        inv_freq_(RopeInvFreq(l.head_dim, l.rope_theta)) {}
+  std::string name() const override { return "commvq"; }
+  int dim() const override { return d_; }
+  bool trained() const override { return cb_ != nullptr; }
+
+  absl::Status Train(const TrainingData& t) override {
+    if (t.dim != d_) return absl::InvalidArgumentError(absl::StrCat("commvq: training dim ", t.dim, " != ", d_));
+    RETURN_IF_ERROR(CheckFinite(t.k_pre, t.num_keys, d_, "training keys"));
+    std::vector<float> x;
+    x.reserve(size_t(t.num_keys) * d_);
+    for (int64_t i = 0; i < t.num_keys; ++i) {
+      const float* k = t.k_pre + i * d_;
+      const float norm = std::sqrt(Dot(k, k, d_));
+      if (norm <= 0) continue;
+      for (int c = 0; c < d_; ++c) x.push_back(k[c] / norm);
+    }
+    CommVqTrainOptions o;
+    o.stages = stages_, o.digit_bits = digit_, o.iters = iters_, o.max_train = train_, o.seed = seed_;
+    ASSIGN_OR_RETURN(CommVqKeyCodebook cb,
+                     CommVqKeyCodebook::Train(d_, layout_.rope_style, x.data(), int64_t(x.size()) / d_, o));
+    cb_ = std::make_unique<CommVqKeyCodebook>(std::move(cb));
+    return absl::OkStatus();
+  }
+
+  absl::Status Add(const float* k_pre, const float*, int64_t n) override {
+    if (!trained()) return absl::FailedPreconditionError("commvq index is not trained");
+    RETURN_IF_ERROR(CheckFinite(k_pre, n, d_, "keys"));
+    const size_t at = scale_.size();
+    scale_.resize(at + n);
+    codes_.resize((at + n) * stages_);
+    ParallelFor(n, 0, 512, [&](int64_t b, int64_t e, int) {
+      std::vector<float> x(d_);
+      std::vector<uint32_t> codes(stages_);
+      for (int64_t i = b; i < e; ++i) {
+        const float* k = k_pre + i * d_;
+        const float norm = HalfToFloat(FloatToHalf(std::sqrt(Dot(k, k, d_))));
+        for (int c = 0; c < d_; ++c) x[c] = norm > 0 ? k[c] / norm : 0.0f;
+        cb_->Encode(x.data(), codes.data());
+        scale_[at + i] = norm;
+        for (int r = 0; r < stages_; ++r) codes_[(at + i) * stages_ + r] = static_cast<uint16_t>(codes[r]);
+      }
+    });
+    return absl::OkStatus();
+  }
+
+  using RetrievalIndex::Score;
+  absl::Status Score(const float*, const float* q_post, int64_t, absl::Span<float> scores, int threads) const override {
+    if (!trained()) return absl::FailedPreconditionError("commvq index is not trained");
+    RETURN_IF_ERROR(CheckQuery(*this, q_post, scores));
+    std::vector<float> table(cb_->table_size());
+    cb_->QueryTable(q_post, table.data());
+    const float inv_sqrt_d = 1.0f / std::sqrt(float(d_));
+    const bool rotate = layout_.rope_style != RopeStyle::kNone;
+    const int P = d_ / 2;
+    ParallelFor(size(), threads, kMinTokensPerThread / 8, [&](int64_t b, int64_t e, int) {
+      // Rotations by recurrence e^{iθ(t+1)} = e^{iθt}·e^{iθ}, re-anchored
+      // exactly every 256 tokens so float error cannot accumulate.
+      std::vector<double> c(P, 1.0), s(P, 0.0), step_c(P), step_s(P);
+      std::vector<float> cf(P, 1.0f), sf(P, 0.0f);
+      for (int p = 0; p < P; ++p) {
+        const double a = inv_freq_[p] / layout_.rope_scaling;
+        step_c[p] = std::cos(a), step_s[p] = std::sin(a);
+      }
+      uint32_t codes[256];
+      for (int64_t t = b; t < e; ++t) {
+        if (rotate) {
+          if ((t - b) % 256 == 0) {
+            for (int p = 0; p < P; ++p) {
+              const double a = double(t) / layout_.rope_scaling * inv_freq_[p];
+              c[p] = std::cos(a), s[p] = std::sin(a);
+            }
+          } else {
+            for (int p = 0; p < P; ++p) {
+              const double nc = c[p] * step_c[p] - s[p] * step_s[p];
+              s[p] = s[p] * step_c[p] + c[p] * step_s[p];
+              c[p] = nc;
+            }
+          }
+          for (int p = 0; p < P; ++p) cf[p] = float(c[p]), sf[p] = float(s[p]);
+        }
+        for (int r = 0; r < stages_; ++r) codes[r] = codes_[size_t(t) * stages_ + r];
+        scores[t] = scale_[t] * inv_sqrt_d * cb_->Score(table.data(), codes, cf.data(), sf.data());
+      }
+    });
+    return absl::OkStatus();
+  }
+
+  int64_t size() const override { return static_cast<int64_t>(scale_.size()); }
+  void Reset() override { scale_.clear(), codes_.clear(); }
+  double BitsPerToken() const override { return double(stages_) * 2 * digit_ + 16; }
+  int64_t FixedBytes() const override { return int64_t(stages_) * (int64_t{1} << digit_) * d_ * 2; }
+  std::string spec() const override {
+    return absl::StrCat("commvq:digit=", digit_, ",iters=", iters_, ",seed=", seed_, ",stages=", stages_, ",train=", train_);
+  }
+  void SaveState(std::string* out) const override {
+    AppendLE<uint64_t>(out, trained() ? 1 : 0);
+    if (!trained()) return;
+    cb_->Serialize(out);
+    AppendLE<uint64_t>(out, scale_.size());
+    for (float x : scale_) AppendLE<uint16_t>(out, FloatToHalf(x));
+    AppendArray(out, codes_);
+  }
+  absl::Status LoadState(absl::string_view state) override {
+    StateReader r(state);
+    uint64_t t;
+    if (!r.U64(&t) || t > 1) return BadState("commvq");
+    if (t == 0) {
+      if (!r.done()) return BadState("commvq");
+      cb_.reset(), scale_.clear(), codes_.clear();
+      return absl::OkStatus();
+    }
+    size_t off = 8;
+    absl::StatusOr<CommVqKeyCodebook> cb = CommVqKeyCodebook::Parse(state, &off);
+    if (!cb.ok()) return cb.status();
+    if (cb->dim() != d_ || cb->stages() != stages_ || cb->digit_bits() != digit_ || cb->style() != layout_.rope_style) {
+      return BadState("commvq");
+    }
+    StateReader rest(state.substr(off));
+    uint64_t n;
+    std::vector<uint16_t> scales, codes;
+    if (!rest.U64(&n) || n > (uint64_t{1} << 40) || !rest.Array(&scales, n) || !rest.Array(&codes, n * stages_) ||
+        !rest.done()) {
+      return BadState("commvq");
+    }
+    const uint32_t limit = 1u << (2 * digit_);
+    for (uint16_t c : codes) {
+      if (c >= limit) return BadState("commvq");
+    }
+    std::vector<float> sc(n);
+    for (uint64_t i = 0; i < n; ++i) {
+      sc[i] = HalfToFloat(scales[i]);
+      if (!std::isfinite(sc[i]) || sc[i] < 0) return BadState("commvq");
+    }
+    cb_ = std::make_unique<CommVqKeyCodebook>(std::move(*cb));
+    scale_ = std::move(sc), codes_ = std::move(codes);
+    return absl::OkStatus();
+  }
+
+ private:
+  KvLayout layout_;
+  int d_, stages_, digit_, iters_, train_;
+  uint64_t seed_;
+  std::vector<double> inv_freq_;
+  std::unique_ptr<CommVqKeyCodebook> cb_;
+  std::vector<float> scale_;      // per token, f16-rounded
+  std::vector<uint16_t> codes_;   // [tokens][stages]
 };
 
 }  // namespace
@@ -472,8 +644,17 @@ absl::StatusOr<std::unique_ptr<RetrievalIndex>> MakeRetrievalIndex(const std::st
       return absl::InvalidArgumentError("pq: m must divide head_dim and nbits be in [1, 8]");
     }
     idx = std::make_unique<PqIndex>(d, m, nbits);
+  } else if (name == "commvq") {
+    const int stages = static_cast<int>(get("stages", 2)), digit = static_cast<int>(get("digit", 6));
+    const int iters = static_cast<int>(get("iters", 12)), train = static_cast<int>(get("train", 8192));
+    if (stages < 1 || stages > 256 || digit < 1 || digit > 8 || iters < 1 || iters > 1000 || train < 2 ||
+        d % 2 != 0) {
+      return absl::InvalidArgumentError("commvq: stages in [1, 256], digit in [1, 8], iters in [1, 1000], even head_dim");
+    }
+    idx = std::make_unique<CommVqIndex>(layout, stages, digit, iters, train, static_cast<uint64_t>(get("seed", 1)));
   } else {
-    return absl::InvalidArgumentError(absl::StrCat("unknown retrieval index '", name, "'; known: oracle, a2ats, quest, pq"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("unknown retrieval index '", name, "'; known: oracle, a2ats, quest, pq, commvq"));
   }
   if (!p.empty()) return absl::InvalidArgumentError(absl::StrCat("unknown parameter '", p.begin()->first, "' for ", name));
   return idx;

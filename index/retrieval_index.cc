@@ -75,7 +75,7 @@ absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, c
     middle_scores.reserve(middle);
     for (int g = 0; g < group; ++g) {
       absl::Status s = index.Score(q_pre ? q_pre + size_t(g) * d : nullptr, q_post ? q_post + size_t(g) * d : nullptr,
-                                   pos, absl::MakeSpan(scores));
+                                   pos, absl::MakeSpan(scores), cfg.threads);
       if (!s.ok()) return s;
       const float threshold = KthLargest(scores.data() + sink_end, middle, k, &middle_scores);
       int64_t taken = 0;

@@ -51,9 +51,13 @@ class RetrievalIndex {
   // Appends n tokens at positions size() .. size()+n-1; keys [n][dim].
   virtual absl::Status Add(const float* k_pre, const float* k_post, int64_t n) = 0;
   // Approximate attention logits of one query (at position `pos`) for every
-  // token: scores has size() entries; larger = more relevant.
-  virtual absl::Status Score(const float* q_pre, const float* q_post, int64_t pos,
-                             absl::Span<float> scores) const = 0;
+  // token: scores has size() entries; larger = more relevant. The tokens are
+  // split over `threads` threads (0 = all cores); results do not depend on it.
+  virtual absl::Status Score(const float* q_pre, const float* q_post, int64_t pos, absl::Span<float> scores,
+                             int threads) const = 0;
+  absl::Status Score(const float* q_pre, const float* q_post, int64_t pos, absl::Span<float> scores) const {
+    return Score(q_pre, q_post, pos, scores, 1);
+  }
   virtual int64_t size() const = 0;
   virtual void Reset() = 0;
   // Bits of per-token summary (what a GPU would keep per token and KV head).
@@ -81,6 +85,7 @@ struct SelectionConfig {
   int window = 64;
   int64_t topk = 0;           // tokens per query head, if > 0
   double topk_fraction = 0.03;  // else this fraction of the context
+  int threads = 1;            // scoring threads (0 = all cores)
 };
 
 // Token ids (sorted) attention should run over for the query heads q [G][dim]
@@ -94,7 +99,9 @@ absl::Status CheckFinite(const float* x, int64_t n, int dim, const char* what);
 
 // Builds an index by name: "oracle", "a2ats[:centroids=4096,b=2048,iters=20]",
 // "quest[:page=16]", "pq[:m=2,nbits=6]" (PQCache-style, FAISS ProductQuantizer
-// on post-RoPE keys). The layout gives head_dim and RoPE.
+// on post-RoPE keys), "commvq[:stages=2,digit=6,iters=12,train=8192,seed=1]"
+// (CommVQ key codes scored with the per-token RoPE rotation; codec/commvq.h).
+// The layout gives head_dim and RoPE.
 absl::StatusOr<std::unique_ptr<RetrievalIndex>> MakeRetrievalIndex(const std::string& spec,
                                                                    const KvLayout& layout);
 

@@ -83,16 +83,46 @@ TEST(Retrieval, EveryMethodFindsTheMassOracleIsPerfect) {
   const double a2ats = MassRecall(*Build("a2ats:centroids=256,iters=10", s), s, 4, cfg);
   const double quest = MassRecall(*Build("quest", s), s, 4, cfg);
   const double pq = MassRecall(*Build("pq:m=2,nbits=6", s), s, 4, cfg);
+  const double commvq = MassRecall(*Build("commvq:stages=2,digit=4,iters=6", s), s, 4, cfg);
   SelectionConfig only_fixed = cfg;
   only_fixed.topk_fraction = 0;
   const double floor = MassRecall(*Build("oracle", s), s, 4, only_fixed);  // sinks + window alone
-  std::printf("mass recall at 3%%: oracle %.3f a2ats %.3f quest %.3f pq %.3f (sinks+window %.3f)\n", oracle, a2ats,
-              quest, pq, floor);
+  std::printf("mass recall at 3%%: oracle %.3f a2ats %.3f quest %.3f pq %.3f commvq %.3f (sinks+window %.3f)\n", oracle,
+              a2ats, quest, pq, commvq, floor);
   EXPECT_GT(oracle, 0.9);
   EXPECT_GE(oracle + 1e-9, a2ats);
   EXPECT_GT(a2ats, floor + 0.5 * (oracle - floor)) << "A²ATS must recover most of what retrieval can";
   EXPECT_GT(quest, floor);
   EXPECT_GT(pq, floor);
+  EXPECT_GT(commvq, floor);  // key-MSE codes, not query-aware: like PQ at this size
+}
+
+TEST(Retrieval, ThreadsDoNotChangeScores) {
+  const Sequence s = MakeSequence(5, 1, 40000, 1);  // enough tokens to split over threads
+  for (const char* spec : {"oracle", "a2ats:centroids=64,iters=4", "quest", "pq:m=2,nbits=6", "commvq:stages=1,digit=3,iters=2"}) {
+    auto idx = Build(spec, s);
+    std::vector<float> one(idx->size()), many(idx->size());
+    ASSERT_TRUE(idx->Score(s.dq_pre.data(), s.dq_post.data(), s.n, absl::MakeSpan(one), 1).ok());
+    ASSERT_TRUE(idx->Score(s.dq_pre.data(), s.dq_post.data(), s.n, absl::MakeSpan(many), 4).ok());
+    EXPECT_EQ(one, many) << spec;
+  }
+}
+
+TEST(Retrieval, CommVqScoresTrackExactLogits) {
+  // With enough stages the scores from codes approach q·k/√d, at every
+  // position (the per-token RoPE rotation is applied from codes).
+  const Sequence s = MakeSequence(6, 0, 3000, 1);
+  auto coarse = Build("commvq:stages=1,digit=4,iters=6", s);
+  auto fine = Build("commvq:stages=6,digit=4,iters=6", s);
+  auto exact = Build("oracle", s);
+  std::vector<float> a(s.n), b(s.n), e(s.n);
+  ASSERT_TRUE(coarse->Score(nullptr, s.dq_post.data(), s.n, absl::MakeSpan(a)).ok());
+  ASSERT_TRUE(fine->Score(nullptr, s.dq_post.data(), s.n, absl::MakeSpan(b)).ok());
+  ASSERT_TRUE(exact->Score(nullptr, s.dq_post.data(), s.n, absl::MakeSpan(e)).ok());
+  const double err_coarse = RelativeError(e.data(), a.data(), s.n), err_fine = RelativeError(e.data(), b.data(), s.n);
+  EXPECT_LT(err_fine, 0.6 * err_coarse) << err_fine << " vs " << err_coarse;
+  EXPECT_LT(err_fine, 0.3);
+  EXPECT_EQ(fine->BitsPerToken(), 6 * 8 + 16);
 }
 
 TEST(Retrieval, FullBudgetSelectsEverythingAndSinksWindowAlways) {
@@ -139,7 +169,8 @@ TEST(Retrieval, BadInputsAreClearErrors) {
             absl::StatusCode::kInvalidArgument);
   std::vector<float> bad_keys(s.d, INFINITY);
   EXPECT_EQ(trained->Add(bad_keys.data(), bad_keys.data(), 1).code(), absl::StatusCode::kInvalidArgument);
-  for (const char* spec : {"nope", "a2ats:centroids=1", "pq:m=3", "quest:page=0", "a2ats:color=1", "a2ats:k"}) {
+  for (const char* spec : {"nope", "a2ats:centroids=1", "pq:m=3", "quest:page=0", "a2ats:color=1", "a2ats:k",
+                           "commvq:stages=0", "commvq:digit=9"}) {
     EXPECT_EQ(MakeRetrievalIndex(spec, s.layout).status().code(), absl::StatusCode::kInvalidArgument) << spec;
   }
   // K larger than the context is clamped, an empty sequence selects nothing.
@@ -159,7 +190,8 @@ namespace {
 
 TEST(Retrieval, SerializationRoundTripsAndRejectsDamage) {
   const Sequence s = MakeSequence(4, 0, 1024, 1);
-  for (const char* spec : {"oracle", "a2ats:centroids=32,iters=4", "quest:page=16", "pq:m=4,nbits=4"}) {
+  for (const char* spec : {"oracle", "a2ats:centroids=32,iters=4", "quest:page=16", "pq:m=4,nbits=4",
+                           "commvq:stages=2,digit=3,iters=2"}) {
     auto idx = Build(spec, s);
     const std::string bytes = SerializeRetrievalIndex(*idx, s.layout);
     auto back = LoadRetrievalIndex(bytes);
