@@ -22,10 +22,13 @@ ABSL_LIBS="-labsl_status -labsl_statusor -labsl_str_format_internal -labsl_strin
 # target -> sources (the fuzzer entry point first).
 declare -A SRCS=(
   [container]="codec/container_fuzzer.cc codec/container.cc codec/kv_layout.cc codec/rope.cc common/hash.cc"
-  [codec]="codec/codec_fuzzer.cc codec/codec.cc codec/kivi.cc codec/gear.cc codec/squat.cc codec/group_quant.cc
-    codec/linalg.cc codec/container.cc codec/kv_layout.cc codec/rope.cc common/hash.cc common/status.cc"
-  [index]="index/index_fuzzer.cc index/retrieval_index.cc index/indexes.cc codec/linalg.cc codec/kv_layout.cc
+  [codec]="codec/codec_fuzzer.cc codec/codec.cc codec/kivi.cc codec/gear.cc codec/squat.cc codec/commvq.cc
+    codec/group_quant.cc codec/linalg.cc codec/container.cc codec/kv_layout.cc codec/rope.cc common/hash.cc
+    common/status.cc"
+  [index]="index/index_fuzzer.cc index/retrieval_index.cc index/indexes.cc codec/codec.cc codec/kivi.cc codec/gear.cc
+    codec/squat.cc codec/commvq.cc codec/group_quant.cc codec/container.cc codec/linalg.cc codec/kv_layout.cc
     codec/rope.cc common/hash.cc common/status.cc"
+  [protocol]="store/protocol_fuzzer.cc store/protocol.cc common/hash.cc"
 )
 
 target="${1:-}"
@@ -37,7 +40,7 @@ fi
 [ -n "${SRCS[$target]:-}" ] || { echo "unknown fuzz target '$target' (have: ${!SRCS[*]})" >&2; exit 2; }
 
 EXTRA_LIBS=""
-[ "$target" = index ] && EXTRA_LIBS="-lfaiss -fopenmp -llapack -lblas"
+case "$target" in index|codec) EXTRA_LIBS="-lfaiss -fopenmp -llapack -lblas" ;; esac
 out=".fuzz/$target"
 mkdir -p "$out/corpus" "$out/artifacts"
 bin="$out/${target}_fuzzer"
