@@ -116,6 +116,17 @@ bool HostTier::Pinned(const TierKey& key) const {
   return it != index_.end() && entries_.at(it->second).pins > 0;
 }
 
+int HostTier::PinCount(const TierKey& key) const {
+  auto it = index_.find(key);
+  return it == index_.end() ? 0 : entries_.at(it->second).pins;
+}
+
+std::optional<uint64_t> HostTier::LengthOf(const TierKey& key) const {
+  auto it = index_.find(key);
+  if (it == index_.end()) return std::nullopt;
+  return entries_.at(it->second).length;
+}
+
 bool HostTier::EvictUntil(const std::function<bool(const TierKey&)>& may_evict, const std::function<bool()>& done,
                           const DemoteFn& demote) {
   while (!done()) {

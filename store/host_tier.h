@@ -79,6 +79,9 @@ class HostTier {
   bool Pin(const TierKey& key);
   bool Unpin(const TierKey& key);
   bool Pinned(const TierKey& key) const;
+  int PinCount(const TierKey& key) const;
+  // Stored length of a present block.
+  std::optional<uint64_t> LengthOf(const TierKey& key) const;
   // Evicts entries matching may_evict until done() (quota enforcement);
   // false if nothing more may go first.
   bool EvictUntil(const std::function<bool(const TierKey&)>& may_evict, const std::function<bool()>& done,

@@ -1,0 +1,154 @@
+// BlockStore: the store engine behind kvrecall-server and the embedded
+// mode. Blocks (verified block containers) live in the host tier and,
+// when configured, the SSD tier; every block belongs to a namespace.
+//
+// Guarantees (doc/design.md): a block is visible only after its whole
+// payload arrived and verified; every read is verified again (a failed
+// check drops the copy, counts a checksum failure, and reads as DATA_LOSS,
+// which clients treat as a miss); a namespace can not see, probe, evict or
+// delete another's blocks (keys are scoped by namespace id, not just
+// salted); memory stays within host_bytes (arena) plus per-block metadata.
+//
+// Namespaces: created with the admin token given at start; each has a
+// token (requests carry it: missing -> UNAUTHENTICATED, unknown ->
+// PERMISSION_DENIED), a quota on host-tier bytes (a put over quota evicts
+// the namespace's own blocks; pins beyond it are RESOURCE_EXHAUSTED) and a
+// salt that clients mix into their BlockKeys.
+//
+// Thread safety: thread-safe. One mutex guards the host tier and the
+// namespace table; payload copies and SSD I/O run outside it where the
+// protocol allows (reserved or reader-held extents).
+#ifndef KVRECALL_STORE_BLOCK_STORE_H_
+#define KVRECALL_STORE_BLOCK_STORE_H_
+
+#include <atomic>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/base/thread_annotations.h"
+#include "absl/container/flat_hash_map.h"
+#include "absl/status/statusor.h"
+#include "absl/synchronization/mutex.h"
+#include "absl/types/span.h"
+#include "codec/block_key.h"
+#include "store/host_tier.h"
+#include "store/ssd_tier.h"
+
+namespace kvrecall {
+
+enum class SsdWritePolicy { kWriteBack, kWriteThrough };
+enum class FsyncPolicy { kDurable, kAlways, kNever };
+
+struct StoreOptions {
+  uint64_t host_bytes = 256ull << 20;
+  std::string eviction = "s3fifo";  // lru | s3fifo
+  // Blocks larger than this fraction of the host tier skip it (go to SSD
+  // only, when there is one): one huge block must not flush the cache.
+  double max_host_block_fraction = 0.25;
+  std::string ssd_path;             // empty: no SSD tier
+  uint64_t ssd_bytes = 0;
+  SsdWritePolicy ssd_write = SsdWritePolicy::kWriteBack;
+  FsyncPolicy fsync = FsyncPolicy::kDurable;  // kDurable: sync only durable puts
+  std::string admin_token;          // empty: namespaces can only come from `namespaces`
+};
+
+struct NamespaceConfig {
+  std::string name;
+  std::string token;
+  uint64_t quota_bytes = 0;
+  std::string salt;
+};
+
+struct NamespaceStats {
+  std::string name;
+  uint64_t quota_bytes = 0, host_bytes = 0, pinned_bytes = 0;
+};
+
+struct StoreStats {
+  HostTierStats host;
+  SsdTierStats ssd;
+  bool has_ssd = false;
+  uint64_t puts = 0, put_bytes = 0, gets = 0, get_bytes = 0;
+  uint64_t hits_host = 0, hits_ssd = 0, misses = 0;
+  uint64_t checksum_failures = 0, rejected = 0, demotions = 0, promotions = 0;
+  std::vector<NamespaceStats> namespaces;
+};
+
+struct ExistsResult {
+  uint32_t prefix = 0;         // leading keys present
+  std::vector<bool> present;
+};
+
+class BlockStore {
+ public:
+  static absl::StatusOr<std::unique_ptr<BlockStore>> Open(const StoreOptions& options,
+                                                          const std::vector<NamespaceConfig>& namespaces = {});
+
+  // Admin (token = StoreOptions::admin_token).
+  absl::Status CreateNamespace(absl::string_view admin_token, const NamespaceConfig& config);
+  absl::Status SetQuota(absl::string_view admin_token, absl::string_view name, uint64_t quota_bytes);
+
+  // The namespace id for a request token.
+  absl::StatusOr<uint32_t> Authenticate(absl::string_view token) const;
+  // The salt clients mix into BlockKeys of this namespace.
+  absl::StatusOr<std::string> Salt(uint32_t ns) const;
+
+  // Stores a verified copy. INVALID_ARGUMENT/DATA_LOSS if `block` is not a
+  // valid container; RESOURCE_EXHAUSTED if it can not fit (quota, budget,
+  // everything pinned); FAILED_PRECONDITION for a durable put without SSD.
+  // durable: acknowledged only once on stable storage (SSD, fsynced).
+  absl::Status Put(uint32_t ns, const BlockKey& key, absl::Span<const uint8_t> block, bool durable);
+  // Copies a verified block into `dst`; returns its size. NOT_FOUND on a
+  // miss; DATA_LOSS if the stored copy failed verification (it is dropped);
+  // OUT_OF_RANGE if dst is too small (nothing is written past dst).
+  absl::StatusOr<size_t> Get(uint32_t ns, const BlockKey& key, absl::Span<uint8_t> dst);
+  absl::StatusOr<std::string> Get(uint32_t ns, const BlockKey& key);
+  // Size of a present block, NOT_FOUND otherwise (for sizing buffers).
+  absl::StatusOr<size_t> SizeOf(uint32_t ns, const BlockKey& key);
+  ExistsResult Exists(uint32_t ns, absl::Span<const BlockKey> chain);
+  // True if a block was removed (from every tier).
+  absl::StatusOr<bool> Delete(uint32_t ns, const BlockKey& key);
+  // Pinned blocks stay in the host tier (promoted from SSD if needed).
+  absl::Status Pin(uint32_t ns, const BlockKey& key);
+  absl::Status Unpin(uint32_t ns, const BlockKey& key);
+  // Token rows of one block, decoded by its codec: K then V, each
+  // [layer_count][kv_heads][rows][head_dim] f32.
+  absl::StatusOr<std::vector<float>> GatherRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows);
+
+  void CountRejected() { rejected_.fetch_add(1, std::memory_order_relaxed); }
+  StoreStats Stats() const;
+  // Syncs the SSD tier's log (used by drain/shutdown).
+  absl::Status Flush();
+
+ private:
+  struct Namespace {
+    NamespaceConfig config;
+    uint64_t host_bytes = 0;
+    uint64_t pinned_bytes = 0;
+  };
+  BlockStore(const StoreOptions& o, std::unique_ptr<HostTier> host, std::unique_ptr<SsdTier> ssd)
+      : options_(o), host_(std::move(host)), ssd_(std::move(ssd)) {}
+  absl::Status AddNamespaceLocked(const NamespaceConfig& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  absl::Status CheckAdmin(absl::string_view token) const;
+  // Host-tier insert of verified bytes (two-phase), evicting as needed.
+  absl::Status InsertHost(uint32_t ns, const BlockKey& key, absl::Span<const uint8_t> block);
+  HostTier::DemoteFn Demoter() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  bool FitsHost(size_t bytes) const { return bytes <= options_.max_host_block_fraction * options_.host_bytes; }
+
+  const StoreOptions options_;
+  mutable absl::Mutex mu_;
+  std::unique_ptr<HostTier> host_ ABSL_PT_GUARDED_BY(mu_);
+  std::unique_ptr<SsdTier> ssd_;  // thread-safe itself
+  std::map<uint32_t, Namespace> namespaces_ ABSL_GUARDED_BY(mu_);
+  absl::flat_hash_map<std::string, uint32_t> by_token_ ABSL_GUARDED_BY(mu_);
+  uint32_t next_ns_ ABSL_GUARDED_BY(mu_) = 1;
+  std::atomic<uint64_t> puts_{0}, put_bytes_{0}, gets_{0}, get_bytes_{0}, hits_host_{0}, hits_ssd_{0}, misses_{0},
+      checksum_failures_{0}, rejected_{0}, demotions_{0}, promotions_{0};
+};
+
+}  // namespace kvrecall
+
+#endif  // KVRECALL_STORE_BLOCK_STORE_H_

@@ -1,0 +1,252 @@
+#include "store/block_store.h"
+
+#include <dirent.h>
+#include <unistd.h>
+
+#include <cstdio>
+#include <fstream>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "codec/codec.h"
+#include "codec/container.h"
+
+namespace kvrecall {
+namespace {
+
+constexpr char kAdmin[] = "admin-secret-token";
+
+std::string TempDir(const std::string& name) {
+  const char* base = std::getenv("TEST_TMPDIR");
+  std::string dir = std::string(base ? base : "/tmp") + "/" + name + "_" + std::to_string(getpid());
+  (void)std::system(("rm -rf '" + dir + "'").c_str());
+  return dir;
+}
+
+// A valid f16 block of `tokens` tokens (2 layers x 2 heads x 64 dims): 1 KiB per token.
+std::string MakeBlock(int tokens, uint64_t seed) {
+  KvChunkRef c;
+  c.layout.num_layers = 2, c.layout.num_q_heads = 4, c.layout.num_kv_heads = 2, c.layout.head_dim = 64;
+  c.layer_count = 2;
+  c.tokens = tokens;
+  c.first_token = seed;
+  std::vector<float> k(size_t(2) * 2 * tokens * 64), v(k.size());
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n01;
+  for (float& x : k) x = n01(rng);
+  for (float& x : v) x = n01(rng);
+  c.k = k.data(), c.v = v.data();
+  EncodeOptions o;
+  return *(*MakeCodec("f16"))->Encode(c, &o);
+}
+
+absl::Span<const uint8_t> B(const std::string& s) { return AsBytes(s); }
+
+std::unique_ptr<BlockStore> OpenStore(StoreOptions o) {
+  o.admin_token = kAdmin;
+  auto s = BlockStore::Open(o, {{"a", "token-of-a-123", 64ull << 20, "salt-a"}, {"b", "token-of-b-456", 64ull << 20, "salt-b"}});
+  EXPECT_TRUE(s.ok()) << s.status();
+  return std::move(*s);
+}
+
+TEST(BlockStore, TokensAndAdmin) {
+  StoreOptions o;
+  o.host_bytes = 4 << 20;
+  auto s = OpenStore(o);
+  EXPECT_EQ(s->Authenticate("").status().code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(s->Authenticate("token-of-c-789").status().code(), absl::StatusCode::kPermissionDenied);
+  ASSERT_TRUE(s->Authenticate("token-of-a-123").ok());
+  EXPECT_EQ(*s->Salt(*s->Authenticate("token-of-b-456")), "salt-b");
+  const NamespaceConfig c{"c", "token-of-c-789", 1 << 20, "salt-c"};
+  EXPECT_EQ(s->CreateNamespace("", c).code(), absl::StatusCode::kUnauthenticated);
+  EXPECT_EQ(s->CreateNamespace("guess", c).code(), absl::StatusCode::kPermissionDenied);
+  ASSERT_TRUE(s->CreateNamespace(kAdmin, c).ok());
+  EXPECT_EQ(s->CreateNamespace(kAdmin, c).code(), absl::StatusCode::kAlreadyExists);
+  EXPECT_TRUE(s->Authenticate("token-of-c-789").ok());
+  EXPECT_EQ(s->CreateNamespace(kAdmin, {"d", "short", 1, ""}).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->SetQuota(kAdmin, "nope", 10).code(), absl::StatusCode::kNotFound);
+}
+
+TEST(BlockStore, PutGetVerifiedAndNamespacesIsolated) {
+  StoreOptions o;
+  o.host_bytes = 8 << 20;
+  auto s = OpenStore(o);
+  const uint32_t a = *s->Authenticate("token-of-a-123"), b = *s->Authenticate("token-of-b-456");
+  const std::string blk = MakeBlock(32, 1);
+  const BlockKey key{11, 22};
+  ASSERT_TRUE(s->Put(a, key, B(blk), false).ok());
+  auto got = s->Get(a, key);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(*got, blk);
+  // Namespace b can not read, probe, delete or pin a's block.
+  EXPECT_EQ(s->Get(b, key).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s->Exists(b, {&key, 1}).prefix, 0u);
+  EXPECT_FALSE(*s->Delete(b, key));
+  EXPECT_EQ(s->Pin(b, key).code(), absl::StatusCode::kNotFound);
+  EXPECT_TRUE(s->Get(a, key).ok());
+  EXPECT_EQ(s->Exists(a, {&key, 1}).prefix, 1u);
+  // Corrupted or truncated blocks are refused and change nothing.
+  std::string bad = blk;
+  bad[bad.size() / 2] ^= 1;
+  EXPECT_EQ(s->Put(a, BlockKey{1, 1}, B(bad), false).code(), absl::StatusCode::kDataLoss);
+  EXPECT_FALSE(s->Put(a, BlockKey{1, 1}, B(blk.substr(0, 100)), false).ok());
+  EXPECT_EQ(s->Get(a, BlockKey{1, 1}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s->Stats().rejected, 2u);
+  // A buffer too small is an error and nothing is written past it.
+  std::string small(100, 'x');
+  EXPECT_EQ(s->Get(a, key, {reinterpret_cast<uint8_t*>(small.data()), 50}).status().code(),
+            absl::StatusCode::kOutOfRange);
+  EXPECT_EQ(small, std::string(100, 'x'));
+  // Exists: longest present prefix + bitmap.
+  const BlockKey chain[] = {key, BlockKey{5, 5}, key};
+  const ExistsResult e = s->Exists(a, chain);
+  EXPECT_EQ(e.prefix, 1u);
+  EXPECT_EQ(e.present, (std::vector<bool>{true, false, true}));
+  // Unknown namespace ids are refused.
+  EXPECT_EQ(s->Put(999, key, B(blk), false).code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(s->Put(a, key, B(blk), true).code(), absl::StatusCode::kFailedPrecondition);  // durable without SSD
+}
+
+TEST(BlockStore, ThreeTimesTheBudgetStaysBoundedAndHits) {
+  StoreOptions o;
+  o.host_bytes = 4 << 20;
+  for (const char* policy : {"lru", "s3fifo"}) {
+    o.eviction = policy;
+    auto s = OpenStore(o);
+    const uint32_t a = *s->Authenticate("token-of-a-123");
+    const std::string blk = MakeBlock(64, 3);  // ~64 KiB
+    const int n = static_cast<int>(3 * o.host_bytes / blk.size());
+    for (int i = 0; i < n; ++i) {
+      ASSERT_TRUE(s->Put(a, BlockKey{uint64_t(i), 0}, B(blk), false).ok()) << i;
+      ASSERT_LE(s->Stats().host.used_bytes, o.host_bytes);
+      // A block put a moment ago is still there.
+      if (i >= 4) ASSERT_TRUE(s->Get(a, BlockKey{uint64_t(i - 3), 0}).ok()) << policy << " " << i;
+    }
+    const StoreStats st = s->Stats();
+    EXPECT_GT(st.host.evictions, 0u);
+    EXPECT_LE(st.host.used_bytes, o.host_bytes);
+    EXPECT_EQ(st.misses, 0u);
+  }
+}
+
+TEST(BlockStore, QuotaEvictsOnlyTheOwnerAndBoundsPins) {
+  StoreOptions o;
+  o.host_bytes = 16 << 20;
+  o.admin_token = kAdmin;
+  auto s = *BlockStore::Open(o, {{"small", "token-small-1", 512 << 10, ""}, {"big", "token-big-22", 8 << 20, ""}});
+  const uint32_t sm = *s->Authenticate("token-small-1"), bg = *s->Authenticate("token-big-22");
+  const std::string blk = MakeBlock(64, 4);
+  for (int i = 0; i < 4; ++i) ASSERT_TRUE(s->Put(bg, BlockKey{uint64_t(i), 1}, B(blk), false).ok());
+  for (int i = 0; i < 30; ++i) ASSERT_TRUE(s->Put(sm, BlockKey{uint64_t(i), 2}, B(blk), false).ok());
+  for (int i = 0; i < 4; ++i) EXPECT_TRUE(s->Get(bg, BlockKey{uint64_t(i), 1}).ok()) << "other tenant evicted";
+  for (const NamespaceStats& n : s->Stats().namespaces) EXPECT_LE(n.host_bytes, n.quota_bytes) << n.name;
+  // Pin every block the namespace still has: its quota is then all pinned.
+  int pinned = 0;
+  for (int i = 0; i < 30; ++i) {
+    const absl::Status st = s->Pin(sm, BlockKey{uint64_t(i), 2});
+    if (st.code() == absl::StatusCode::kNotFound) continue;  // evicted earlier
+    ASSERT_TRUE(st.ok()) << st;
+    ++pinned;
+  }
+  EXPECT_GT(pinned, 0);
+  EXPECT_EQ(s->SetQuota(kAdmin, "small", 64 << 10).code(), absl::StatusCode::kFailedPrecondition);
+  // A full quota of pinned blocks: a new put can not evict them.
+  EXPECT_EQ(s->Put(sm, BlockKey{99, 2}, B(blk), false).code(), absl::StatusCode::kResourceExhausted);
+  ASSERT_TRUE(s->Unpin(sm, BlockKey{29, 2}).ok());
+  EXPECT_TRUE(s->Put(sm, BlockKey{99, 2}, B(blk), false).ok());
+  EXPECT_EQ(s->Unpin(sm, BlockKey{12345, 2}).code(), absl::StatusCode::kNotFound);
+}
+
+TEST(BlockStore, SsdDemotionPromotionDurabilityAndCorruption) {
+  const std::string dir = TempDir("store_ssd");
+  StoreOptions o;
+  o.host_bytes = 1 << 20;
+  o.ssd_path = dir;
+  o.ssd_bytes = 64 << 20;
+  const std::string blk = MakeBlock(64, 5);
+  {
+    auto s = OpenStore(o);
+    const uint32_t a = *s->Authenticate("token-of-a-123");
+    for (int i = 0; i < 40; ++i) ASSERT_TRUE(s->Put(a, BlockKey{uint64_t(i), 3}, B(blk), false).ok());
+    ASSERT_TRUE(s->Put(a, BlockKey{1000, 3}, B(blk), true).ok());  // durable
+    EXPECT_GT(s->Stats().demotions, 0u);
+    // Block 0 was demoted: served from SSD, then promoted back.
+    auto got = s->Get(a, BlockKey{0, 3});
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, blk);
+    EXPECT_EQ(s->Stats().hits_ssd, 1u);
+    EXPECT_EQ(s->Stats().promotions, 1u);
+    ASSERT_TRUE(s->Get(a, BlockKey{0, 3}).ok());
+    EXPECT_EQ(s->Stats().hits_host, 1u);
+  }
+  {
+    auto s = OpenStore(o);  // a restart: the durable block is back
+    const uint32_t a = *s->Authenticate("token-of-a-123");
+    auto got = s->Get(a, BlockKey{1000, 3});
+    ASSERT_TRUE(got.ok()) << got.status();
+    EXPECT_EQ(*got, blk);
+  }
+  // Damage every blob file: reads are misses or DATA_LOSS, never wrong bytes.
+  DIR* d = opendir(dir.c_str());
+  ASSERT_NE(d, nullptr);
+  int damaged = 0;
+  while (dirent* e = readdir(d)) {
+    const std::string name = e->d_name;
+    if (name.size() < 5 || name.substr(name.size() - 5) != ".blob") continue;
+    std::fstream f(dir + "/" + name, std::ios::in | std::ios::out | std::ios::binary);
+    f.seekg(0, std::ios::end);
+    const std::streamoff size = f.tellg();
+    for (std::streamoff off = 64; off < size; off += 4096) {
+      f.seekp(off);
+      f.put('\x5a');
+    }
+    ++damaged;
+  }
+  closedir(d);
+  ASSERT_GT(damaged, 0);
+  o.host_bytes = 1 << 20;
+  auto s = OpenStore(o);
+  const uint32_t a = *s->Authenticate("token-of-a-123");
+  int served = 0;
+  for (int i = 0; i <= 1000; i = i < 40 ? i + 1 : 1000 + (i == 1000)) {
+    auto got = s->Get(a, BlockKey{uint64_t(i), 3});
+    if (got.ok()) {
+      EXPECT_EQ(*got, blk);
+      ++served;
+    } else {
+      EXPECT_TRUE(got.status().code() == absl::StatusCode::kNotFound ||
+                  got.status().code() == absl::StatusCode::kDataLoss)
+          << got.status();
+    }
+    if (i == 1001) break;
+  }
+  EXPECT_LT(served, 41);
+}
+
+TEST(BlockStore, GatherRowsDecodesTheBlocksRows) {
+  StoreOptions o;
+  o.host_bytes = 4 << 20;
+  auto s = OpenStore(o);
+  const uint32_t a = *s->Authenticate("token-of-a-123");
+  const std::string blk = MakeBlock(16, 7);
+  ASSERT_TRUE(s->Put(a, BlockKey{7, 7}, B(blk), false).ok());
+  auto view = ParseBlock(B(blk));
+  std::vector<float> k(2 * 2 * 16 * 64), v(k.size());
+  ASSERT_TRUE((*MakeCodec("f16"))->Decode(*view, k.data(), v.data()).ok());
+  const std::vector<int> rows = {15, 2};
+  auto got = s->GatherRows(a, BlockKey{7, 7}, rows);
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), 2u * 4 * 2 * 64);
+  for (int h = 0; h < 4; ++h)
+    for (int r = 0; r < 2; ++r)
+      for (int c = 0; c < 64; ++c) {
+        ASSERT_EQ((*got)[(h * 2 + r) * 64 + c], k[(h * 16 + rows[r]) * 64 + c]);
+        ASSERT_EQ((*got)[4 * 2 * 64 + (h * 2 + r) * 64 + c], v[(h * 16 + rows[r]) * 64 + c]);
+      }
+  EXPECT_EQ(s->GatherRows(a, BlockKey{7, 7}, std::vector<int>{16}).status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(s->GatherRows(a, BlockKey{8, 8}, rows).status().code(), absl::StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace kvrecall
