@@ -103,99 +103,183 @@ HostTier::DemoteFn BlockStore::Demoter() {
   };
 }
 
-absl::Status BlockStore::InsertHost(uint32_t ns, const BlockKey& key, absl::Span<const uint8_t> block) {
-  const TierKey tk{ns, key};
-  const uint64_t charge = HostTier::Charge(block.size());
-  HostTier::Reservation r;
-  {
-    absl::MutexLock l(&mu_);
-    auto it = namespaces_.find(ns);
-    if (it == namespaces_.end()) return absl::PermissionDeniedError("unknown namespace");
-    Namespace* n = &it->second;
-    if (charge > n->config.quota_bytes) {
-      return absl::ResourceExhaustedError(absl::StrCat("a ", block.size(), "-byte block exceeds the namespace quota"));
-    }
-    if (!host_->EvictUntil([ns](const TierKey& k) { return k.ns == ns; },
-                           [n, charge] { return n->host_bytes + charge <= n->config.quota_bytes; }, Demoter())) {
-      return absl::ResourceExhaustedError("namespace quota full of pinned or busy blocks");
-    }
-    ASSIGN_OR_RETURN(r, host_->Reserve(block.size(), nullptr, Demoter()));
-  }
-  // The reservation is ours alone: fill and verify it without the lock.
-  absl::Span<uint8_t> dst;
-  {
-    absl::MutexLock l(&mu_);
-    dst = host_->Data(r);
-  }
-  std::memcpy(dst.data(), block.data(), block.size());
-  const absl::Status ok = Verify(dst);
+absl::StatusOr<HostTier::Reservation> BlockStore::ReserveHost(uint32_t ns, size_t bytes) {
+  const uint64_t charge = HostTier::Charge(bytes);
   absl::MutexLock l(&mu_);
-  if (!ok.ok()) {
-    host_->Abort(r);
-    checksum_failures_.fetch_add(1);
-    return ok;
+  auto it = namespaces_.find(ns);
+  if (it == namespaces_.end()) return absl::PermissionDeniedError("unknown namespace");
+  Namespace* n = &it->second;
+  if (charge > n->config.quota_bytes) {
+    return absl::ResourceExhaustedError(absl::StrCat("a ", bytes, "-byte block exceeds the namespace quota"));
   }
+  if (!host_->EvictUntil([ns](const TierKey& k) { return k.ns == ns; },
+                         [n, charge] { return n->host_bytes + charge <= n->config.quota_bytes; }, Demoter())) {
+    return absl::ResourceExhaustedError("namespace quota full of pinned or busy blocks");
+  }
+  ASSIGN_OR_RETURN(HostTier::Reservation r, host_->Reserve(bytes, nullptr, Demoter()));
+  n->host_bytes += charge;  // charged from the reservation on, so concurrent puts respect the quota
+  return r;
+}
+
+void BlockStore::CommitHost(uint32_t ns, const BlockKey& key, const HostTier::Reservation& r) {
+  const TierKey tk{ns, key};
+  absl::MutexLock l(&mu_);
   auto it = namespaces_.find(ns);
   if (std::optional<uint64_t> old = host_->LengthOf(tk)) {  // replaced (a re-put of the same key)
     if (host_->PinCount(tk) > 0) it->second.pinned_bytes -= std::min(it->second.pinned_bytes, HostTier::Charge(*old));
     it->second.host_bytes -= std::min(it->second.host_bytes, HostTier::Charge(*old));
   }
   host_->Commit(tk, r);
-  it->second.host_bytes += charge;
+}
+
+void BlockStore::AbortHostCharged(uint32_t ns, const HostTier::Reservation& r) {
+  absl::MutexLock l(&mu_);
+  host_->Abort(r);
+  auto it = namespaces_.find(ns);
+  if (it != namespaces_.end()) it->second.host_bytes -= std::min(it->second.host_bytes, HostTier::Charge(r.bytes));
+}
+
+void BlockStore::ReleaseRef(const HostTier::ReadRef& ref) {
+  absl::MutexLock l(&mu_);
+  host_->Release(ref);
+}
+
+absl::Status BlockStore::InsertHost(uint32_t ns, const BlockKey& key, absl::Span<const uint8_t> block) {
+  ASSIGN_OR_RETURN(HostTier::Reservation r, ReserveHost(ns, block.size()));
+  uint8_t* dst;
+  {
+    absl::MutexLock l(&mu_);
+    dst = host_->Data(r).data();
+  }
+  std::memcpy(dst, block.data(), block.size());
+  CommitHost(ns, key, r);
+  return absl::OkStatus();
+}
+
+// ---------------------------------------------------------------------------
+// PendingPut and BlockLease.
+
+PendingPut& PendingPut::operator=(PendingPut&& o) noexcept {
+  if (this != &o) {
+    Reset();
+    store_ = o.store_, ns_ = o.ns_, key_ = o.key_, durable_ = o.durable_, in_host_ = o.in_host_;
+    reservation_ = o.reservation_;
+    buffer_ = std::move(o.buffer_);
+    data_ = in_host_ ? o.data_ : absl::Span<uint8_t>(reinterpret_cast<uint8_t*>(buffer_.data()), buffer_.size());
+    o.store_ = nullptr, o.in_host_ = false, o.data_ = {};
+  }
+  return *this;
+}
+
+PendingPut::~PendingPut() { Reset(); }
+
+void PendingPut::Reset() {
+  if (store_ && in_host_) store_->AbortHostCharged(ns_, reservation_);
+  store_ = nullptr, in_host_ = false, data_ = {};
+  buffer_.clear();
+}
+
+BlockLease& BlockLease::operator=(BlockLease&& o) noexcept {
+  if (this != &o) {
+    Reset();
+    store_ = o.store_;
+    ref_ = o.ref_;
+    owned_ = std::move(o.owned_);
+    bytes_ = ref_ ? o.bytes_ : absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(owned_.data()), owned_.size());
+    o.store_ = nullptr, o.ref_.reset(), o.bytes_ = {};
+  }
+  return *this;
+}
+
+BlockLease::~BlockLease() { Reset(); }
+
+void BlockLease::Reset() {
+  if (store_ && ref_) store_->ReleaseRef(*ref_);
+  store_ = nullptr, ref_.reset(), bytes_ = {};
+  owned_.clear();
+}
+
+absl::StatusOr<PendingPut> BlockStore::BeginPut(uint32_t ns, const BlockKey& key, size_t bytes, bool durable) {
+  if (durable && !ssd_) return absl::FailedPreconditionError("durable puts need an SSD tier (--ssd_path)");
+  if (bytes == 0) return absl::InvalidArgumentError("empty block");
+  {
+    absl::MutexLock l(&mu_);
+    if (!namespaces_.count(ns)) return absl::PermissionDeniedError("unknown namespace");
+  }
+  const bool fits = FitsHost(bytes);
+  if (!fits && !ssd_) {
+    return absl::ResourceExhaustedError(absl::StrCat("a ", bytes, "-byte block is over the host tier's admission limit"));
+  }
+  PendingPut p;
+  p.ns_ = ns, p.key_ = key, p.durable_ = durable;
+  if (fits) {
+    absl::StatusOr<HostTier::Reservation> r = ReserveHost(ns, bytes);
+    if (r.ok()) {
+      p.store_ = this;
+      p.in_host_ = true;
+      p.reservation_ = *r;
+      absl::MutexLock l(&mu_);
+      p.data_ = host_->Data(*r);
+      return p;
+    }
+    if (!ssd_) return r.status();
+  }
+  p.store_ = this;
+  p.buffer_.resize(bytes);
+  p.data_ = absl::Span<uint8_t>(reinterpret_cast<uint8_t*>(p.buffer_.data()), bytes);
+  return p;
+}
+
+absl::Status BlockStore::CommitPut(PendingPut p) {
+  if (p.store_ != this) return absl::InvalidArgumentError("not a pending put of this store");
+  const absl::Span<const uint8_t> bytes = p.data_;
+  if (absl::Status s = Verify(bytes); !s.ok()) {
+    rejected_.fetch_add(1);
+    return s;  // p aborts on destruction
+  }
+  const bool to_ssd = ssd_ && (p.durable_ || options_.ssd_write == SsdWritePolicy::kWriteThrough || !p.in_host_);
+  if (to_ssd) RETURN_IF_ERROR(ssd_->Put({p.ns_, p.key_}, bytes, p.durable_ || options_.fsync == FsyncPolicy::kAlways));
+  if (p.in_host_) {
+    CommitHost(p.ns_, p.key_, p.reservation_);
+    p.in_host_ = false;
+  }
+  p.store_ = nullptr;
+  puts_.fetch_add(1);
+  put_bytes_.fetch_add(bytes.size());
   return absl::OkStatus();
 }
 
 absl::Status BlockStore::Put(uint32_t ns, const BlockKey& key, absl::Span<const uint8_t> block, bool durable) {
-  if (absl::Status s = Verify(block); !s.ok()) {
+  if (absl::Status s = Verify(block); !s.ok()) {  // refuse before evicting anything for it
     rejected_.fetch_add(1);
     return s;
   }
-  if (durable && !ssd_) return absl::FailedPreconditionError("durable puts need an SSD tier (--ssd_path)");
-  {
-    absl::MutexLock l(&mu_);
-    if (!namespaces_.count(ns)) return absl::PermissionDeniedError("unknown namespace");
-  }
-  const bool fits = FitsHost(block.size());
-  const bool to_ssd = ssd_ && (durable || options_.ssd_write == SsdWritePolicy::kWriteThrough || !fits);
-  if (!fits && !ssd_) {
-    return absl::ResourceExhaustedError(absl::StrCat("a ", block.size(), "-byte block is over the host tier's admission limit"));
-  }
-  if (to_ssd) {
-    RETURN_IF_ERROR(ssd_->Put({ns, key}, block, durable || options_.fsync == FsyncPolicy::kAlways));
-  }
-  if (fits) {
-    absl::Status s = InsertHost(ns, key, block);
-    if (!s.ok() && !to_ssd) return s;  // on SSD it is stored anyway
-  }
-  puts_.fetch_add(1);
-  put_bytes_.fetch_add(block.size());
-  return absl::OkStatus();
+  ASSIGN_OR_RETURN(PendingPut p, BeginPut(ns, key, block.size(), durable));
+  std::memcpy(p.data().data(), block.data(), block.size());
+  return CommitPut(std::move(p));
 }
 
-absl::StatusOr<size_t> BlockStore::Get(uint32_t ns, const BlockKey& key, absl::Span<uint8_t> dst) {
+absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key) {
   gets_.fetch_add(1);
   const TierKey tk{ns, key};
-  std::optional<HostTier::ReadRef> ref;
+  BlockLease lease;
   {
     absl::MutexLock l(&mu_);
     if (!namespaces_.count(ns)) return absl::PermissionDeniedError("unknown namespace");
-    ref = host_->Acquire(tk);
-  }
-  if (ref) {
-    const size_t n = ref->bytes.size();
-    const bool fits = n <= dst.size();
-    if (fits) std::memcpy(dst.data(), ref->bytes.data(), n);
-    {
-      absl::MutexLock l(&mu_);
-      host_->Release(*ref);
+    if (std::optional<HostTier::ReadRef> ref = host_->Acquire(tk)) {
+      lease.store_ = this;
+      lease.ref_ = ref;
+      lease.bytes_ = ref->bytes;
     }
-    if (!fits) return absl::OutOfRangeError(absl::StrCat("block is ", n, " bytes, buffer ", dst.size()));
-    if (Verify(dst.subspan(0, n)).ok()) {
+  }
+  if (lease.ref_) {
+    if (Verify(lease.bytes_).ok()) {
       hits_host_.fetch_add(1);
-      get_bytes_.fetch_add(n);
-      return n;
+      get_bytes_.fetch_add(lease.bytes_.size());
+      return lease;
     }
     // A bad copy in memory: drop it and try the SSD copy.
+    lease.Reset();
     checksum_failures_.fetch_add(1);
     absl::MutexLock l(&mu_);
     if (std::optional<uint64_t> len = host_->LengthOf(tk)) {
@@ -214,17 +298,27 @@ absl::StatusOr<size_t> BlockStore::Get(uint32_t ns, const BlockKey& key, absl::S
         (void)ssd_->Delete(tk);
         return absl::DataLossError(absl::StrCat("stored block failed verification: ", s.message()));
       }
-      if (b.size() > dst.size()) return absl::OutOfRangeError(absl::StrCat("block is ", b.size(), " bytes, buffer ", dst.size()));
-      std::memcpy(dst.data(), b.data(), b.size());
       hits_ssd_.fetch_add(1);
       get_bytes_.fetch_add(b.size());
       if (FitsHost(b.size()) && InsertHost(ns, key, b).ok()) promotions_.fetch_add(1);
-      return b.size();
+      lease.store_ = this;
+      lease.owned_ = std::move(*got);
+      lease.bytes_ = absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(lease.owned_.data()), lease.owned_.size());
+      return lease;
     }
+    if (got.status().code() == absl::StatusCode::kDataLoss) checksum_failures_.fetch_add(1);
     if (got.status().code() != absl::StatusCode::kNotFound) return got.status();
   }
   misses_.fetch_add(1);
   return absl::NotFoundError("miss");
+}
+
+absl::StatusOr<size_t> BlockStore::Get(uint32_t ns, const BlockKey& key, absl::Span<uint8_t> dst) {
+  ASSIGN_OR_RETURN(BlockLease lease, Lease(ns, key));
+  const size_t n = lease.bytes().size();
+  if (n > dst.size()) return absl::OutOfRangeError(absl::StrCat("block is ", n, " bytes, buffer ", dst.size()));
+  std::memcpy(dst.data(), lease.bytes().data(), n);
+  return n;
 }
 
 absl::StatusOr<size_t> BlockStore::SizeOf(uint32_t ns, const BlockKey& key) {
@@ -241,17 +335,8 @@ absl::StatusOr<size_t> BlockStore::SizeOf(uint32_t ns, const BlockKey& key) {
 }
 
 absl::StatusOr<std::string> BlockStore::Get(uint32_t ns, const BlockKey& key) {
-  for (int attempt = 0; attempt < 3; ++attempt) {  // the block may be replaced between sizing and copying
-    ASSIGN_OR_RETURN(size_t n, SizeOf(ns, key));
-    std::string out(n, '\0');
-    absl::StatusOr<size_t> got = Get(ns, key, {reinterpret_cast<uint8_t*>(out.data()), out.size()});
-    if (got.ok()) {
-      out.resize(*got);
-      return out;
-    }
-    if (got.status().code() != absl::StatusCode::kOutOfRange) return got.status();
-  }
-  return absl::UnavailableError("block kept changing size");
+  ASSIGN_OR_RETURN(BlockLease lease, Lease(ns, key));
+  return std::string(reinterpret_cast<const char*>(lease.bytes().data()), lease.bytes().size());
 }
 
 ExistsResult BlockStore::Exists(uint32_t ns, absl::Span<const BlockKey> chain) {

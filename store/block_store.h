@@ -24,6 +24,7 @@
 #include <atomic>
 #include <cstdint>
 #include <map>
+#include <optional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -82,6 +83,52 @@ struct ExistsResult {
   std::vector<bool> present;
 };
 
+class BlockStore;
+
+// A put in progress: space reserved for one block, filled by the caller
+// (a transport receives straight into it), then committed or dropped.
+// Never visible to readers before CommitPut. Move-only; aborts on
+// destruction unless committed.
+class PendingPut {
+ public:
+  PendingPut() = default;
+  PendingPut(PendingPut&& o) noexcept { *this = std::move(o); }
+  PendingPut& operator=(PendingPut&& o) noexcept;
+  ~PendingPut();
+  absl::Span<uint8_t> data() { return data_; }
+
+ private:
+  friend class BlockStore;
+  void Reset();
+  BlockStore* store_ = nullptr;
+  uint32_t ns_ = 0;
+  BlockKey key_;
+  bool durable_ = false;
+  bool in_host_ = false;
+  HostTier::Reservation reservation_;
+  std::string buffer_;  // blocks that bypass the host tier
+  absl::Span<uint8_t> data_;
+};
+
+// A verified block held for reading (a transport sends straight from it).
+// Host-tier bytes stay valid and unevicted until the lease is destroyed.
+class BlockLease {
+ public:
+  BlockLease() = default;
+  BlockLease(BlockLease&& o) noexcept { *this = std::move(o); }
+  BlockLease& operator=(BlockLease&& o) noexcept;
+  ~BlockLease();
+  absl::Span<const uint8_t> bytes() const { return bytes_; }
+
+ private:
+  friend class BlockStore;
+  void Reset();
+  BlockStore* store_ = nullptr;
+  std::optional<HostTier::ReadRef> ref_;
+  std::string owned_;
+  absl::Span<const uint8_t> bytes_;
+};
+
 class BlockStore {
  public:
   static absl::StatusOr<std::unique_ptr<BlockStore>> Open(const StoreOptions& options,
@@ -101,6 +148,12 @@ class BlockStore {
   // everything pinned); FAILED_PRECONDITION for a durable put without SSD.
   // durable: acknowledged only once on stable storage (SSD, fsynced).
   absl::Status Put(uint32_t ns, const BlockKey& key, absl::Span<const uint8_t> block, bool durable);
+  // The two halves of Put, for callers that fill the space themselves.
+  absl::StatusOr<PendingPut> BeginPut(uint32_t ns, const BlockKey& key, size_t bytes, bool durable);
+  absl::Status CommitPut(PendingPut put);
+  // A verified block to read from in place (NOT_FOUND on a miss, DATA_LOSS
+  // if the stored copy failed verification).
+  absl::StatusOr<BlockLease> Lease(uint32_t ns, const BlockKey& key);
   // Copies a verified block into `dst`; returns its size. NOT_FOUND on a
   // miss; DATA_LOSS if the stored copy failed verification (it is dropped);
   // OUT_OF_RANGE if dst is too small (nothing is written past dst).
@@ -124,6 +177,8 @@ class BlockStore {
   absl::Status Flush();
 
  private:
+  friend class PendingPut;
+  friend class BlockLease;
   struct Namespace {
     NamespaceConfig config;
     uint64_t host_bytes = 0;
@@ -135,6 +190,13 @@ class BlockStore {
   absl::Status CheckAdmin(absl::string_view token) const;
   // Host-tier insert of verified bytes (two-phase), evicting as needed.
   absl::Status InsertHost(uint32_t ns, const BlockKey& key, absl::Span<const uint8_t> block);
+  // Quota + budget eviction and a host reservation for `bytes`.
+  absl::StatusOr<HostTier::Reservation> ReserveHost(uint32_t ns, size_t bytes);
+  // Publishes a filled, verified reservation.
+  void CommitHost(uint32_t ns, const BlockKey& key, const HostTier::Reservation& r);
+  // Drops an uncommitted reservation and its quota charge.
+  void AbortHostCharged(uint32_t ns, const HostTier::Reservation& r);
+  void ReleaseRef(const HostTier::ReadRef& ref);
   HostTier::DemoteFn Demoter() ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   bool FitsHost(size_t bytes) const { return bytes <= options_.max_host_block_fraction * options_.host_bytes; }
 
