@@ -53,11 +53,11 @@ bool Count(Cursor* c, size_t min_item_bytes, uint32_t* n) {
 
 bool IsKnownOp(uint16_t op) { return op >= uint16_t(Op::kPut) && op <= uint16_t(Op::kGather); }
 
-// Items locate payload ranges: each in bounds, none overlapping the
-// previous (writers lay them out in order).
+// Items locate payload ranges: back to back in item order (no gaps, no
+// overlap), inside the payload.
 absl::Status CheckRanges(uint64_t payload_len, uint64_t offset, uint64_t length, uint64_t* end) {
-  if (offset < *end || offset > payload_len || length > payload_len - offset) {
-    return Malformed("item ranges overlap or exceed the payload");
+  if (offset != *end || length > payload_len - offset) {
+    return Malformed("item ranges are not back to back inside the payload");
   }
   *end = offset + length;
   return absl::OkStatus();
@@ -161,7 +161,9 @@ absl::StatusOr<MessageHeader> ParseHeader(absl::Span<const uint8_t> w) {
   h.body_len = LoadLE<uint32_t>(p + 24);
   h.flags = LoadLE<uint32_t>(p + 28);
   h.payload_len = LoadLE<uint64_t>(p + 32);
-  if (!IsKnownOp(h.op & ~kReplyBit)) return Malformed(absl::StrCat("unknown op ", h.op & ~kReplyBit));
+  // Op 0 appears only in error replies to requests whose op could not be read.
+  const bool unreadable_op_error = h.op == kReplyBit && h.status != 0;
+  if (!IsKnownOp(h.op & ~kReplyBit) && !unreadable_op_error) return Malformed(absl::StrCat("unknown op ", h.op & ~kReplyBit));
   if (h.token_len > kMaxTokenBytes || h.body_len > kMaxBodyBytes || h.payload_len > kMaxPayloadBytes) {
     return Malformed("a length exceeds its limit");
   }
@@ -264,8 +266,11 @@ absl::StatusOr<Reply> ParseReply(absl::Span<const uint8_t> w) {
     if (it.code > 16) return Malformed("item code out of range");
     if (it.length > 0) {
       if (absl::Status s = CheckRanges(h->payload_len, it.offset, it.length, &end); !s.ok()) return s;
+    } else if (it.offset != 0) {
+      return Malformed("empty reply item with an offset");
     }
   }
+  if (end != h->payload_len) return Malformed("reply payload bytes not covered by items");
   if (!c.done()) return Malformed("trailing bytes in the reply");
   return r;
 }

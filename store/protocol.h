@@ -39,7 +39,7 @@ enum class Op : uint16_t {
   kDelete = 4,
   kGather = 5,
 };
-inline constexpr uint16_t kReplyBit = 0x8000;
+inline constexpr uint16_t kReplyBit = 0x8000;  // op 0 | kReplyBit: error reply to an unreadable request
 
 // Request flags.
 inline constexpr uint32_t kFlagDurable = 1u << 0;  // Put: acknowledge only once on stable storage
@@ -59,7 +59,7 @@ struct MessageHeader {
 
 struct PutItem {
   BlockKey key;
-  uint64_t offset = 0;  // within the payload
+  uint64_t offset = 0;  // within the payload; items are back to back in order
   uint32_t length = 0;
 };
 

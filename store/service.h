@@ -1,0 +1,48 @@
+// StoreService: the data-plane request handler over a BlockStore, for any
+// transport (common/transport.h). Parses and validates each request
+// (store/protocol.h), authenticates its namespace token, and executes it:
+// Put receives payload straight into reserved arena space and commits each
+// verified block; Get replies from leased, verified blocks in place; Exists,
+// Delete and Gather as documented in doc/protocol.md. Malformed requests get
+// an error reply (INVALID_ARGUMENT/UNIMPLEMENTED) and are counted; nothing a
+// client sends can crash the server or make it store unverified bytes.
+//
+// Thread safety: thread-safe; exchanges run concurrently.
+#ifndef KVRECALL_STORE_SERVICE_H_
+#define KVRECALL_STORE_SERVICE_H_
+
+#include <memory>
+
+#include "common/env.h"
+#include "common/histogram.h"
+#include "common/transport.h"
+#include "store/block_store.h"
+#include "store/protocol.h"
+
+namespace kvrecall {
+
+struct ServiceStats {
+  LatencyHistogram::Snapshot put, get, exists, del, gather;
+};
+
+class StoreService final : public RequestHandler {
+ public:
+  // Reply payloads beyond this are refused (RESOURCE_EXHAUSTED items).
+  static constexpr uint64_t kMaxReplyPayload = 1ull << 30;
+
+  StoreService(BlockStore* store, Env* env) : store_(store), env_(env) {}
+  std::unique_ptr<Exchange> Begin(absl::Span<const uint8_t> head, uint64_t payload_len) override;
+  ServiceStats Stats() const;
+  BlockStore* store() const { return store_; }
+
+ private:
+  friend class StoreExchange;
+  LatencyHistogram* HistogramFor(Op op);
+  BlockStore* store_;
+  Env* env_;
+  LatencyHistogram put_, get_, exists_, del_, gather_;
+};
+
+}  // namespace kvrecall
+
+#endif  // KVRECALL_STORE_SERVICE_H_
