@@ -10,12 +10,16 @@
 //       stories, each story encoded as one prefill chunk per layer),
 //   (b) the squat_qk sample (keys only: no output error),
 //   (c) the synthetic generator's 128-dim heads, 3 seeds x (peaky, flat),
+// CommVQ rows train their codebooks per dataset on other tokens of the same
+// source (stories 980-999; the synthetic head's next 8192 tokens); the
+// squat_qk sample (32 keys) is too small to calibrate on and is skipped,
 // and Δperplexity on the first --stories stories with the codec streaming
 // in every layer. Writes codec_quality.md and codec_quality.csv.
 #include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <fstream>
+#include <map>
 #include <string>
 #include <vector>
 
@@ -26,6 +30,7 @@
 #include "absl/strings/match.h"
 #include "absl/strings/str_format.h"
 #include "codec/codec.h"
+#include "codec/commvq.h"
 #include "codec/metrics.h"
 #include "codec/rope.h"
 #include "codec/synthetic_kv.h"
@@ -65,11 +70,12 @@ struct Metrics {
 absl::StatusOr<Metrics> Measure(const KvCodec& codec, const KvLayout& layout, int n, const std::vector<float>& k,
                                 const std::vector<float>* k_pre, const std::vector<float>& v,
                                 const std::vector<float>& q_ctx, int n_ctx, const std::vector<float>& q,
-                                const std::vector<int>& q_pos, bool has_v) {
+                                const std::vector<int>& q_pos, bool has_v, int layer = 0) {
   KvChunkRef c;
   c.layout = layout;
-  c.layout.num_layers = 1;
+  c.layout.num_layers = layer + 1;  // per-layer codebooks (CommVQ) need the layer
   c.layout.keys_pre_rope = k_pre != nullptr;
+  c.layer_begin = layer;
   c.layer_count = 1;
   c.tokens = n;
   c.k = k_pre ? k_pre->data() : k.data();
@@ -131,7 +137,18 @@ std::vector<std::string> Specs() {
           "qwc:kbits=4,vbits=2,pre_rope=1",
           "gear:bits=2", "gear:bits=3", "gear:bits=4", "gear_l:bits=2",
           "squat:bits=2", "squat:bits=3", "squat:bits=4", "squat:bits=2,rank=30,block=2,lambda=0.1",
-          "squat:bits=2,qspace=pre,rank=2,block=2,lambda=0.01"};
+          "squat:bits=2,qspace=pre,rank=2,block=2,lambda=0.01",
+          "commvq:bits=2", "commvq:bits=1"};
+}
+
+bool IsCommVq(const std::string& spec) { return spec.rfind("commvq", 0) == 0; }
+
+// CommVQ rows name a bit rate; each dataset trains its own calibration on
+// other tokens of the same source and the row runs the resulting codec.
+absl::StatusOr<std::unique_ptr<KvCodec>> CodecFor(const std::string& spec, const std::map<std::string, std::string>& resolved) {
+  auto it = resolved.find(spec);
+  if (IsCommVq(spec) && it == resolved.end()) return absl::FailedPreconditionError("no calibration for this dataset");
+  return MakeCodec(it == resolved.end() ? spec : it->second);
 }
 
 int SquatFixtureOnly() {
@@ -172,6 +189,7 @@ int main(int argc, char** argv) {
 
   // (a) stories260K traces.
   auto data = FindDataDir();
+  absl::StatusOr<KvTrace> cal_trace = absl::UnavailableError("no data");
   std::unique_ptr<Model> model;
   std::unique_ptr<Tokenizer> tok;
   std::vector<std::string> stories;
@@ -182,10 +200,21 @@ int main(int argc, char** argv) {
     std::vector<int> ids;
     for (int i = 0; i < absl::GetFlag(FLAGS_trace_stories); ++i) ids.push_back(i);
     auto trace = TraceStories(*model, *tok, stories, ids, {}, 512);
+    std::vector<int> cal_ids;
+    for (int i = 980; i < 1000; ++i) cal_ids.push_back(i);
+    cal_trace = TraceStories(*model, *tok, stories, cal_ids, {}, 512);
+    std::map<std::string, std::string> resolved;
+    for (const Row& row : rows) {
+      if (!IsCommVq(row.spec)) continue;
+      auto r = TrainCommVqSpec(row.spec, *cal_trace);
+      if (r.ok()) resolved[row.spec] = *r;
+      else std::fprintf(stderr, "%s calibration: %s\n", row.spec.c_str(), r.status().ToString().c_str());
+    }
     const KvLayout l = trace->layout;
     const int d = l.head_dim, H = l.num_kv_heads, Hq = l.num_q_heads;
     for (Row& row : rows) {
-      auto codec = MakeCodec(row.spec);
+      auto codec = CodecFor(row.spec, resolved);
+      if (!codec.ok()) continue;
       Metrics acc;
       bool ok = true;
       for (const KvTraceRecord& r : trace->records) {
@@ -211,7 +240,7 @@ int main(int argc, char** argv) {
           for (int h = 0; h < H; ++h)
             for (int c = 0; c < d; ++c) kpre[(size_t(h) * n + t) * d + c] = r.k_pre_rope[(size_t(t) * H + h) * d + c];
         absl::StatusOr<Metrics> m = Measure(**codec, l, n, k, PreRope(**codec) ? &kpre : nullptr, v,
-                                            QueryPreRope(**codec) ? qp : q, n, q, pos, true);
+                                            QueryPreRope(**codec) ? qp : q, n, q, pos, true, static_cast<int>(r.layer));
         if (!m.ok()) {
           std::fprintf(stderr, "%s on stories: %s\n", row.spec.c_str(), m.status().ToString().c_str());
           ok = false;
@@ -237,6 +266,7 @@ int main(int argc, char** argv) {
     std::vector<int> pos(32);
     for (int i = 0; i < 32; ++i) pos[i] = i;
     for (Row& row : rows) {
+      if (IsCommVq(row.spec)) continue;  // 32 keys cannot calibrate a codebook (and in-sample would flatter it)
       auto m = Measure(**MakeCodec(row.spec), l, 32, fk, nullptr, fk, fq, 32, fq, pos, false);
       if (m.ok()) row.fixture = *m, row.has_fixture = true;
     }
@@ -269,8 +299,34 @@ int main(int argc, char** argv) {
         for (int i = 0; i < 64; ++i)
           std::copy_n(q.data() + (size_t(pos[i]) * G + g) * d, d, qm.data() + (size_t(g) * 64 + i) * d);
       }
+      // CommVQ calibration: the next 8192 tokens of the same head.
+      std::map<std::string, std::string> resolved;
+      {
+        const int nc = 8192;
+        std::vector<float> ck(size_t(nc) * d), cv(ck.size());
+        gen.Next(nc, ck.data(), nullptr, cv.data(), nullptr, nullptr);
+        CommVqTrainingSet set;
+        set.k_pre = {ck};
+        set.v = {cv};
+        KvLayout cl = l;
+        cl.keys_pre_rope = true;
+        for (const Row& row : rows) {
+          if (!IsCommVq(row.spec)) continue;
+          const double bits = row.spec == "commvq:bits=1" ? 1 : 2;
+          CommVqConfig cfg = CommVqConfigForBits(bits, d);
+          cfg.train.iters = 8;
+          auto cal = TrainCommVqCalibration(cl, 1, set, cfg);
+          if (!cal.ok()) {
+            std::fprintf(stderr, "%s calibration: %s\n", row.spec.c_str(), cal.status().ToString().c_str());
+            continue;
+          }
+          RegisterCommVqCalibration(*cal);
+          resolved[row.spec] = CommVqCodecSpec(**cal);
+        }
+      }
       for (Row& row : rows) {
-        auto codec = MakeCodec(row.spec);
+        auto codec = CodecFor(row.spec, resolved);
+        if (!codec.ok()) continue;
         auto m = Measure(**codec, l, n, kpost, PreRope(**codec) ? &kpre : nullptr, v,
                          QueryPreRope(**codec) ? qctx_pre : qctx, n / 2, qm, pos, true);
         if (!m.ok()) {
@@ -296,6 +352,7 @@ int main(int argc, char** argv) {
     ctx.num_layers = model->config().n_layers;
     ctx.k_norms = model->wk_norms();
     ctx.v_norms = model->wv_norms();
+    if (cal_trace.ok()) ctx.calibration = &*cal_trace;  // CommVQ trains on stories 980-999
     auto exact = EvaluatePerplexity(*model, *tok, sub, MakeKvCache("exact", ctx)->get());
     exact_ppl = exact->perplexity();
     std::vector<std::string> extra = {"qwc:budget=2", "qwc:budget=3", "qwc:budget=4"};

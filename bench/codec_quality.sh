@@ -19,6 +19,10 @@ bazel run -c opt --ui_event_filters=-info --noshow_progress //bench:codec_qualit
   echo "- bits: everything counted (codes, scales, low-rank factors, outliers with indices, SQuat's per-head subspace,"
   echo "  block header). 128-d bits are the chunk-level numbers; stories blocks have head_dim 8, where per-token"
   echo "  value groups cover only 8 channels and cost more metadata. KV B/token includes the f16 residual window."
+  echo "- CommVQ rows train their codebooks per dataset on other data of the same source (stories 980-999; the synthetic"
+  echo "  head's next 8,192 tokens) and count codes + per-layer f16 prescales (codebooks are fixed per-model state, not"
+  echo "  in the bits). Values use greedy residual VQ, not the paper's learned value encoder. squat_qk (32 keys) can"
+  echo "  not calibrate a codebook: –."
   echo
   cat "$out/codec_quality.md.part"
 } > "$out/codec_quality.md"

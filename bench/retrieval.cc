@@ -42,7 +42,8 @@
 
 ABSL_FLAG(std::string, tokens, "32768,131072", "synthetic context lengths");
 ABSL_FLAG(std::string, topk, "0.01,0.03,0.1", "K as fractions of the context");
-ABSL_FLAG(std::string, method, "", "one method only (oracle, a2ats, quest, pq, faiss_pq, faiss_ivfpq)");
+ABSL_FLAG(std::string, method, "", "one method only (oracle, a2ats, quest, pq, commvq, faiss_pq, faiss_ivfpq)");
+ABSL_FLAG(int, commvq_stages, 2, "CommVQ scorer stages (12 bits each + a 16-bit norm per token)");
 ABSL_FLAG(int, seeds, 3, "synthetic seeds");
 ABSL_FLAG(int, steps, 8, "decode steps (queries) per head");
 ABSL_FLAG(int, centroids, 4096, "A²ATS codebook size");
@@ -133,7 +134,7 @@ int main(int argc, char** argv) {
   using namespace kvrecall;
   absl::ParseCommandLine(argc, argv);
   const std::vector<double> tokens = Floats(absl::GetFlag(FLAGS_tokens)), fracs = Floats(absl::GetFlag(FLAGS_topk));
-  std::vector<std::string> methods = {"oracle", "a2ats", "quest", "pq", "faiss_pq", "faiss_ivfpq"};
+  std::vector<std::string> methods = {"oracle", "a2ats", "quest", "pq", "commvq", "faiss_pq", "faiss_ivfpq"};
   if (!absl::GetFlag(FLAGS_method).empty()) methods = {absl::GetFlag(FLAGS_method)};
   const int all_threads = omp_get_max_threads();
   // results[(tokens, head kind, method, frac)]
@@ -165,8 +166,10 @@ int main(int argc, char** argv) {
             peer->train(h.cal, h.k_post.data());
             peer->add(h.n, h.k_post.data());
           } else {
-            std::string spec = m == "a2ats" ? absl::StrCat("a2ats:centroids=", absl::GetFlag(FLAGS_centroids), ",iters=10")
-                                            : m == "pq" ? "pq:m=2,nbits=6" : m;
+            std::string spec = m == "a2ats"    ? absl::StrCat("a2ats:centroids=", absl::GetFlag(FLAGS_centroids), ",iters=10")
+                               : m == "pq"     ? "pq:m=2,nbits=6"
+                               : m == "commvq" ? absl::StrCat("commvq:iters=8,stages=", absl::GetFlag(FLAGS_commvq_stages))
+                                               : m;
             idx = std::move(*MakeRetrievalIndex(spec, h.layout));
             TrainingData t;
             t.dim = h.d;
@@ -194,10 +197,16 @@ int main(int argc, char** argv) {
               const float* qq = h.dq_post.data() + size_t(step) * h.g * h.d;
               std::vector<int64_t> sel;
               if (idx) {
-                const auto s0 = Clock::now();
+                auto s0 = Clock::now();
                 auto r = SelectTokens(*idx, qp, qq, h.g, n - 1, cfg);
                 a.search_us += Us(s0, Clock::now()) / h.g;
                 sel = *r;
+                SelectionConfig all = cfg;
+                all.threads = 0;
+                s0 = Clock::now();
+                auto r2 = SelectTokens(*idx, qp, qq, h.g, n - 1, all);
+                a.search_all_us += Us(s0, Clock::now()) / h.g;
+                if (!r2.ok() || *r2 != sel) std::fprintf(stderr, "%s: threaded selection differs\n", m.c_str());
               } else {
                 // FAISS peers: top-(k + sinks + window) by inner product, then
                 // the same sinks/window rule.
@@ -260,7 +269,8 @@ int main(int argc, char** argv) {
       for (uint32_t t = t0; t < t1; ++t) out.insert(out.end(), x.begin() + (size_t(t) * heads + h) * d, x.begin() + (size_t(t) * heads + h + 1) * d);
       return out;
     };
-    for (const std::string m : {"oracle", "a2ats:centroids=64,b=64", "quest:page=16", "pq:m=2,nbits=4"}) {
+    for (const std::string m : {"oracle", "a2ats:centroids=64,b=64", "quest:page=16", "pq:m=2,nbits=4",
+                                "commvq:stages=1,digit=3"}) {
       for (int layer = 0; layer < l.num_layers; ++layer) {
         for (int h = 0; h < H; ++h) {
           std::vector<float> kp, kq, qp, qq;
@@ -311,8 +321,51 @@ int main(int argc, char** argv) {
     }
   }
 
+  // The squat_qk sample: 32 real 128-d keys and queries of one head. Too few
+  // tokens for a separate calibration: every index is trained on the sample
+  // itself (in-sample) with codebooks sized for 32 keys; no sinks or window;
+  // queries at positions 8..31 attend causally; K = max(1, ceil(f · context)).
+  std::map<std::tuple<std::string, double>, Acc> squat;
+  auto sample = LoadSquatQkSample();
+  if (sample.ok() && absl::GetFlag(FLAGS_method).empty()) {
+    KvLayout l;
+    l.num_layers = 1, l.num_q_heads = 1, l.num_kv_heads = 1, l.head_dim = 128;
+    l.rope_style = RopeStyle::kNone;  // the source does not say; keys and queries are used as given
+    const int d = 128;
+    for (const std::string m : {"oracle", "a2ats:centroids=8,iters=10", "quest:page=4", "pq:m=2,nbits=2",
+                                "commvq:stages=1,digit=2,iters=8"}) {
+      auto idx = MakeRetrievalIndex(m, l);
+      TrainingData td;
+      td.dim = d, td.k_pre = sample->k.data(), td.k_post = sample->k.data(), td.num_keys = 32;
+      td.q_pre = sample->q.data(), td.q_post = sample->q.data(), td.num_queries = 32;
+      if (!idx.ok() || !(*idx)->Train(td).ok() || !(*idx)->Add(sample->k.data(), sample->k.data(), 32).ok()) {
+        std::fprintf(stderr, "squat_qk: %s could not be built\n", m.c_str());
+        continue;
+      }
+      for (int pos = 8; pos < 32; ++pos) {
+        const float* q = sample->q.data() + size_t(pos) * d;
+        std::vector<double> p = AttentionProbs(q, pos, sample->k.data(), 32, d, 1 / std::sqrt(double(d)));
+        for (double f : fracs) {
+          SelectionConfig cfg;
+          cfg.sinks = 0, cfg.window = 0;
+          cfg.topk = std::max<int64_t>(1, static_cast<int64_t>(std::ceil(f * (pos + 1))));
+          auto sel = SelectTokens(**idx, q, q, 1, pos, cfg);
+          if (!sel.ok()) continue;
+          std::vector<int> ids(sel->begin(), sel->end());
+          const SelectionRecall rc = ComputeSelectionRecall(p, ids);
+          Acc& a = squat[{m.substr(0, m.find(':')), f}];
+          a.bits = (*idx)->BitsPerToken();
+          a.topk += rc.topk_recall, a.mass += rc.mass_recall;
+          ++a.n;
+        }
+      }
+    }
+  } else if (!sample.ok()) {
+    std::fprintf(stderr, "squat_qk section skipped: %s\n", sample.status().ToString().c_str());
+  }
+
   // Report.
-  std::string md = "| tokens | head | method | summary bits/token | K | top-K recall | mass recall | attn-out rel err | search µs/query head (1 thread) | FAISS all threads µs |\n|---|---|---|---|---|---|---|---|---|---|\n";
+  std::string md = "| tokens | head | method | summary bits/token | K | top-K recall | mass recall | attn-out rel err | search µs/query head (1 thread) | all threads µs |\n|---|---|---|---|---|---|---|---|---|---|\n";
   std::string csv = "tokens,head,method,bits,frac,topk_recall,mass_recall,out_err,search_us,search_all_us\n";
   double last_mass = 0, last_us = 0;
   for (const auto& [key, a] : res) {
@@ -331,6 +384,15 @@ int main(int argc, char** argv) {
                     "last 8 positions; 1 sink + 16-token window; indexes trained on stories 980-999):\n\n",
                     "| method | summary bits/token | K | top-K recall | mass recall |\n|---|---|---|---|---|\n");
     for (const auto& [key, a] : real) {
+      const auto& [m, f] = key;
+      absl::StrAppend(&md, absl::StrFormat("| %s | %.0f | %.0f%% | %.3f | %.3f |\n", m, a.bits, f * 100, a.topk / a.n, a.mass / a.n));
+    }
+  }
+  if (!squat.empty()) {
+    absl::StrAppend(&md, "\n**squat_qk sample** (32 real 128-d keys/queries of one head; indexes trained in-sample with ",
+                    "codebooks sized for 32 keys; no sinks/window; queries at positions 8..31; K = max(1, ⌈f·context⌉)):\n\n",
+                    "| method | summary bits/token | K | top-K recall | mass recall |\n|---|---|---|---|---|\n");
+    for (const auto& [key, a] : squat) {
       const auto& [m, f] = key;
       absl::StrAppend(&md, absl::StrFormat("| %s | %.0f | %.0f%% | %.3f | %.3f |\n", m, a.bits, f * 100, a.topk / a.n, a.mass / a.n));
     }

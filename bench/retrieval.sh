@@ -19,7 +19,11 @@ bazel run -c opt --ui_event_filters=-info --noshow_progress //bench:retrieval --
   echo "  attention), and the relative error of exact attention over S vs over all tokens; latency per query head"
   echo "  (scoring + top-K for ours, \`search\` for FAISS), one thread; FAISS also with all threads."
   echo "- peers: FAISS IndexPQ (M=2 x 6 bits = 12-bit codes, inner product) and IndexIVFPQ (1024 lists, nprobe 64, same"
-  echo "  codes) over the same post-RoPE keys; \`pq\` is the PQCache-style scorer on FAISS's ProductQuantizer."
+  echo "  codes) over the same post-RoPE keys; \`pq\` is the PQCache-style scorer on FAISS's ProductQuantizer; \`commvq\` is"
+  echo "  the CommVQ key codebook (2 RoPE-commutative stages of 12 bits + a 16-bit norm) scored from codes with each token's"
+  echo "  RoPE rotation (codec/commvq.h), trained on the same calibration keys."
+  echo "- threads: \"all threads\" is SelectTokens with scoring split over all cores (ours; top-K selection stays on one"
+  echo "  thread) and FAISS search with OpenMP on all cores."
   echo
   cat "$out/retrieval.md.part"
 } > "$out/retrieval.md"

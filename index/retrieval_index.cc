@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "codec/bytes.h"
 #include "common/hash.h"
+#include "common/parallel.h"
 
 namespace kvrecall {
 
@@ -71,20 +72,38 @@ absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, c
   if (k > 0) {
     if (!index.trained()) return absl::FailedPreconditionError(absl::StrCat(index.name(), " index is not trained"));
     const int d = index.dim();
-    std::vector<float> scores(index.size()), middle_scores;
-    middle_scores.reserve(middle);
+    // Each query head scores and thresholds on its own; with threads, the
+    // group's heads run in parallel first (one thread start per call), and
+    // what is left of the threads splits each head's scoring.
+    const int workers = std::min(group, MaxWorkers(cfg.threads));
+    const int inner = std::max(1, MaxWorkers(cfg.threads) / workers);
+    std::vector<std::vector<char>> picks(group);
+    std::vector<absl::Status> errors(group);
+    ParallelFor(group, workers, 1, [&](int64_t g0, int64_t g1, int) {
+      std::vector<float> scores(index.size()), middle_scores;
+      middle_scores.reserve(middle);
+      for (int64_t g = g0; g < g1; ++g) {
+        absl::Status s = index.Score(q_pre ? q_pre + size_t(g) * d : nullptr, q_post ? q_post + size_t(g) * d : nullptr,
+                                     pos, absl::MakeSpan(scores), inner);
+        if (!s.ok()) {
+          errors[g] = s;
+          continue;
+        }
+        const float threshold = KthLargest(scores.data() + sink_end, middle, k, &middle_scores);
+        std::vector<char>& pick = picks[g];
+        pick.assign(middle, 0);
+        int64_t taken = 0;
+        for (int64_t i = sink_end; i < window_begin; ++i) {
+          if (scores[i] > threshold) pick[i - sink_end] = 1, ++taken;
+        }
+        for (int64_t i = sink_end; i < window_begin && taken < k; ++i) {
+          if (scores[i] == threshold) pick[i - sink_end] = 1, ++taken;
+        }
+      }
+    });
     for (int g = 0; g < group; ++g) {
-      absl::Status s = index.Score(q_pre ? q_pre + size_t(g) * d : nullptr, q_post ? q_post + size_t(g) * d : nullptr,
-                                   pos, absl::MakeSpan(scores), cfg.threads);
-      if (!s.ok()) return s;
-      const float threshold = KthLargest(scores.data() + sink_end, middle, k, &middle_scores);
-      int64_t taken = 0;
-      for (int64_t i = sink_end; i < window_begin; ++i) {
-        if (scores[i] > threshold) chosen[i] = 1, ++taken;
-      }
-      for (int64_t i = sink_end; i < window_begin && taken < k; ++i) {
-        if (scores[i] == threshold) chosen[i] = 1, ++taken;
-      }
+      if (!errors[g].ok()) return errors[g];
+      for (int64_t i = 0; i < middle; ++i) chosen[sink_end + i] |= picks[g][i];
     }
   }
   std::vector<int64_t> out;
