@@ -1,0 +1,69 @@
+// The data-plane transport on UCX ucp active messages (common/transport.h).
+//
+// Connection: the server listens on a TCP port for bootstrap only: a client
+// connects, reads the server's UCP worker address, and opens a UCP endpoint
+// to it (so every UCX_TLS works, shm included). Requests are active
+// messages sent with a reply flag; the server answers on the reply
+// endpoint.
+//
+// Messages: the AM header carries a 16-byte transport header (call id, head
+// length, flags) and, when it fits the worker's AM header limit, the
+// protocol head; the AM data carries the payload (gathered from the
+// caller's spans, UCP_DATATYPE_IOV), or head + payload when the head is too
+// big for the header. Large payloads use UCX rendezvous and land directly
+// in the destination the handler or the sink names (reserved arena space on
+// the server, the caller's buffers on the client): no extra payload copy.
+// Small (eager) payloads are copied once out of UCX's receive buffer.
+//
+// Threads: each side runs one progress thread that owns its UCP worker; the
+// server's handler runs on it. Client calls from any thread enqueue and
+// wait. A call past its deadline returns DEADLINE_EXCEEDED only once UCX no
+// longer touches its buffers (the endpoint is closed if a send is stuck;
+// the next call reconnects). A peer failure fails in-flight calls with
+// UNAVAILABLE where the transport can detect it (tcp); over shared memory,
+// which has no peer-failure detection, the deadline does.
+#ifndef KVRECALL_COMMON_UCX_TRANSPORT_H_
+#define KVRECALL_COMMON_UCX_TRANSPORT_H_
+
+#include <memory>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "absl/types/span.h"
+#include "common/transport.h"
+
+namespace kvrecall {
+
+struct UcxServerOptions {
+  std::string bind_address = "127.0.0.1";
+  int port = 0;  // 0: an ephemeral port (see UcxServer::port)
+};
+
+class UcxServer {
+ public:
+  // Starts the progress thread. UNAVAILABLE if the port can not be bound,
+  // UCX errors converted (common/ucx_status.h). `handler` must outlive it.
+  static absl::StatusOr<std::unique_ptr<UcxServer>> Start(RequestHandler* handler, const UcxServerOptions& options);
+  virtual ~UcxServer() = default;
+  virtual int port() const = 0;
+  virtual std::string address() const = 0;  // "host:port"
+  // Registers memory (the host arena) with UCX once, up front.
+  virtual absl::Status RegisterMemory(absl::Span<uint8_t> region) = 0;
+  // Drain: new requests are answered UNAVAILABLE; returns once the ones in
+  // flight have been answered.
+  virtual void StopAccepting() = 0;
+  // Stops the progress thread and releases UCX (also done by the destructor).
+  virtual void Shutdown() = 0;
+};
+
+struct UcxClientOptions {
+  absl::Duration connect_timeout = absl::Seconds(5);
+};
+
+// Connects to "host:port". UNAVAILABLE if no server answers there.
+absl::StatusOr<std::unique_ptr<ClientTransport>> ConnectUcx(const std::string& address,
+                                                           const UcxClientOptions& options = {});
+
+}  // namespace kvrecall
+
+#endif  // KVRECALL_COMMON_UCX_TRANSPORT_H_

@@ -1,0 +1,164 @@
+// UCX data-plane transport on loopback, once per UCX_TLS set: small and
+// large (rendezvous) payloads both ways, heads too big for the AM header,
+// concurrent callers, deadlines and a server that goes away.
+#include "common/ucx_transport.h"
+
+#include <stdlib.h>
+
+#include <atomic>
+#include <chrono>
+#include <cstring>
+#include <thread>
+
+#include <gtest/gtest.h>
+
+namespace kvrecall {
+namespace {
+
+// Echo: reply head = "re:" + head; reply payload = request payload with
+// every byte + 1. A head starting with "sleep" stalls the server 400 ms.
+class EchoExchange final : public Exchange {
+ public:
+  EchoExchange(std::string head, uint64_t n) : head_(std::move(head)), buf_(n) {}
+  MutableIov PayloadDestination() override {
+    if (buf_.empty()) return {};
+    const size_t half = buf_.size() / 2;  // two spans: scatter works
+    return {{buf_.data(), half}, {buf_.data() + half, buf_.size() - half}};
+  }
+  void Finish(const absl::Status& s) override {
+    if (head_.rfind("sleep", 0) == 0) std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    status_ = s;
+    for (uint8_t& b : buf_) ++b;
+    reply_ = "re:" + head_ + (s.ok() ? "" : ":payload-failed");
+  }
+  absl::string_view reply_head() const override { return reply_; }
+  ConstIov reply_payload() const override {
+    if (buf_.empty()) return {};
+    return {{buf_.data(), buf_.size()}};
+  }
+
+ private:
+  std::string head_, reply_;
+  std::vector<uint8_t> buf_;
+  absl::Status status_;
+};
+
+class Echo final : public RequestHandler {
+ public:
+  std::unique_ptr<Exchange> Begin(absl::Span<const uint8_t> head, uint64_t n) override {
+    ++calls;
+    return std::make_unique<EchoExchange>(std::string(reinterpret_cast<const char*>(head.data()), head.size()), n);
+  }
+  std::atomic<int> calls{0};
+};
+
+absl::StatusOr<std::string> EchoCall(ClientTransport* t, const std::string& head, const std::string& payload,
+                                     std::string* reply_payload, absl::Duration timeout = absl::Seconds(10)) {
+  CallArgs a;
+  a.head = head;
+  if (!payload.empty()) a.payload = {{reinterpret_cast<const uint8_t*>(payload.data()), payload.size()}};
+  a.timeout = timeout;
+  a.sink = [reply_payload](absl::Span<const uint8_t>, uint64_t n) -> absl::StatusOr<MutableIov> {
+    reply_payload->assign(n, '\0');
+    if (n == 0) return MutableIov{};
+    return MutableIov{{reinterpret_cast<uint8_t*>(reply_payload->data()), n}};
+  };
+  return t->Call(std::move(a));
+}
+
+std::string Pattern(size_t n, int seed) {
+  std::string s(n, '\0');
+  for (size_t i = 0; i < n; ++i) s[i] = static_cast<char>((i * 31 + seed) & 0xff);
+  return s;
+}
+
+std::string PlusOne(std::string s) {
+  for (char& c : s) c = static_cast<char>(static_cast<uint8_t>(c) + 1);
+  return s;
+}
+
+class UcxTransport : public ::testing::TestWithParam<const char*> {
+ protected:
+  void SetUp() override {
+    setenv("UCX_TLS", GetParam(), 1);
+    setenv("UCX_NET_DEVICES", "lo", 1);
+    auto s = UcxServer::Start(&echo_, {});
+    ASSERT_TRUE(s.ok()) << s.status();
+    server_ = std::move(*s);
+    auto c = ConnectUcx(server_->address());
+    ASSERT_TRUE(c.ok()) << c.status();
+    client_ = std::move(*c);
+  }
+  Echo echo_;
+  std::unique_ptr<UcxServer> server_;
+  std::unique_ptr<ClientTransport> client_;
+};
+
+TEST_P(UcxTransport, SmallLargeAndHugeHeadMessages) {
+  std::string rp;
+  auto r = EchoCall(client_.get(), "hello", "", &rp);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, "re:hello");
+  EXPECT_TRUE(rp.empty());
+  for (size_t n : {size_t{100}, size_t{64} << 10, size_t{4} << 20}) {
+    const std::string payload = Pattern(n, int(n));
+    r = EchoCall(client_.get(), "size" + std::to_string(n), payload, &rp);
+    ASSERT_TRUE(r.ok()) << n << ": " << r.status();
+    EXPECT_EQ(*r, "re:size" + std::to_string(n));
+    ASSERT_EQ(rp.size(), n);
+    EXPECT_TRUE(rp == PlusOne(payload)) << n;
+  }
+  const std::string big_head = Pattern(200 << 10, 3);  // beyond any AM header limit
+  r = EchoCall(client_.get(), big_head, Pattern(1 << 20, 4), &rp);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(*r == "re:" + big_head);
+  EXPECT_TRUE(rp == PlusOne(Pattern(1 << 20, 4)));
+}
+
+TEST_P(UcxTransport, ConcurrentCallers) {
+  std::atomic<int> bad{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 4; ++t) {
+    ts.emplace_back([&, t] {
+      std::string rp;
+      for (int i = 0; i < 40; ++i) {
+        const std::string p = Pattern((i % 3 == 0 ? 300 << 10 : 1000) + t, t * 100 + i);
+        auto r = EchoCall(client_.get(), "c" + std::to_string(t) + "." + std::to_string(i), p, &rp);
+        if (!r.ok() || *r != "re:c" + std::to_string(t) + "." + std::to_string(i) || rp != PlusOne(p)) ++bad;
+      }
+    });
+  }
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_EQ(echo_.calls.load(), 160);
+}
+
+TEST_P(UcxTransport, DeadlinesAndAServerThatGoesAway) {
+  std::string rp;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = EchoCall(client_.get(), "sleep", "", &rp, absl::Milliseconds(100));
+  const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+  EXPECT_LT(ms, 350);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the late reply arrives and is dropped
+  r = EchoCall(client_.get(), "after", "", &rp);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_EQ(*r, "re:after");
+  server_->Shutdown();
+  const auto t1 = std::chrono::steady_clock::now();
+  r = EchoCall(client_.get(), "gone", Pattern(1 << 20, 9), &rp, absl::Seconds(2));
+  EXPECT_FALSE(r.ok());
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count(), 4.0);
+  EXPECT_EQ(ConnectUcx("127.0.0.1:1").status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(ConnectUcx("nonsense").status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+INSTANTIATE_TEST_SUITE_P(Tls, UcxTransport, ::testing::Values("tcp", "shm,self", "tcp,cma"),
+                         [](const ::testing::TestParamInfo<const char*>& i) {
+                           std::string n = i.param;
+                           for (char& c : n) c = std::isalnum(static_cast<unsigned char>(c)) ? c : '_';
+                           return n;
+                         });
+
+}  // namespace
+}  // namespace kvrecall
