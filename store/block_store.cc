@@ -1,10 +1,12 @@
 #include "store/block_store.h"
 
+#include <cctype>
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
 #include "codec/codec.h"
 #include "codec/container.h"
+#include "common/hash.h"
 #include "common/status.h"
 
 namespace kvrecall {
@@ -43,13 +45,23 @@ absl::Status BlockStore::CheckAdmin(absl::string_view token) const {
 
 absl::Status BlockStore::AddNamespaceLocked(const NamespaceConfig& c) {
   if (c.name.empty() || c.name.size() > 128) return absl::InvalidArgumentError("namespace name must be 1-128 bytes");
+  for (char ch : c.name) {
+    if (!std::isalnum(static_cast<unsigned char>(ch)) && ch != '_' && ch != '-' && ch != '.') {
+      return absl::InvalidArgumentError("namespace names use letters, digits, '_', '-' and '.'");
+    }
+  }
   if (c.token.size() < 8 || c.token.size() > 256) return absl::InvalidArgumentError("namespace token must be 8-256 bytes");
   if (c.quota_bytes == 0) return absl::InvalidArgumentError("namespace quota must be > 0");
   for (const auto& [id, n] : namespaces_) {
     if (n.config.name == c.name) return absl::AlreadyExistsError(absl::StrCat("namespace '", c.name, "' exists"));
   }
   if (by_token_.contains(c.token)) return absl::AlreadyExistsError("token already belongs to a namespace");
-  const uint32_t id = next_ns_++;
+  // The id scopes the namespace's keys in every tier, SSD included, so it
+  // must not depend on creation order: it is a hash of the name (stable
+  // across restarts; a collision is refused).
+  uint32_t id = static_cast<uint32_t>(Checksum64(c.name.data(), c.name.size()));
+  if (id == 0) id = 1;
+  if (namespaces_.count(id)) return absl::AlreadyExistsError("namespace name collides with another's id; pick another");
   namespaces_[id].config = c;
   by_token_[c.token] = id;
   return absl::OkStatus();

@@ -206,7 +206,6 @@ class BlockStore {
   std::unique_ptr<SsdTier> ssd_;  // thread-safe itself
   std::map<uint32_t, Namespace> namespaces_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, uint32_t> by_token_ ABSL_GUARDED_BY(mu_);
-  uint32_t next_ns_ ABSL_GUARDED_BY(mu_) = 1;
   std::atomic<uint64_t> puts_{0}, put_bytes_{0}, gets_{0}, get_bytes_{0}, hits_host_{0}, hits_ssd_{0}, misses_{0},
       checksum_failures_{0}, rejected_{0}, demotions_{0}, promotions_{0};
 };

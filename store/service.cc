@@ -15,6 +15,7 @@ class StoreExchange final : public Exchange {
 
   // Parses and authenticates; prepares the payload destination for puts.
   void Start(absl::Span<const uint8_t> head, uint64_t payload_len) {
+    if (svc_->draining()) return Fail(head, absl::UnavailableError("server is draining"));
     absl::StatusOr<Request> r = ParseRequest(head);
     if (!r.ok()) return Fail(head, r.status());
     req_ = std::move(*r);

@@ -11,6 +11,7 @@
 #ifndef KVRECALL_STORE_SERVICE_H_
 #define KVRECALL_STORE_SERVICE_H_
 
+#include <atomic>
 #include <memory>
 
 #include "common/env.h"
@@ -34,6 +35,9 @@ class StoreService final : public RequestHandler {
   std::unique_ptr<Exchange> Begin(absl::Span<const uint8_t> head, uint64_t payload_len) override;
   ServiceStats Stats() const;
   BlockStore* store() const { return store_; }
+  // Draining: every new request is answered UNAVAILABLE.
+  void SetDraining(bool draining) { draining_ = draining; }
+  bool draining() const { return draining_; }
 
  private:
   friend class StoreExchange;
@@ -41,6 +45,7 @@ class StoreService final : public RequestHandler {
   BlockStore* store_;
   Env* env_;
   LatencyHistogram put_, get_, exists_, del_, gather_;
+  std::atomic<bool> draining_{false};
 };
 
 }  // namespace kvrecall
