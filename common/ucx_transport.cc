@@ -133,6 +133,20 @@ std::vector<ucp_dt_iov_t> ToUcpIov(const MutableIov& v) {
   return out;
 }
 
+// Buffer arguments for an iovec: contiguous (the fast path UCX optimizes
+// best) for zero or one span, UCP_DATATYPE_IOV otherwise.
+void SetBuffer(const std::vector<ucp_dt_iov_t>& iov, ucp_request_param_t* p, void** buf, size_t* count) {
+  if (iov.size() <= 1) {
+    p->datatype = ucp_dt_make_contig(1);
+    *buf = iov.empty() ? nullptr : iov[0].buffer;
+    *count = iov.empty() ? 0 : iov[0].length;
+    return;
+  }
+  p->datatype = ucp_dt_make_iov();
+  *buf = const_cast<ucp_dt_iov_t*>(iov.data());
+  *count = iov.size();
+}
+
 // Copies `n` eager bytes into a scattered destination of the same total.
 absl::Status Scatter(const uint8_t* src, size_t n, const MutableIov& dst) {
   if (IovBytes(dst) != n) return absl::InvalidArgumentError(absl::StrCat(n, " payload bytes for ", IovBytes(dst), " bytes of buffers"));
@@ -386,13 +400,9 @@ class UcxServerImpl final : public UcxServer {
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
     p.cb.recv_am = &UcxServerImpl::OnRecvDone;
     p.user_data = call;
-    void* buf = call->recv_iov.data();
-    size_t count = call->recv_iov.size();
-    p.datatype = ucp_dt_make_iov();
-    if (count == 0) {  // nothing to receive into: a zero-length contiguous receive
-      p.datatype = ucp_dt_make_contig(1);
-      buf = nullptr;
-    }
+    void* buf;
+    size_t count;
+    SetBuffer(call->recv_iov, &p, &buf, &count);
     ucs_status_ptr_t r = ucp_am_recv_data_nbx(w_.worker, desc, buf, count, &p);
     if (r == nullptr) {
       RecvDone(call, UCS_OK);
@@ -449,10 +459,11 @@ class UcxServerImpl final : public UcxServer {
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
     p.cb.send = &UcxServerImpl::OnSendDone;
     p.user_data = call;
-    p.datatype = call->send_iov.empty() ? ucp_dt_make_contig(1) : ucp_dt_make_iov();
-    ucs_status_ptr_t r = ucp_am_send_nbx(call->reply_ep, kAmReply, call->send_header.data(), call->send_header.size(),
-                                         call->send_iov.empty() ? nullptr : call->send_iov.data(),
-                                         call->send_iov.size(), &p);
+    void* buf;
+    size_t count;
+    SetBuffer(call->send_iov, &p, &buf, &count);
+    ucs_status_ptr_t r =
+        ucp_am_send_nbx(call->reply_ep, kAmReply, call->send_header.data(), call->send_header.size(), buf, count, &p);
     if (r == nullptr || UCS_PTR_IS_ERR(r)) Done(call);
   }
 
@@ -713,10 +724,11 @@ class UcxClient final : public ClientTransport {
                      UCP_OP_ATTR_FIELD_FLAGS;
     p.cb.send = &UcxClient::OnSendDone;
     p.user_data = c.get();
-    p.datatype = c->iov.empty() ? ucp_dt_make_contig(1) : ucp_dt_make_iov();
     p.flags = UCP_AM_SEND_FLAG_REPLY;
-    ucs_status_ptr_t r = ucp_am_send_nbx(ep_, kAmRequest, c->header.data(), c->header.size(),
-                                         c->iov.empty() ? nullptr : c->iov.data(), c->iov.size(), &p);
+    void* buf;
+    size_t count;
+    SetBuffer(c->iov, &p, &buf, &count);
+    ucs_status_ptr_t r = ucp_am_send_nbx(ep_, kAmRequest, c->header.data(), c->header.size(), buf, count, &p);
     if (r == nullptr) {
       SendDone(c.get(), UCS_OK);
     } else if (UCS_PTR_IS_ERR(r)) {
@@ -827,9 +839,10 @@ class UcxClient final : public ClientTransport {
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
     p.cb.recv_am = &UcxClient::OnRecvDone;
     p.user_data = c.get();
-    p.datatype = c->recv_iov.empty() ? ucp_dt_make_contig(1) : ucp_dt_make_iov();
-    ucs_status_ptr_t r = ucp_am_recv_data_nbx(w_.worker, desc, c->recv_iov.empty() ? nullptr : c->recv_iov.data(),
-                                              c->recv_iov.size(), &p);
+    void* buf;
+    size_t count;
+    SetBuffer(c->recv_iov, &p, &buf, &count);
+    ucs_status_ptr_t r = ucp_am_recv_data_nbx(w_.worker, desc, buf, count, &p);
     if (r == nullptr) RecvDone(c.get(), UCS_OK);
     else if (UCS_PTR_IS_ERR(r)) RecvDone(c.get(), UCS_PTR_STATUS(r));
   }
