@@ -34,6 +34,8 @@ struct Hash128 {
 
 // XXH3-64 of `data` (seed 0).
 uint64_t Checksum64(const void* data, size_t size);
+// The same value, always through the library's (SSE2) build; for tests.
+uint64_t Checksum64Portable(const void* data, size_t size);
 inline uint64_t Checksum64(absl::Span<const uint8_t> data) {
   return Checksum64(data.data(), data.size());
 }

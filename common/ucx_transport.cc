@@ -96,6 +96,11 @@ struct Worker {
   void ProgressOrWait(bool busy, int ms) {
     while (ucp_worker_progress(worker) > 0) busy = true;
     if (busy) return;
+    // Poll briefly before sleeping: a reply or the next request usually
+    // follows within microseconds, and an epoll wakeup costs more.
+    for (int i = 0; i < 64; ++i) {
+      if (ucp_worker_progress(worker) > 0) return;
+    }
     if (ucp_worker_arm(worker) != UCS_OK) return;  // events pending: go around again
     epoll_event evs[4];
     const int n = epoll_wait(epoll_fd, evs, 4, ms);
@@ -508,6 +513,7 @@ struct ClientCall {
   std::string reply_head;
   bool send_done = false, reply_done = false, receiving = false, sent = false;
   bool abandon = false;  // the caller gave up; the loop finishes it
+  std::condition_variable cv;  // its caller waits here (with UcxClient::mu_)
   std::vector<uint8_t> discard;
   std::vector<ucp_dt_iov_t> recv_iov;
   std::string whole;
@@ -550,14 +556,14 @@ class UcxClient final : public ClientTransport {
     }
     w_.Wake();
     std::unique_lock<std::mutex> l(mu_);
-    if (!cv_.wait_until(l, deadline, [&] { return call->finished(); })) {
+    if (!call->cv.wait_until(l, deadline, [&] { return call->finished(); })) {
       // Past the deadline: the loop detaches the call and makes sure UCX is
       // done with the caller's buffers before we return.
       call->abandon = true;
       l.unlock();
       w_.Wake();
       l.lock();
-      cv_.wait(l, [&] { return call->finished(); });
+      call->cv.wait(l, [&] { return call->finished(); });
       if (call->status.ok() && call->reply_done && !call->reply_head.empty()) return call->reply_head;
       return absl::DeadlineExceededError(absl::StrCat("no reply from ", address_, " within ", absl::FormatDuration(timeout)));
     }
@@ -665,9 +671,9 @@ class UcxClient final : public ClientTransport {
       if (c->status.ok()) c->status = broken_status_;
       c->send_done = true;
       if (!c->receiving) c->reply_done = true;
+      c->cv.notify_one();
     }
     for (auto it = calls_.begin(); it != calls_.end();) it = it->second->finished() ? calls_.erase(it) : std::next(it);
-    cv_.notify_all();
   }
 
   bool HandleAbandoned() {
@@ -684,8 +690,8 @@ class UcxClient final : public ClientTransport {
           c.reply_done = true;
           if (c.status.ok()) c.status = absl::DeadlineExceededError("deadline");
           c.reply_head.clear();
+          c.cv.notify_one();
           it = calls_.erase(it);
-          cv_.notify_all();
           continue;
         }
         if (!c.send_done) stuck.push_back(it->second);
@@ -741,7 +747,7 @@ class UcxClient final : public ClientTransport {
     c->status = s;
     c->send_done = c->reply_done = true;
     calls_.erase(c->id);
-    cv_.notify_all();
+    c->cv.notify_one();
   }
 
   static void OnSendDone(void* request, ucs_status_t status, void* user_data) {
@@ -758,7 +764,7 @@ class UcxClient final : public ClientTransport {
       if (!c->receiving) c->reply_done = true;
     }
     if (c->finished()) calls_.erase(c->id);
-    cv_.notify_all();
+    c->cv.notify_one();
   }
 
   static ucs_status_t OnReply(void* arg, const void* header, size_t header_length, void* data, size_t length,
@@ -869,7 +875,7 @@ class UcxClient final : public ClientTransport {
     if (status != UCS_OK && c->status.ok()) c->status = FromUcsStatus(status, "reply payload");
     c->reply_done = true;
     if (c->finished()) calls_.erase(c->id);
-    cv_.notify_all();
+    c->cv.notify_one();
   }
 
   void Complete(const std::shared_ptr<ClientCall>& c, const absl::Status& st) {
@@ -877,7 +883,7 @@ class UcxClient final : public ClientTransport {
     if (!st.ok() && c->status.ok()) c->status = st;
     c->reply_done = true;
     if (c->finished()) calls_.erase(c->id);
-    cv_.notify_all();
+    c->cv.notify_one();
   }
 
   std::string address_;
@@ -889,7 +895,6 @@ class UcxClient final : public ClientTransport {
   std::atomic<bool> broken_{false};
   absl::Status broken_status_;  // loop thread only
   std::mutex mu_;
-  std::condition_variable cv_;
   uint64_t next_id_ = 0;
   std::deque<std::shared_ptr<ClientCall>> submit_;
   std::deque<std::function<void()>> tasks_;
