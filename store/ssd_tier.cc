@@ -152,6 +152,11 @@ absl::Status SsdTier::Put(const TierKey& key, absl::Span<const uint8_t> bytes, b
   b.Put(order_, EncodeSeq(seq), k);
   rocksdb::WriteOptions wo;
   wo.sync = sync;
+  // Unsynced puts (write-back demotions) skip the WAL: the payload is written
+  // once, to its blob file at flush, instead of twice. They may be lost in a
+  // crash (they were never acknowledged as durable), never torn: a memtable
+  // flush is atomic.
+  wo.disableWAL = !sync;
   RETURN_IF_ERROR(FromRocksDbStatus(db_->Write(wo, &b), "SSD tier put"));
   bytes_ += bytes.size();
   ++blocks_;
@@ -191,6 +196,8 @@ absl::Status SsdTier::DeleteNamespace(uint32_t ns) {
 }
 
 absl::Status SsdTier::Flush() {
+  // Unsynced puts live in the memtable (no WAL): flush them to blob files.
+  RETURN_IF_ERROR(FromRocksDbStatus(db_->Flush(rocksdb::FlushOptions(), {data_, meta_, order_}), "SSD tier flush"));
   return FromRocksDbStatus(db_->FlushWAL(/*sync=*/true), "SSD tier WAL sync");
 }
 

@@ -6,8 +6,9 @@
 // one WriteBatch, so after a crash a block is either wholly present or
 // absent; readers verify every payload (block container checksum) anyway.
 // Durability: a Put with sync=true returns after RocksDB's WAL is fsynced;
-// such a block survives kill -9 and power loss. Unsynced puts may be lost
-// in a crash, never torn.
+// such a block survives kill -9 and power loss. Unsynced puts skip the WAL
+// (written once, to the blob file, when the memtable flushes) and may be
+// lost in a crash, never torn.
 //
 // Thread safety: thread-safe (one internal mutex orders writes and budget
 // accounting; reads go to RocksDB without it).

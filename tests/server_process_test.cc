@@ -3,6 +3,7 @@
 // durable puts (every acknowledged block must read back identical after a
 // restart; nothing corrupted is served).
 #include <signal.h>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -49,13 +50,21 @@ struct Server {
   FILE* out = nullptr;
   std::string data, grpc, metrics;
 
-  bool Start(const std::vector<std::string>& extra) {
+  // file_limit > 0: the server may not write files larger than this
+  // (RLIMIT_FSIZE; writes beyond fail with EFBIG): a disk that fills up.
+  bool Start(const std::vector<std::string>& extra, rlim_t file_limit = 0) {
     int fds[2];
     if (pipe(fds) != 0) return false;
     pid = fork();
     if (pid == 0) {
       dup2(fds[1], 1);
       close(fds[0]);
+      if (file_limit > 0) {
+        setenv("UCX_TLS", "tcp", 1);  // UCX's shared-memory segments are files too
+        signal(SIGXFSZ, SIG_IGN);
+        rlimit rl{file_limit, file_limit};
+        setrlimit(RLIMIT_FSIZE, &rl);
+      }
       std::vector<std::string> args = {ServerBinary(), "--port=0", "--grpc_port=0", "--metrics_port=0",
                                        "--host_bytes=8388608", absl::StrCat("--admin_token=", kAdmin)};
       args.insert(args.end(), extra.begin(), extra.end());
@@ -262,6 +271,98 @@ TEST(ServerProcess, Kill9DuringDurablePutsLosesNothingAcknowledged) {
     auto got = stub.Get({&k, 1}, dst);
     ASSERT_TRUE(got.ok());
     if ((*got)[0].ok()) EXPECT_EQ(buf.substr(0, *(*got)[0]), blocks[i % 16]);
+  }
+  EXPECT_TRUE(WIFEXITED(s.Stop(SIGTERM)));
+}
+
+uint64_t RssBytes(pid_t pid) {
+  FILE* f = std::fopen(absl::StrCat("/proc/", pid, "/status").c_str(), "r");
+  char line[256];
+  uint64_t kb = 0;
+  while (f && fgets(line, sizeof(line), f)) {
+    if (std::strncmp(line, "VmRSS:", 6) == 0) kb = std::strtoull(line + 6, nullptr, 10);
+  }
+  if (f) std::fclose(f);
+  return kb * 1024;
+}
+
+// Three times the host budget goes in; the process grows by at most the
+// budget plus a bounded overhead, and recent blocks keep hitting.
+TEST(ServerProcess, MemoryStaysWithinTheHostBudget) {
+  Server s;
+  const uint64_t budget = 16 << 20;
+  ASSERT_TRUE(s.Start({absl::StrCat("--host_bytes=", budget), absl::StrCat("--namespace_spec=tenant:", kToken, ":", budget)}));
+  auto t = ConnectUcx(s.data);
+  ASSERT_TRUE(t.ok());
+  StoreStub stub(t->get(), kToken);
+  const std::string blk = MakeBlock(64, 3);  // ~64 KiB
+  {  // warm the data path before the baseline
+    const BlockKey k{999999, 1};
+    ASSERT_TRUE(stub.Put({&k, 1}, {AsBytes(blk)}, false).ok());
+  }
+  const uint64_t before = RssBytes(s.pid);
+  const int n = static_cast<int>(3 * budget / blk.size());
+  std::string buf(1 << 17, '\0');
+  MutableIov dst = {{reinterpret_cast<uint8_t*>(buf.data()), buf.size()}};
+  for (int i = 0; i < n; ++i) {
+    const BlockKey k{uint64_t(i), 1};
+    auto p = stub.Put({&k, 1}, {AsBytes(blk)}, false);
+    ASSERT_TRUE(p.ok() && (*p)[0].ok()) << i;
+    if (i >= 8) {
+      const BlockKey recent{uint64_t(i - 5), 1};
+      auto g = stub.Get({&recent, 1}, dst);
+      ASSERT_TRUE(g.ok() && (*g)[0].ok()) << "recent block " << i - 5 << " missed";
+    }
+  }
+  const uint64_t after = RssBytes(s.pid);
+  // Documented overhead: per-block metadata (~200 B x blocks), UCX and gRPC
+  // buffers; 8 MiB covers it with room.
+  EXPECT_LE(after, before + budget + (8 << 20)) << "RSS grew from " << before << " to " << after;
+  std::printf("RSS %llu -> %llu bytes for %d x %zu-byte puts into a %llu-byte host tier\n",
+              static_cast<unsigned long long>(before), static_cast<unsigned long long>(after), n, blk.size(),
+              static_cast<unsigned long long>(budget));
+  EXPECT_TRUE(WIFEXITED(s.Stop(SIGTERM)));
+}
+
+// The SSD fills up (files may not grow past 1 MiB): durable puts start
+// failing with a clear error, the server stays up, and what was stored
+// before still reads back identical.
+TEST(ServerProcess, DiskFullFailsPutsNotTheServer) {
+  const std::string dir = TempDir("server_disk_full");
+  Server s;
+  ASSERT_TRUE(s.Start({absl::StrCat("--ssd_path=", dir), "--ssd_bytes=268435456",
+                       absl::StrCat("--namespace_spec=tenant:", kToken, ":8388608")},
+                      /*file_limit=*/1 << 20));
+  auto t = ConnectUcx(s.data);
+  ASSERT_TRUE(t.ok());
+  StoreStub stub(t->get(), kToken);
+  const std::string blk = MakeBlock(32, 8);  // ~32 KiB
+  std::vector<uint64_t> stored;
+  int failed = 0;
+  for (uint64_t i = 0; i < 100; ++i) {
+    const BlockKey k{i, 9};
+    auto p = stub.Put({&k, 1}, {AsBytes(blk)}, /*durable=*/true);
+    ASSERT_TRUE(p.ok()) << "the server must answer: " << p.status();
+    if ((*p)[0].ok()) {
+      stored.push_back(i);
+    } else {
+      ++failed;
+    }
+  }
+  EXPECT_GT(failed, 0) << "the file-size limit never hit";
+  EXPECT_GT(stored.size(), 0u);
+  auto channel = grpc::CreateChannel(s.grpc, grpc::InsecureChannelCredentials());
+  grpc::ClientContext ctx;
+  v1::HealthResponse h;
+  ASSERT_TRUE(v1::Admin::NewStub(channel)->Health(&ctx, {}, &h).ok());
+  std::string buf(1 << 16, '\0');
+  MutableIov dst = {{reinterpret_cast<uint8_t*>(buf.data()), buf.size()}};
+  for (uint64_t i : stored) {
+    const BlockKey k{i, 9};
+    auto g = stub.Get({&k, 1}, dst);
+    ASSERT_TRUE(g.ok());
+    ASSERT_TRUE((*g)[0].ok()) << i << ": " << (*g)[0].status();
+    EXPECT_EQ(buf.substr(0, *(*g)[0]), blk);
   }
   EXPECT_TRUE(WIFEXITED(s.Stop(SIGTERM)));
 }
