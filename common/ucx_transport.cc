@@ -53,7 +53,7 @@ struct Worker {
   int epoll_fd = -1;
   size_t max_am_header = 0;
 
-  absl::Status Init() {
+  absl::Status Init(ucs_thread_mode_t mode = UCS_THREAD_MODE_SINGLE) {
     ucp_config_t* config = nullptr;
     if (ucs_status_t st = ucp_config_read(nullptr, nullptr, &config); st != UCS_OK) return FromUcsStatus(st, "ucp_config_read");
     ucp_params_t params{};
@@ -64,7 +64,7 @@ struct Worker {
     if (st != UCS_OK) return FromUcsStatus(st, "ucp_init");
     ucp_worker_params_t wp{};
     wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-    wp.thread_mode = UCS_THREAD_MODE_SINGLE;
+    wp.thread_mode = mode;
     if ((st = ucp_worker_create(ctx, &wp, &worker)) != UCS_OK) return FromUcsStatus(st, "ucp_worker_create");
     ucp_worker_attr_t attr{};
     attr.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
@@ -102,6 +102,17 @@ struct Worker {
       if (ucp_worker_progress(worker) > 0) return;
     }
     if (ucp_worker_arm(worker) != UCS_OK) return;  // events pending: go around again
+    epoll_event evs[4];
+    const int n = epoll_wait(epoll_fd, evs, 4, ms);
+    for (int i = 0; i < n; ++i) {
+      if (evs[i].data.fd == wake_fd) {
+        uint64_t v;
+        (void)!read(wake_fd, &v, sizeof(v));
+      }
+    }
+  }
+  // Waits for an event or `ms` (call after ucp_worker_arm returned UCS_OK).
+  void Sleep(int ms) {
     epoll_event evs[4];
     const int n = epoll_wait(epoll_fd, evs, 4, ms);
     for (int i = 0; i < n; ++i) {
@@ -532,7 +543,8 @@ class UcxClient final : public ClientTransport {
   }
 
   absl::Status Init() {
-    if (absl::Status s = w_.Init(); !s.ok()) return s;
+    // Serialized: the loop thread and calling threads take turns (worker_mu_).
+    if (absl::Status s = w_.Init(UCS_THREAD_MODE_SERIALIZED); !s.ok()) return s;
     w_.SetAmHandler(kAmReply, &UcxClient::OnReply, this);
     thread_ = std::thread([this] { Loop(); });
     // Connect eagerly so a wrong address fails at creation.
@@ -554,9 +566,37 @@ class UcxClient final : public ClientTransport {
       call->id = ++next_id_;
       submit_.push_back(call);
     }
-    w_.Wake();
+    // Drive the worker ourselves while nobody else does (no thread hop on
+    // the way out or back); otherwise wait for whoever drives it.
+    for (;;) {
+      {
+        std::lock_guard<std::mutex> l(mu_);
+        if (call->finished()) break;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (now >= deadline) break;
+      if (worker_mu_.try_lock()) {
+        const auto until = std::min(deadline, now + std::chrono::milliseconds(2));
+        bool done = false;
+        while (!done && std::chrono::steady_clock::now() < until) {
+          Step();
+          std::lock_guard<std::mutex> l(mu_);
+          done = call->finished();
+        }
+        worker_mu_.unlock();
+        bool others;
+        {
+          std::lock_guard<std::mutex> l(mu_);
+          others = calls_.size() > (done ? 0 : 1) || !submit_.empty();
+        }
+        if (others) w_.Wake();  // the loop thread takes over what is still in flight
+        continue;
+      }
+      std::unique_lock<std::mutex> l(mu_);
+      call->cv.wait_until(l, std::min(deadline, now + std::chrono::milliseconds(1)), [&] { return call->finished(); });
+    }
     std::unique_lock<std::mutex> l(mu_);
-    if (!call->cv.wait_until(l, deadline, [&] { return call->finished(); })) {
+    if (!call->finished()) {
       // Past the deadline: the loop detaches the call and makes sure UCX is
       // done with the caller's buffers before we return.
       call->abandon = true;
@@ -641,22 +681,36 @@ class UcxClient final : public ClientTransport {
     ep_ = nullptr;
   }
 
+  // One round of work on the worker. REQUIRES: worker_mu_ held.
+  bool Step() {
+    bool busy = false;
+    std::deque<std::shared_ptr<ClientCall>> submit;
+    std::deque<std::function<void()>> tasks;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      submit.swap(submit_);
+      tasks.swap(tasks_);
+    }
+    for (auto& t : tasks) t(), busy = true;
+    if (broken_) HandleBroken(), busy = true;
+    for (auto& c : submit) Send(c), busy = true;
+    busy |= HandleAbandoned();
+    while (ucp_worker_progress(w_.worker) > 0) busy = true;
+    return busy;
+  }
+
   void Loop() {
     while (!stop_) {
-      bool busy = false;
-      std::deque<std::shared_ptr<ClientCall>> submit;
-      std::deque<std::function<void()>> tasks;
+      bool sleep = false;
       {
-        std::lock_guard<std::mutex> l(mu_);
-        submit.swap(submit_);
-        tasks.swap(tasks_);
+        std::lock_guard<std::mutex> wl(worker_mu_);
+        bool busy = Step();
+        for (int i = 0; !busy && i < 64; ++i) busy = ucp_worker_progress(w_.worker) > 0;
+        sleep = !busy && ucp_worker_arm(w_.worker) == UCS_OK;
       }
-      for (auto& t : tasks) t(), busy = true;
-      if (broken_) HandleBroken(), busy = true;
-      for (auto& c : submit) Send(c), busy = true;
-      busy |= HandleAbandoned();
-      w_.ProgressOrWait(busy, 20);
+      if (sleep) w_.Sleep(20);
     }
+    std::lock_guard<std::mutex> wl(worker_mu_);
     broken_status_ = absl::UnavailableError("transport shut down");
     HandleBroken();
   }
@@ -889,7 +943,8 @@ class UcxClient final : public ClientTransport {
   std::string address_;
   UcxClientOptions opts_;
   Worker w_;
-  ucp_ep_h ep_ = nullptr;  // loop thread only
+  ucp_ep_h ep_ = nullptr;  // guarded by worker_mu_
+  std::mutex worker_mu_;   // whoever holds it drives the UCP worker
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> broken_{false};
