@@ -576,7 +576,7 @@ class UcxClient final : public ClientTransport {
       const auto now = std::chrono::steady_clock::now();
       if (now >= deadline) break;
       if (worker_mu_.try_lock()) {
-        const auto until = std::min(deadline, now + std::chrono::milliseconds(2));
+        const auto until = std::min(deadline, now + std::chrono::microseconds(300));
         bool done = false;
         while (!done && std::chrono::steady_clock::now() < until) {
           Step();
@@ -593,7 +593,7 @@ class UcxClient final : public ClientTransport {
         continue;
       }
       std::unique_lock<std::mutex> l(mu_);
-      call->cv.wait_until(l, std::min(deadline, now + std::chrono::milliseconds(1)), [&] { return call->finished(); });
+      call->cv.wait_until(l, std::min(deadline, now + std::chrono::microseconds(300)), [&] { return call->finished(); });
     }
     std::unique_lock<std::mutex> l(mu_);
     if (!call->finished()) {

@@ -1,0 +1,303 @@
+#include "client/kv_client.h"
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <mutex>
+
+#include "absl/strings/str_cat.h"
+#include "client/placement.h"
+#include "client/store_stub.h"
+#include "common/env.h"
+#include "common/thread_pool.h"
+#include "common/ucx_transport.h"
+#include "store/block_store.h"
+#include "store/service.h"
+
+namespace kvrecall {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+constexpr char kEmbeddedToken[] = "kvrecall-embedded-namespace";
+
+// A connection: the stub borrows the transport; shared so a call in
+// flight keeps it alive while another thread replaces a failed one.
+struct Conn {
+  std::unique_ptr<ClientTransport> transport;
+  std::unique_ptr<StoreStub> stub;
+};
+
+// One store node: its connection (made lazily) and its health.
+struct NodeConn {
+  std::string address;
+  std::mutex mu;
+  std::shared_ptr<Conn> conn;
+  Clock::time_point down_until{};
+};
+
+class KvClientImpl final : public KvClient {
+ public:
+  explicit KvClientImpl(const Options& o) : opts_(o), placement_({}), pool_(o.io_threads) {}
+
+  absl::Status Init() {
+    if (opts_.replicas < 1) return absl::InvalidArgumentError("replicas must be >= 1");
+    if (opts_.nodes.empty()) {
+      StoreOptions so;
+      so.host_bytes = opts_.embedded_host_bytes;
+      so.ssd_path = opts_.embedded_ssd_path;
+      so.ssd_bytes = opts_.embedded_ssd_bytes;
+      absl::StatusOr<std::unique_ptr<BlockStore>> s =
+          BlockStore::Open(so, {{"embedded", kEmbeddedToken, so.host_bytes, opts_.namespace_salt}});
+      if (!s.ok()) return s.status();
+      store_ = std::move(*s);
+      service_ = std::make_unique<StoreService>(store_.get(), Env::Default());
+      auto n = std::make_unique<NodeConn>();
+      n->address = "embedded";
+      n->conn = std::make_shared<Conn>();
+      n->conn->transport = NewInProcessTransport(service_.get());
+      n->conn->stub = std::make_unique<StoreStub>(n->conn->transport.get(), kEmbeddedToken, opts_.timeout);
+      nodes_.push_back(std::move(n));
+      placement_ = Placement({{"embedded", 1.0}});
+      opts_.replicas = 1;
+      return absl::OkStatus();
+    }
+    if (opts_.namespace_token.empty()) return absl::InvalidArgumentError("a namespace token is needed for remote stores");
+    std::vector<PlacementNode> pn;
+    for (const Node& n : opts_.nodes) {
+      if (!(n.weight > 0)) return absl::InvalidArgumentError(absl::StrCat("node ", n.address, " needs a positive weight"));
+      auto c = std::make_unique<NodeConn>();
+      c->address = n.address;
+      nodes_.push_back(std::move(c));
+      pn.push_back({n.address, n.weight});
+    }
+    placement_ = Placement(std::move(pn));
+    return absl::OkStatus();
+  }
+
+  std::string namespace_salt() const override { return opts_.namespace_salt; }
+  bool embedded() const override { return store_ != nullptr; }
+
+  std::future<std::vector<absl::Status>> Save(std::vector<BlockKey> keys,
+                                              std::vector<absl::Span<const uint8_t>> blocks) override {
+    return pool_.Submit([this, keys = std::move(keys), blocks = std::move(blocks)]() {
+      std::vector<absl::Status> out(keys.size(), absl::UnavailableError("no node took the block"));
+      if (keys.size() != blocks.size()) {
+        out.assign(keys.size(), absl::InvalidArgumentError("one block per key"));
+        return out;
+      }
+      saves_ += keys.size();
+      for (int r = 0; r < opts_.replicas; ++r) {
+        for (const auto& [node, idx] : Group(keys, r, nullptr)) {
+          const std::shared_ptr<Conn> conn = Connection(node);
+          if (conn == nullptr) continue;
+          StoreStub* stub = conn->stub.get();
+          std::vector<BlockKey> k;
+          ConstIov iov;
+          for (size_t i : idx) k.push_back(keys[i]), iov.push_back(blocks[i]);
+          absl::StatusOr<std::vector<absl::Status>> res = stub->Put(k, iov, false);
+          if (!res.ok()) {
+            MarkDown(node, res.status());
+            continue;
+          }
+          for (size_t j = 0; j < idx.size(); ++j) {
+            // OK once any copy is stored; otherwise the owner's error.
+            if ((*res)[j].ok() || (r == 0 && !out[idx[j]].ok())) out[idx[j]] = (*res)[j];
+          }
+        }
+      }
+      return out;
+    });
+  }
+
+  std::future<absl::StatusOr<int>> LookupPrefix(std::vector<BlockKey> chain) override {
+    return pool_.Submit([this, chain = std::move(chain)]() -> absl::StatusOr<int> {
+      std::vector<bool> present(chain.size(), false);
+      for (int r = 0; r < opts_.replicas; ++r) {
+        for (const auto& [node, idx] : Group(chain, r, &present)) {
+          const std::shared_ptr<Conn> conn = Connection(node);
+          if (conn == nullptr) continue;
+          StoreStub* stub = conn->stub.get();
+          std::vector<BlockKey> k;
+          for (size_t i : idx) k.push_back(chain[i]);
+          absl::StatusOr<StoreStub::ExistsReply> e = stub->Exists(k);
+          if (!e.ok()) {
+            MarkDown(node, e.status());
+            continue;
+          }
+          for (size_t j = 0; j < idx.size(); ++j) present[idx[j]] = present[idx[j]] || e->present[j];
+        }
+      }
+      int prefix = 0;
+      while (prefix < static_cast<int>(chain.size()) && present[prefix]) ++prefix;
+      return prefix;
+    });
+  }
+
+  std::future<std::vector<absl::StatusOr<size_t>>> Load(std::vector<BlockKey> keys,
+                                                        std::vector<absl::Span<uint8_t>> dst) override {
+    return pool_.Submit([this, keys = std::move(keys), dst = std::move(dst)]() {
+      std::vector<absl::StatusOr<size_t>> out(keys.size(), absl::NotFoundError("miss"));
+      if (keys.size() != dst.size()) {
+        out.assign(keys.size(), absl::InvalidArgumentError("one buffer per key"));
+        return out;
+      }
+      loads_ += keys.size();
+      std::vector<bool> done(keys.size(), false);
+      for (int r = 0; r < opts_.replicas; ++r) {
+        for (const auto& [node, idx] : Group(keys, r, &done)) {
+          const std::shared_ptr<Conn> conn = Connection(node);
+          if (conn == nullptr) continue;
+          StoreStub* stub = conn->stub.get();
+          std::vector<BlockKey> k;
+          MutableIov d;
+          for (size_t i : idx) k.push_back(keys[i]), d.push_back(dst[i]);
+          auto res = stub->Get(k, d);
+          if (!res.ok()) {
+            MarkDown(node, res.status());
+            continue;
+          }
+          for (size_t j = 0; j < idx.size(); ++j) {
+            const absl::StatusOr<size_t>& got = (*res)[j];
+            if (got.ok()) {
+              out[idx[j]] = got, done[idx[j]] = true;
+            } else if (got.status().code() == absl::StatusCode::kOutOfRange) {
+              out[idx[j]] = got.status(), done[idx[j]] = true;
+            } else if (got.status().code() == absl::StatusCode::kDataLoss) {
+              ++verify_failures_;  // a bad copy reads as a miss
+            }
+          }
+        }
+      }
+      for (const auto& o : out) o.ok() ? ++hits_ : ++misses_;
+      return out;
+    });
+  }
+
+  std::future<std::vector<absl::Status>> Delete(std::vector<BlockKey> keys) override {
+    return pool_.Submit([this, keys = std::move(keys)]() {
+      std::vector<absl::Status> out(keys.size(), absl::NotFoundError("absent"));
+      for (int r = 0; r < opts_.replicas; ++r) {
+        for (const auto& [node, idx] : Group(keys, r, nullptr)) {
+          const std::shared_ptr<Conn> conn = Connection(node);
+          if (conn == nullptr) continue;
+          StoreStub* stub = conn->stub.get();
+          std::vector<BlockKey> k;
+          for (size_t i : idx) k.push_back(keys[i]);
+          auto res = stub->Delete(k);
+          if (!res.ok()) {
+            MarkDown(node, res.status());
+            continue;
+          }
+          for (size_t j = 0; j < idx.size(); ++j) {
+            if ((*res)[j].ok()) out[idx[j]] = absl::OkStatus();
+          }
+        }
+      }
+      return out;
+    });
+  }
+
+  std::future<std::vector<absl::StatusOr<std::vector<float>>>> Gather(std::vector<GatherItem> items) override {
+    return pool_.Submit([this, items = std::move(items)]() {
+      std::vector<absl::StatusOr<std::vector<float>>> out(items.size(), absl::NotFoundError("miss"));
+      std::vector<BlockKey> keys;
+      for (const auto& g : items) keys.push_back(g.key);
+      std::vector<bool> done(items.size(), false);
+      for (int r = 0; r < opts_.replicas; ++r) {
+        for (const auto& [node, idx] : Group(keys, r, &done)) {
+          const std::shared_ptr<Conn> conn = Connection(node);
+          if (conn == nullptr) continue;
+          StoreStub* stub = conn->stub.get();
+          std::vector<GatherRequestItem> req;
+          for (size_t i : idx) req.push_back({items[i].key, items[i].rows});
+          auto res = stub->Gather(req);
+          if (!res.ok()) {
+            MarkDown(node, res.status());
+            continue;
+          }
+          for (size_t j = 0; j < idx.size(); ++j) {
+            if ((*res)[j].ok() || (*res)[j].status().code() == absl::StatusCode::kInvalidArgument) {
+              out[idx[j]] = std::move((*res)[j]), done[idx[j]] = true;
+            }
+          }
+        }
+      }
+      return out;
+    });
+  }
+
+  Stats stats() const override {
+    Stats s;
+    s.saves = saves_, s.loads = loads_, s.hits = hits_, s.misses = misses_;
+    s.node_failures = node_failures_, s.verify_failures = verify_failures_;
+    return s;
+  }
+
+ private:
+  // Keys (not yet `done`) grouped by their rank-r node.
+  std::map<int, std::vector<size_t>> Group(const std::vector<BlockKey>& keys, int r, const std::vector<bool>* done) const {
+    std::map<int, std::vector<size_t>> g;
+    for (size_t i = 0; i < keys.size(); ++i) {
+      if (done && (*done)[i]) continue;
+      const std::vector<int> rank = placement_.Rank(keys[i], r + 1);
+      if (static_cast<int>(rank.size()) > r) g[rank[r]].push_back(i);
+    }
+    return g;
+  }
+
+  // The node's connection, made if needed; null while it is marked down.
+  std::shared_ptr<Conn> Connection(int i) {
+    NodeConn& n = *nodes_[i];
+    std::lock_guard<std::mutex> l(n.mu);
+    if (n.conn) return n.conn;
+    if (Clock::now() < n.down_until) return nullptr;
+    UcxClientOptions uo;
+    uo.connect_timeout = opts_.timeout;
+    absl::StatusOr<std::unique_ptr<ClientTransport>> t = ConnectUcx(n.address, uo);
+    if (!t.ok()) {
+      ++node_failures_;
+      n.down_until = Clock::now() + absl::ToChronoNanoseconds(opts_.down_backoff);
+      return nullptr;
+    }
+    auto c = std::make_shared<Conn>();
+    c->transport = std::move(*t);
+    c->stub = std::make_unique<StoreStub>(c->transport.get(), opts_.namespace_token, opts_.timeout);
+    n.conn = c;
+    return c;
+  }
+
+  // A failed call: auth errors are the caller's; transport errors take the
+  // node out for the backoff (its connection is rebuilt after).
+  void MarkDown(int i, const absl::Status& s) {
+    const absl::StatusCode c = s.code();
+    if (c == absl::StatusCode::kUnauthenticated || c == absl::StatusCode::kPermissionDenied ||
+        c == absl::StatusCode::kInvalidArgument) {
+      return;
+    }
+    ++node_failures_;
+    if (store_) return;  // the embedded store does not go away
+    NodeConn& n = *nodes_[i];
+    std::lock_guard<std::mutex> l(n.mu);
+    n.conn.reset();
+    n.down_until = Clock::now() + absl::ToChronoNanoseconds(opts_.down_backoff);
+  }
+
+  Options opts_;
+  std::unique_ptr<BlockStore> store_;
+  std::unique_ptr<StoreService> service_;
+  std::vector<std::unique_ptr<NodeConn>> nodes_;
+  Placement placement_;
+  ThreadPool pool_;  // last: destroyed first, finishing tasks that use the above
+  std::atomic<uint64_t> saves_{0}, loads_{0}, hits_{0}, misses_{0}, node_failures_{0}, verify_failures_{0};
+};
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<KvClient>> KvClient::Create(const Options& options) {
+  auto c = std::make_unique<KvClientImpl>(options);
+  if (absl::Status s = c->Init(); !s.ok()) return s;
+  return std::unique_ptr<KvClient>(std::move(c));
+}
+
+}  // namespace kvrecall

@@ -1,0 +1,102 @@
+// kvrecall client library: the one header serving engines include.
+//
+// A KvClient stores and retrieves immutable KV blocks (block containers,
+// codec/container.h) under 128-bit BlockKeys (codec/block_key.h), either in
+// an embedded store inside the process (the default: no servers
+// configured; host RAM plus an optional SSD directory) or on a set of
+// kvrecall-server nodes reached over UCX, placed by weighted rendezvous
+// hashing so that every client finds a block on the same node.
+//
+// Guarantees: a block handed to the caller was verified (container checksum)
+// after it arrived; a node that is down, slow or returns bad bytes costs
+// misses, never wrong data, and no call waits longer than its deadline
+// (Options::timeout per node request). Blocks from another model, codec or
+// namespace never match: BlockKeys chain the model fingerprint and the
+// namespace salt (ChainBlockKeys(fingerprint, namespace_salt(), tokens, n)).
+//
+// Results: Save and Delete report a status per key; Load reports the block
+// size per key or NOT_FOUND (a miss: absent, evicted, node down, corrupted
+// in transit); LookupPrefix returns how many leading keys of a chain are
+// present. Errors of the whole call are for misuse (INVALID_ARGUMENT).
+//
+// Asynchrony: every operation returns a std::future; calls may be issued
+// concurrently from any number of threads. Buffers passed to Save and Load
+// must stay valid until the future is ready.
+//
+// Thread safety: thread-safe.
+#ifndef KVRECALL_CLIENT_KV_CLIENT_H_
+#define KVRECALL_CLIENT_KV_CLIENT_H_
+
+#include <cstdint>
+#include <future>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "absl/time/time.h"
+#include "absl/types/span.h"
+#include "codec/block_key.h"
+
+namespace kvrecall {
+
+class KvClient {
+ public:
+  struct Node {
+    std::string address;  // "host:port" of a kvrecall-server's data plane
+    double weight = 1.0;  // share of the keys it owns
+  };
+
+  struct Options {
+    // Static member list. Empty: embedded mode.
+    std::vector<Node> nodes;
+    // Namespace credentials on the servers (embedded mode makes its own).
+    std::string namespace_token;
+    std::string namespace_salt;
+    // Per-node request deadline; a node that misses it is skipped (its keys
+    // read as misses) for `down_backoff`, then tried again.
+    absl::Duration timeout = absl::Seconds(2);
+    absl::Duration down_backoff = absl::Seconds(1);
+    // Copies of each saved block, on the next nodes in rendezvous order;
+    // Load and LookupPrefix try them in order.
+    int replicas = 1;
+    int io_threads = 4;
+    // Embedded store.
+    uint64_t embedded_host_bytes = 256ull << 20;
+    std::string embedded_ssd_path;  // empty: RAM only
+    uint64_t embedded_ssd_bytes = 0;
+  };
+
+  static absl::StatusOr<std::unique_ptr<KvClient>> Create(const Options& options);
+  virtual ~KvClient() = default;
+
+  // The salt to chain into this namespace's BlockKeys.
+  virtual std::string namespace_salt() const = 0;
+  virtual bool embedded() const = 0;
+
+  // Stores blocks[i] under keys[i] (blocks are block containers).
+  virtual std::future<std::vector<absl::Status>> Save(std::vector<BlockKey> keys,
+                                                      std::vector<absl::Span<const uint8_t>> blocks) = 0;
+  // Leading keys of `chain` present (each on its owner or a replica).
+  virtual std::future<absl::StatusOr<int>> LookupPrefix(std::vector<BlockKey> chain) = 0;
+  // Copies block i into dst[i]; the size, or NOT_FOUND / OUT_OF_RANGE.
+  virtual std::future<std::vector<absl::StatusOr<size_t>>> Load(std::vector<BlockKey> keys,
+                                                                std::vector<absl::Span<uint8_t>> dst) = 0;
+  virtual std::future<std::vector<absl::Status>> Delete(std::vector<BlockKey> keys) = 0;
+  // Token rows of one block each, decoded by the store (K then V floats,
+  // [layer_count][kv_heads][rows][head_dim] each).
+  struct GatherItem {
+    BlockKey key;
+    std::vector<uint32_t> rows;
+  };
+  virtual std::future<std::vector<absl::StatusOr<std::vector<float>>>> Gather(std::vector<GatherItem> items) = 0;
+
+  struct Stats {
+    uint64_t saves = 0, loads = 0, hits = 0, misses = 0, node_failures = 0, verify_failures = 0;
+  };
+  virtual Stats stats() const = 0;
+};
+
+}  // namespace kvrecall
+
+#endif  // KVRECALL_CLIENT_KV_CLIENT_H_
