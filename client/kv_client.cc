@@ -97,6 +97,9 @@ class KvClientImpl final : public KvClient {
           for (size_t i : idx) k.push_back(keys[i]), iov.push_back(blocks[i]);
           absl::StatusOr<std::vector<absl::Status>> res = stub->Put(k, iov, false);
           if (!res.ok()) {
+            if (IsAuthError(res.status())) {
+              for (size_t i : idx) out[i] = res.status();
+            }
             MarkDown(node, res.status());
             continue;
           }
@@ -154,6 +157,9 @@ class KvClientImpl final : public KvClient {
           for (size_t i : idx) k.push_back(keys[i]), d.push_back(dst[i]);
           auto res = stub->Get(k, d);
           if (!res.ok()) {
+            if (IsAuthError(res.status())) {
+              for (size_t i : idx) out[i] = res.status();
+            }
             MarkDown(node, res.status());
             continue;
           }
@@ -170,6 +176,7 @@ class KvClientImpl final : public KvClient {
         }
       }
       for (const auto& o : out) o.ok() ? ++hits_ : ++misses_;
+      // Refused credentials are an error of the call, not a miss.
       return out;
     });
   }
@@ -265,6 +272,10 @@ class KvClientImpl final : public KvClient {
     c->stub = std::make_unique<StoreStub>(c->transport.get(), opts_.namespace_token, opts_.timeout);
     n.conn = c;
     return c;
+  }
+
+  static bool IsAuthError(const absl::Status& s) {
+    return s.code() == absl::StatusCode::kUnauthenticated || s.code() == absl::StatusCode::kPermissionDenied;
   }
 
   // A failed call: auth errors are the caller's; transport errors take the

@@ -1,0 +1,182 @@
+#include "client/kv_client.h"
+
+#include <chrono>
+#include <random>
+
+#include <gtest/gtest.h>
+
+#include "codec/codec.h"
+#include "codec/container.h"
+#include "common/env.h"
+#include "common/ucx_transport.h"
+#include "store/block_store.h"
+#include "store/service.h"
+
+namespace kvrecall {
+namespace {
+
+std::string MakeBlock(int tokens, uint64_t seed) {
+  KvChunkRef c;
+  c.layout.num_layers = 2, c.layout.num_q_heads = 4, c.layout.num_kv_heads = 2, c.layout.head_dim = 16;
+  c.layer_count = 2;
+  c.tokens = tokens;
+  c.first_token = seed;
+  std::vector<float> k(size_t(2) * 2 * tokens * 16), v(k.size());
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> n01;
+  for (float& x : k) x = n01(rng);
+  for (float& x : v) x = n01(rng);
+  c.k = k.data(), c.v = v.data();
+  EncodeOptions o;
+  return *(*MakeCodec("f16"))->Encode(c, &o);
+}
+
+std::vector<absl::Span<const uint8_t>> Spans(const std::vector<std::string>& b) {
+  std::vector<absl::Span<const uint8_t>> v;
+  for (const auto& x : b) v.push_back(AsBytes(x));
+  return v;
+}
+
+void ExerciseClient(KvClient* c, int n) {
+  std::vector<BlockKey> keys;
+  std::vector<std::string> blocks;
+  for (int i = 0; i < n; ++i) keys.push_back({uint64_t(i) * 7919, 11}), blocks.push_back(MakeBlock(4 + i % 5, i));
+  auto saved = c->Save(keys, Spans(blocks)).get();
+  for (const auto& s : saved) ASSERT_TRUE(s.ok()) << s;
+  std::vector<BlockKey> chain = keys;
+  chain.insert(chain.begin() + n / 2, BlockKey{1, 1});  // a hole
+  auto prefix = c->LookupPrefix(chain).get();
+  ASSERT_TRUE(prefix.ok());
+  EXPECT_EQ(*prefix, n / 2);
+  std::vector<std::string> bufs(n, std::string(4096, '\0'));
+  std::vector<absl::Span<uint8_t>> dst;
+  for (auto& b : bufs) dst.push_back({reinterpret_cast<uint8_t*>(b.data()), b.size()});
+  auto loaded = c->Load(keys, dst).get();
+  for (int i = 0; i < n; ++i) {
+    ASSERT_TRUE(loaded[i].ok()) << i << " " << loaded[i].status();
+    EXPECT_EQ(bufs[i].substr(0, *loaded[i]), blocks[i]);
+  }
+  auto rows = c->Gather({{keys[0], {0, 3}}}).get();
+  ASSERT_TRUE(rows[0].ok()) << rows[0].status();
+  EXPECT_EQ(rows[0]->size(), 2u * 4 * 2 * 16);
+  auto del = c->Delete({keys[0]}).get();
+  EXPECT_TRUE(del[0].ok());
+  EXPECT_EQ(*c->LookupPrefix(keys).get(), 0);
+}
+
+TEST(KvClient, EmbeddedByDefault) {
+  KvClient::Options o;
+  o.namespace_salt = "salty";
+  auto c = KvClient::Create(o);
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_TRUE((*c)->embedded());
+  EXPECT_EQ((*c)->namespace_salt(), "salty");
+  ExerciseClient(c->get(), 20);
+  // Bad blocks are refused, never stored.
+  std::string bad = MakeBlock(4, 1);
+  bad[bad.size() / 2] ^= 1;
+  auto s = (*c)->Save({BlockKey{5, 5}}, {AsBytes(bad)}).get();
+  EXPECT_EQ(s[0].code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ(*(*c)->LookupPrefix({BlockKey{5, 5}}).get(), 0);
+}
+
+struct Cluster {
+  std::vector<std::unique_ptr<BlockStore>> stores;
+  std::vector<std::unique_ptr<StoreService>> services;
+  std::vector<std::unique_ptr<UcxServer>> servers;
+  explicit Cluster(int n) {
+    setenv("UCX_TLS", "tcp", 1);
+    setenv("UCX_NET_DEVICES", "lo", 1);
+    for (int i = 0; i < n; ++i) {
+      StoreOptions o;
+      o.host_bytes = 8 << 20;
+      stores.push_back(std::move(*BlockStore::Open(o, {{"t", "cluster-token-1", 8 << 20, "salt"}})));
+      services.push_back(std::make_unique<StoreService>(stores.back().get(), Env::Default()));
+      servers.push_back(std::move(*UcxServer::Start(services.back().get(), {})));
+    }
+  }
+  KvClient::Options ClientOptions(int replicas) const {
+    KvClient::Options o;
+    for (const auto& s : servers) o.nodes.push_back({s->address(), 1.0});
+    o.namespace_token = "cluster-token-1";
+    o.namespace_salt = "salt";
+    o.replicas = replicas;
+    o.timeout = absl::Milliseconds(500);
+    o.down_backoff = absl::Milliseconds(300);
+    return o;
+  }
+};
+
+TEST(KvClient, ThreeNodesSpreadKeysAndSurviveANodeLoss) {
+  Cluster cl(3);
+  auto c = KvClient::Create(cl.ClientOptions(1));
+  ASSERT_TRUE(c.ok()) << c.status();
+  EXPECT_FALSE((*c)->embedded());
+  ExerciseClient(c->get(), 30);
+  for (const auto& s : cl.stores) EXPECT_GT(s->Stats().puts, 0u) << "a node got no keys";
+  // Save more, then one node dies: its keys become misses; the rest load;
+  // nothing hangs past the deadline.
+  std::vector<BlockKey> keys;
+  std::vector<std::string> blocks;
+  for (int i = 0; i < 30; ++i) keys.push_back({uint64_t(i), 99}), blocks.push_back(MakeBlock(4, 100 + i));
+  for (const auto& s : (*c)->Save(keys, Spans(blocks)).get()) ASSERT_TRUE(s.ok());
+  cl.servers[1]->Shutdown();
+  std::vector<std::string> bufs(30, std::string(4096, '\0'));
+  std::vector<absl::Span<uint8_t>> dst;
+  for (auto& b : bufs) dst.push_back({reinterpret_cast<uint8_t*>(b.data()), b.size()});
+  const auto t0 = std::chrono::steady_clock::now();
+  auto loaded = (*c)->Load(keys, dst).get();
+  EXPECT_LT(std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count(), 3.0);
+  int hits = 0;
+  for (int i = 0; i < 30; ++i) {
+    if (loaded[i].ok()) {
+      ++hits;
+      EXPECT_EQ(bufs[i].substr(0, *loaded[i]), blocks[i]);
+    } else {
+      EXPECT_EQ(loaded[i].status().code(), absl::StatusCode::kNotFound);
+    }
+  }
+  EXPECT_GT(hits, 0);
+  EXPECT_LT(hits, 30);
+  EXPECT_GT((*c)->stats().node_failures, 0u);
+}
+
+TEST(KvClient, ReplicasKeepEveryBlockThroughANodeLoss) {
+  Cluster cl(3);
+  auto c = KvClient::Create(cl.ClientOptions(2));
+  ASSERT_TRUE(c.ok());
+  std::vector<BlockKey> keys;
+  std::vector<std::string> blocks;
+  for (int i = 0; i < 24; ++i) keys.push_back({uint64_t(i), 7}), blocks.push_back(MakeBlock(4, 200 + i));
+  for (const auto& s : (*c)->Save(keys, Spans(blocks)).get()) ASSERT_TRUE(s.ok());
+  cl.servers[0]->Shutdown();
+  EXPECT_EQ(*(*c)->LookupPrefix(keys).get(), 24);
+  std::vector<std::string> bufs(24, std::string(4096, '\0'));
+  std::vector<absl::Span<uint8_t>> dst;
+  for (auto& b : bufs) dst.push_back({reinterpret_cast<uint8_t*>(b.data()), b.size()});
+  auto loaded = (*c)->Load(keys, dst).get();
+  for (int i = 0; i < 24; ++i) {
+    ASSERT_TRUE(loaded[i].ok()) << i;
+    EXPECT_EQ(bufs[i].substr(0, *loaded[i]), blocks[i]);
+  }
+}
+
+TEST(KvClient, BadOptionsAndTokens) {
+  KvClient::Options o;
+  o.nodes = {{"127.0.0.1:1", 1.0}};
+  EXPECT_EQ(KvClient::Create(o).status().code(), absl::StatusCode::kInvalidArgument);  // no token
+  o.namespace_token = "x";
+  o.replicas = 0;
+  EXPECT_EQ(KvClient::Create(o).status().code(), absl::StatusCode::kInvalidArgument);
+  Cluster cl(1);
+  KvClient::Options w = cl.ClientOptions(1);
+  w.namespace_token = "wrong-token-999";
+  auto c = KvClient::Create(w);
+  ASSERT_TRUE(c.ok());
+  auto s = (*c)->Save({BlockKey{1, 2}}, {AsBytes(MakeBlock(4, 1))}).get();
+  EXPECT_EQ(s[0].code(), absl::StatusCode::kPermissionDenied);
+  EXPECT_EQ(cl.stores[0]->Stats().puts, 0u);
+}
+
+}  // namespace
+}  // namespace kvrecall
