@@ -566,16 +566,23 @@ class UcxClient final : public ClientTransport {
       call->id = ++next_id_;
       submit_.push_back(call);
     }
-    // Drive the worker ourselves while nobody else does (no thread hop on
-    // the way out or back); otherwise wait for whoever drives it.
+    // A lone caller drives the worker itself (no thread hop out or back);
+    // with several calls in flight the loop thread drives for all of them.
+    bool alone;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      alone = calls_.empty() && submit_.size() == 1;
+    }
+    if (!alone) w_.Wake();
     for (;;) {
       {
         std::lock_guard<std::mutex> l(mu_);
         if (call->finished()) break;
+        alone = alone && calls_.size() + submit_.size() <= 1;
       }
       const auto now = std::chrono::steady_clock::now();
       if (now >= deadline) break;
-      if (worker_mu_.try_lock()) {
+      if (alone && worker_mu_.try_lock()) {
         const auto until = std::min(deadline, now + std::chrono::microseconds(300));
         bool done = false;
         while (!done && std::chrono::steady_clock::now() < until) {
@@ -584,16 +591,12 @@ class UcxClient final : public ClientTransport {
           done = call->finished();
         }
         worker_mu_.unlock();
-        bool others;
-        {
-          std::lock_guard<std::mutex> l(mu_);
-          others = calls_.size() > (done ? 0 : 1) || !submit_.empty();
-        }
-        if (others) w_.Wake();  // the loop thread takes over what is still in flight
+        if (!done) w_.Wake();
         continue;
       }
       std::unique_lock<std::mutex> l(mu_);
-      call->cv.wait_until(l, std::min(deadline, now + std::chrono::microseconds(300)), [&] { return call->finished(); });
+      call->cv.wait_until(l, alone ? std::min(deadline, now + std::chrono::microseconds(300)) : deadline,
+                          [&] { return call->finished(); });
     }
     std::unique_lock<std::mutex> l(mu_);
     if (!call->finished()) {
