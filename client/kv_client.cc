@@ -2,15 +2,18 @@
 
 #include <atomic>
 #include <chrono>
+#include <algorithm>
 #include <map>
 #include <mutex>
 
+#include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "client/placement.h"
 #include "client/store_stub.h"
 #include "common/env.h"
 #include "common/thread_pool.h"
 #include "common/ucx_transport.h"
+#include "proto/etcd/membership.h"
 #include "store/block_store.h"
 #include "store/service.h"
 
@@ -36,9 +39,16 @@ struct NodeConn {
   Clock::time_point down_until{};
 };
 
+// The members in force: placement and their connections, swapped whole
+// when membership changes; operations work on the snapshot they started with.
+struct View {
+  Placement placement{{}};
+  std::vector<std::shared_ptr<NodeConn>> nodes;
+};
+
 class KvClientImpl final : public KvClient {
  public:
-  explicit KvClientImpl(const Options& o) : opts_(o), placement_({}), pool_(o.io_threads) {}
+  explicit KvClientImpl(const Options& o) : opts_(o), pool_(o.io_threads) {}
 
   absl::Status Init() {
     if (opts_.replicas < 1) return absl::InvalidArgumentError("replicas must be >= 1");
@@ -52,35 +62,84 @@ class KvClientImpl final : public KvClient {
       if (!s.ok()) return s.status();
       store_ = std::move(*s);
       service_ = std::make_unique<StoreService>(store_.get(), Env::Default());
-      auto n = std::make_unique<NodeConn>();
+      auto n = std::make_shared<NodeConn>();
       n->address = "embedded";
       n->conn = std::make_shared<Conn>();
       n->conn->transport = NewInProcessTransport(service_.get());
       n->conn->stub = std::make_unique<StoreStub>(n->conn->transport.get(), kEmbeddedToken, opts_.timeout);
-      nodes_.push_back(std::move(n));
-      placement_ = Placement({{"embedded", 1.0}});
+      auto v = std::make_shared<View>();
+      v->placement = Placement({{"embedded", 1.0}});
+      v->nodes.push_back(std::move(n));
+      view_ = v;
       opts_.replicas = 1;
       return absl::OkStatus();
     }
     if (opts_.namespace_token.empty()) return absl::InvalidArgumentError("a namespace token is needed for remote stores");
-    std::vector<PlacementNode> pn;
     for (const Node& n : opts_.nodes) {
       if (!(n.weight > 0)) return absl::InvalidArgumentError(absl::StrCat("node ", n.address, " needs a positive weight"));
-      auto c = std::make_unique<NodeConn>();
-      c->address = n.address;
-      nodes_.push_back(std::move(c));
-      pn.push_back({n.address, n.weight});
     }
-    placement_ = Placement(std::move(pn));
+    SetMembers(opts_.nodes);
+    if (!opts_.etcd_endpoint.empty()) {
+      absl::StatusOr<std::unique_ptr<EtcdMembership>> m = EtcdMembership::Start(
+          opts_.etcd_endpoint, opts_.etcd_prefix, [this](const MemberMap& members) { OnMembers(members); });
+      if (!m.ok()) return m.status();
+      membership_ = std::move(*m);
+      OnMembers(membership_->members());
+    }
     return absl::OkStatus();
   }
+
+  ~KvClientImpl() override { membership_.reset(); }
 
   std::string namespace_salt() const override { return opts_.namespace_salt; }
   bool embedded() const override { return store_ != nullptr; }
 
+  void OnMembers(const MemberMap& members) {
+    std::vector<Node> nodes;
+    for (const auto& [address, value] : members) {
+      double w = 1.0;
+      if (!absl::SimpleAtod(value, &w) || !(w > 0)) w = 1.0;
+      nodes.push_back({address, w});
+    }
+    for (const Node& n : opts_.nodes) nodes.push_back(n);  // static members stay
+    SetMembers(nodes);
+    ++membership_changes_;
+  }
+
+  // Builds and installs a view; nodes new to it are tried at once even if
+  // they were marked down before (a node back from the dead).
+  void SetMembers(const std::vector<Node>& nodes) {
+    std::lock_guard<std::mutex> l(view_mu_);
+    auto v = std::make_shared<View>();
+    std::vector<PlacementNode> pn;
+    std::map<std::string, bool> was;
+    if (view_) {
+      for (const auto& n : view_->nodes) was[n->address] = true;
+    }
+    for (const Node& n : nodes) {
+      if (std::any_of(pn.begin(), pn.end(), [&](const PlacementNode& p) { return p.id == n.address; })) continue;
+      std::shared_ptr<NodeConn>& c = conns_[n.address];
+      if (!c) c = std::make_shared<NodeConn>(), c->address = n.address;
+      if (!was.count(n.address)) {
+        std::lock_guard<std::mutex> cl(c->mu);
+        c->down_until = Clock::time_point{};
+      }
+      v->nodes.push_back(c);
+      pn.push_back({n.address, n.weight});
+    }
+    v->placement = Placement(std::move(pn));
+    view_ = v;
+  }
+
+  std::shared_ptr<const View> Snapshot() const {
+    std::lock_guard<std::mutex> l(view_mu_);
+    return view_;
+  }
+
   std::future<std::vector<absl::Status>> Save(std::vector<BlockKey> keys,
                                               std::vector<absl::Span<const uint8_t>> blocks) override {
     return pool_.Submit([this, keys = std::move(keys), blocks = std::move(blocks)]() {
+      const std::shared_ptr<const View> view = Snapshot();
       std::vector<absl::Status> out(keys.size(), absl::UnavailableError("no node took the block"));
       if (keys.size() != blocks.size()) {
         out.assign(keys.size(), absl::InvalidArgumentError("one block per key"));
@@ -88,8 +147,8 @@ class KvClientImpl final : public KvClient {
       }
       saves_ += keys.size();
       for (int r = 0; r < opts_.replicas; ++r) {
-        for (const auto& [node, idx] : Group(keys, r, nullptr)) {
-          const std::shared_ptr<Conn> conn = Connection(node);
+        for (const auto& [node, idx] : Group(*view, keys, r, nullptr)) {
+          const std::shared_ptr<Conn> conn = Connection(*view, node);
           if (conn == nullptr) continue;
           StoreStub* stub = conn->stub.get();
           std::vector<BlockKey> k;
@@ -100,7 +159,7 @@ class KvClientImpl final : public KvClient {
             if (IsAuthError(res.status())) {
               for (size_t i : idx) out[i] = res.status();
             }
-            MarkDown(node, res.status());
+            MarkDown(*view, node, res.status());
             continue;
           }
           for (size_t j = 0; j < idx.size(); ++j) {
@@ -115,17 +174,18 @@ class KvClientImpl final : public KvClient {
 
   std::future<absl::StatusOr<int>> LookupPrefix(std::vector<BlockKey> chain) override {
     return pool_.Submit([this, chain = std::move(chain)]() -> absl::StatusOr<int> {
+      const std::shared_ptr<const View> view = Snapshot();
       std::vector<bool> present(chain.size(), false);
       for (int r = 0; r < opts_.replicas; ++r) {
-        for (const auto& [node, idx] : Group(chain, r, &present)) {
-          const std::shared_ptr<Conn> conn = Connection(node);
+        for (const auto& [node, idx] : Group(*view, chain, r, &present)) {
+          const std::shared_ptr<Conn> conn = Connection(*view, node);
           if (conn == nullptr) continue;
           StoreStub* stub = conn->stub.get();
           std::vector<BlockKey> k;
           for (size_t i : idx) k.push_back(chain[i]);
           absl::StatusOr<StoreStub::ExistsReply> e = stub->Exists(k);
           if (!e.ok()) {
-            MarkDown(node, e.status());
+            MarkDown(*view, node, e.status());
             continue;
           }
           for (size_t j = 0; j < idx.size(); ++j) present[idx[j]] = present[idx[j]] || e->present[j];
@@ -140,6 +200,7 @@ class KvClientImpl final : public KvClient {
   std::future<std::vector<absl::StatusOr<size_t>>> Load(std::vector<BlockKey> keys,
                                                         std::vector<absl::Span<uint8_t>> dst) override {
     return pool_.Submit([this, keys = std::move(keys), dst = std::move(dst)]() {
+      const std::shared_ptr<const View> view = Snapshot();
       std::vector<absl::StatusOr<size_t>> out(keys.size(), absl::NotFoundError("miss"));
       if (keys.size() != dst.size()) {
         out.assign(keys.size(), absl::InvalidArgumentError("one buffer per key"));
@@ -148,8 +209,8 @@ class KvClientImpl final : public KvClient {
       loads_ += keys.size();
       std::vector<bool> done(keys.size(), false);
       for (int r = 0; r < opts_.replicas; ++r) {
-        for (const auto& [node, idx] : Group(keys, r, &done)) {
-          const std::shared_ptr<Conn> conn = Connection(node);
+        for (const auto& [node, idx] : Group(*view, keys, r, &done)) {
+          const std::shared_ptr<Conn> conn = Connection(*view, node);
           if (conn == nullptr) continue;
           StoreStub* stub = conn->stub.get();
           std::vector<BlockKey> k;
@@ -160,7 +221,7 @@ class KvClientImpl final : public KvClient {
             if (IsAuthError(res.status())) {
               for (size_t i : idx) out[i] = res.status();
             }
-            MarkDown(node, res.status());
+            MarkDown(*view, node, res.status());
             continue;
           }
           for (size_t j = 0; j < idx.size(); ++j) {
@@ -183,17 +244,18 @@ class KvClientImpl final : public KvClient {
 
   std::future<std::vector<absl::Status>> Delete(std::vector<BlockKey> keys) override {
     return pool_.Submit([this, keys = std::move(keys)]() {
+      const std::shared_ptr<const View> view = Snapshot();
       std::vector<absl::Status> out(keys.size(), absl::NotFoundError("absent"));
       for (int r = 0; r < opts_.replicas; ++r) {
-        for (const auto& [node, idx] : Group(keys, r, nullptr)) {
-          const std::shared_ptr<Conn> conn = Connection(node);
+        for (const auto& [node, idx] : Group(*view, keys, r, nullptr)) {
+          const std::shared_ptr<Conn> conn = Connection(*view, node);
           if (conn == nullptr) continue;
           StoreStub* stub = conn->stub.get();
           std::vector<BlockKey> k;
           for (size_t i : idx) k.push_back(keys[i]);
           auto res = stub->Delete(k);
           if (!res.ok()) {
-            MarkDown(node, res.status());
+            MarkDown(*view, node, res.status());
             continue;
           }
           for (size_t j = 0; j < idx.size(); ++j) {
@@ -207,20 +269,21 @@ class KvClientImpl final : public KvClient {
 
   std::future<std::vector<absl::StatusOr<std::vector<float>>>> Gather(std::vector<GatherItem> items) override {
     return pool_.Submit([this, items = std::move(items)]() {
+      const std::shared_ptr<const View> view = Snapshot();
       std::vector<absl::StatusOr<std::vector<float>>> out(items.size(), absl::NotFoundError("miss"));
       std::vector<BlockKey> keys;
       for (const auto& g : items) keys.push_back(g.key);
       std::vector<bool> done(items.size(), false);
       for (int r = 0; r < opts_.replicas; ++r) {
-        for (const auto& [node, idx] : Group(keys, r, &done)) {
-          const std::shared_ptr<Conn> conn = Connection(node);
+        for (const auto& [node, idx] : Group(*view, keys, r, &done)) {
+          const std::shared_ptr<Conn> conn = Connection(*view, node);
           if (conn == nullptr) continue;
           StoreStub* stub = conn->stub.get();
           std::vector<GatherRequestItem> req;
           for (size_t i : idx) req.push_back({items[i].key, items[i].rows});
           auto res = stub->Gather(req);
           if (!res.ok()) {
-            MarkDown(node, res.status());
+            MarkDown(*view, node, res.status());
             continue;
           }
           for (size_t j = 0; j < idx.size(); ++j) {
@@ -238,24 +301,27 @@ class KvClientImpl final : public KvClient {
     Stats s;
     s.saves = saves_, s.loads = loads_, s.hits = hits_, s.misses = misses_;
     s.node_failures = node_failures_, s.verify_failures = verify_failures_;
+    s.membership_changes = membership_changes_;
+    s.nodes = static_cast<int>(Snapshot()->nodes.size());
     return s;
   }
 
  private:
   // Keys (not yet `done`) grouped by their rank-r node.
-  std::map<int, std::vector<size_t>> Group(const std::vector<BlockKey>& keys, int r, const std::vector<bool>* done) const {
+  std::map<int, std::vector<size_t>> Group(const View& v, const std::vector<BlockKey>& keys, int r,
+                                           const std::vector<bool>* done) const {
     std::map<int, std::vector<size_t>> g;
     for (size_t i = 0; i < keys.size(); ++i) {
       if (done && (*done)[i]) continue;
-      const std::vector<int> rank = placement_.Rank(keys[i], r + 1);
+      const std::vector<int> rank = v.placement.Rank(keys[i], r + 1);
       if (static_cast<int>(rank.size()) > r) g[rank[r]].push_back(i);
     }
     return g;
   }
 
   // The node's connection, made if needed; null while it is marked down.
-  std::shared_ptr<Conn> Connection(int i) {
-    NodeConn& n = *nodes_[i];
+  std::shared_ptr<Conn> Connection(const View& v, int i) {
+    NodeConn& n = *v.nodes[i];
     std::lock_guard<std::mutex> l(n.mu);
     if (n.conn) return n.conn;
     if (Clock::now() < n.down_until) return nullptr;
@@ -280,7 +346,7 @@ class KvClientImpl final : public KvClient {
 
   // A failed call: auth errors are the caller's; transport errors take the
   // node out for the backoff (its connection is rebuilt after).
-  void MarkDown(int i, const absl::Status& s) {
+  void MarkDown(const View& v, int i, const absl::Status& s) {
     const absl::StatusCode c = s.code();
     if (c == absl::StatusCode::kUnauthenticated || c == absl::StatusCode::kPermissionDenied ||
         c == absl::StatusCode::kInvalidArgument) {
@@ -288,7 +354,7 @@ class KvClientImpl final : public KvClient {
     }
     ++node_failures_;
     if (store_) return;  // the embedded store does not go away
-    NodeConn& n = *nodes_[i];
+    NodeConn& n = *v.nodes[i];
     std::lock_guard<std::mutex> l(n.mu);
     n.conn.reset();
     n.down_until = Clock::now() + absl::ToChronoNanoseconds(opts_.down_backoff);
@@ -297,8 +363,11 @@ class KvClientImpl final : public KvClient {
   Options opts_;
   std::unique_ptr<BlockStore> store_;
   std::unique_ptr<StoreService> service_;
-  std::vector<std::unique_ptr<NodeConn>> nodes_;
-  Placement placement_;
+  mutable std::mutex view_mu_;
+  std::shared_ptr<const View> view_;
+  std::map<std::string, std::shared_ptr<NodeConn>> conns_;  // every node ever seen, by address
+  std::unique_ptr<EtcdMembership> membership_;
+  std::atomic<uint64_t> membership_changes_{0};
   ThreadPool pool_;  // last: destroyed first, finishing tasks that use the above
   std::atomic<uint64_t> saves_{0}, loads_{0}, hits_{0}, misses_{0}, node_failures_{0}, verify_failures_{0};
 };

@@ -48,8 +48,15 @@ class KvClient {
   };
 
   struct Options {
-    // Static member list. Empty: embedded mode.
+    // Static member list. Empty (and no etcd): embedded mode.
     std::vector<Node> nodes;
+    // Cluster membership from etcd ("host:port" of its gRPC endpoint): the
+    // members are the keys under `etcd_prefix` ("<prefix><host:port>", value
+    // = weight), followed live; a node that leaves (drain, lease expiry)
+    // stops getting requests, one that (re)joins gets them again. If etcd
+    // goes away the last known membership stays in force.
+    std::string etcd_endpoint;
+    std::string etcd_prefix = "/kvrecall/members/";
     // Namespace credentials on the servers (embedded mode makes its own).
     std::string namespace_token;
     std::string namespace_salt;
@@ -93,6 +100,8 @@ class KvClient {
 
   struct Stats {
     uint64_t saves = 0, loads = 0, hits = 0, misses = 0, node_failures = 0, verify_failures = 0;
+    uint64_t membership_changes = 0;
+    int nodes = 0;  // current members
   };
   virtual Stats stats() const = 0;
 };

@@ -27,6 +27,7 @@
 #include "common/env.h"
 #include "common/logging.h"
 #include "common/ucx_transport.h"
+#include "proto/etcd/membership.h"
 #include "store/admin_service.h"
 #include "store/block_store.h"
 #include "store/metrics.h"
@@ -44,6 +45,10 @@ ABSL_FLAG(uint64_t, ssd_bytes, 0, "SSD-tier byte budget");
 ABSL_FLAG(std::string, ssd_write, "back", "back: demote to SSD on host eviction; through: write every put to SSD");
 ABSL_FLAG(std::string, fsync, "durable", "durable: fsync durable puts; always: every SSD write; never");
 ABSL_FLAG(std::string, admin_token, "", "admin token for namespace management (default: $KVRECALL_ADMIN_TOKEN)");
+ABSL_FLAG(std::string, etcd, "", "etcd gRPC endpoint (host:port) to register in; empty: no registration");
+ABSL_FLAG(std::string, etcd_prefix, "/kvrecall/members/", "etcd key prefix of the member list");
+ABSL_FLAG(int, etcd_ttl, 5, "etcd lease TTL in seconds (a dead server leaves the member list after this)");
+ABSL_FLAG(double, weight, 1.0, "this server's share of the keys (rendezvous weight)");
 ABSL_FLAG(std::vector<std::string>, namespace_spec, {},
           "namespaces created at start, name:token:quota_bytes[:salt], comma-separated");
 
@@ -96,7 +101,9 @@ int Main() {
   // it resident.)
   BlockStore* s = store->get();
   UcxServer* u = ucx->get();
-  auto drain = [&service, u, s] {
+  std::unique_ptr<EtcdRegistration> registration;
+  auto drain = [&service, u, s, &registration] {
+    if (registration) registration->Stop();  // leave the member list first
     service.SetDraining(true);
     u->StopAccepting();
     if (absl::Status st = s->Flush(); !st.ok()) KVR_LOG(WARNING) << "drain: " << st;
@@ -115,6 +122,12 @@ int Main() {
                                       [&] { return FormatPrometheus(s->Stats(), service.Stats()); });
     if (!m.ok()) return Usage(m.status().ToString());
     metrics = std::move(*m);
+  }
+  if (!absl::GetFlag(FLAGS_etcd).empty()) {
+    auto r = EtcdRegistration::Start(absl::GetFlag(FLAGS_etcd), absl::GetFlag(FLAGS_etcd_prefix) + u->address(),
+                                     absl::StrCat(absl::GetFlag(FLAGS_weight)), absl::GetFlag(FLAGS_etcd_ttl));
+    if (!r.ok()) return Usage(r.status().ToString());
+    registration = std::move(*r);
   }
   std::printf("kvrecall-server ready data=%s grpc=%s:%d metrics=%s host_bytes=%llu ssd=%s\n", u->address().c_str(),
               uo.bind_address.c_str(), grpc_port,
