@@ -52,7 +52,7 @@ class KvClientImpl final : public KvClient {
 
   absl::Status Init() {
     if (opts_.replicas < 1) return absl::InvalidArgumentError("replicas must be >= 1");
-    if (opts_.nodes.empty()) {
+    if (opts_.nodes.empty() && opts_.etcd_endpoint.empty()) {
       StoreOptions so;
       so.host_bytes = opts_.embedded_host_bytes;
       so.ssd_path = opts_.embedded_ssd_path;

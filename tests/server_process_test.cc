@@ -23,84 +23,12 @@
 #include "codec/container.h"
 #include "common/ucx_transport.h"
 #include "proto/kvrecall/v1/admin.grpc.pb.h"
+#include "tests/server_process.h"
 
 namespace kvrecall {
 namespace {
 
-constexpr char kAdmin[] = "test-admin-token";
 constexpr char kToken[] = "tenant-token-1234";
-
-std::string ServerBinary() {
-  const char* srcdir = std::getenv("TEST_SRCDIR");
-  const char* ws = std::getenv("TEST_WORKSPACE");
-  if (srcdir && ws) return absl::StrCat(srcdir, "/", ws, "/store/kvrecall-server");
-  return "bazel-bin/store/kvrecall-server";
-}
-
-std::string TempDir(const std::string& name) {
-  const char* base = std::getenv("TEST_TMPDIR");
-  std::string dir = std::string(base ? base : "/tmp") + "/" + name + "_" + std::to_string(getpid());
-  (void)std::system(("rm -rf '" + dir + "'").c_str());
-  return dir;
-}
-
-// A running server; its "ready" line gives the addresses.
-struct Server {
-  pid_t pid = -1;
-  FILE* out = nullptr;
-  std::string data, grpc, metrics;
-
-  // file_limit > 0: the server may not write files larger than this
-  // (RLIMIT_FSIZE; writes beyond fail with EFBIG): a disk that fills up.
-  bool Start(const std::vector<std::string>& extra, rlim_t file_limit = 0) {
-    int fds[2];
-    if (pipe(fds) != 0) return false;
-    pid = fork();
-    if (pid == 0) {
-      dup2(fds[1], 1);
-      close(fds[0]);
-      if (file_limit > 0) {
-        setenv("UCX_TLS", "tcp", 1);  // UCX's shared-memory segments are files too
-        signal(SIGXFSZ, SIG_IGN);
-        rlimit rl{file_limit, file_limit};
-        setrlimit(RLIMIT_FSIZE, &rl);
-      }
-      std::vector<std::string> args = {ServerBinary(), "--port=0", "--grpc_port=0", "--metrics_port=0",
-                                       "--host_bytes=8388608", absl::StrCat("--admin_token=", kAdmin)};
-      args.insert(args.end(), extra.begin(), extra.end());
-      std::vector<char*> argv;
-      for (auto& a : args) argv.push_back(a.data());
-      argv.push_back(nullptr);
-      execv(argv[0], argv.data());
-      _exit(127);
-    }
-    close(fds[1]);
-    out = fdopen(fds[0], "r");
-    char line[1024];
-    while (fgets(line, sizeof(line), out)) {
-      const std::string l = line;
-      if (l.rfind("kvrecall-server ready", 0) != 0) continue;
-      auto field = [&](const std::string& k) {
-        const size_t a = l.find(k + "=") + k.size() + 1;
-        return l.substr(a, l.find(' ', a) - a);
-      };
-      data = field("data"), grpc = field("grpc"), metrics = field("metrics");
-      return true;
-    }
-    return false;
-  }
-  int Stop(int sig) {
-    kill(pid, sig);
-    int status = 0;
-    waitpid(pid, &status, 0);
-    if (out) fclose(out), out = nullptr;
-    pid = -1;
-    return status;
-  }
-  ~Server() {
-    if (pid > 0) Stop(SIGKILL);
-  }
-};
 
 std::string MakeBlock(int tokens, uint64_t seed) {
   KvChunkRef c;
