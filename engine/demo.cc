@@ -25,6 +25,9 @@
 
 ABSL_FLAG(int, stories, 20, "stories to score");
 ABSL_FLAG(std::string, data_dir, "", "data directory (default: ../shared/data)");
+ABSL_FLAG(std::string, etcd, "", "run the prefix-sharing workload against the cluster in this etcd (default: embedded store)");
+ABSL_FLAG(std::string, token, "demo-token-123456", "namespace token on the cluster (deploy/local/cluster.sh)");
+ABSL_FLAG(std::string, salt, "demo-salt", "namespace salt on the cluster");
 
 namespace kvrecall {
 namespace {
@@ -138,6 +141,11 @@ int Run() {
   }
   KvClient::Options co;
   co.namespace_salt = "demo-tenant";
+  if (!absl::GetFlag(FLAGS_etcd).empty()) {
+    co.etcd_endpoint = absl::GetFlag(FLAGS_etcd);
+    co.namespace_token = absl::GetFlag(FLAGS_token);
+    co.namespace_salt = absl::GetFlag(FLAGS_salt);
+  }
   auto client = KvClient::Create(co);
   if (!client.ok()) return Fail(client.status());
   auto pk = PrefixKv::Create(model->get(), client->get(), "f16", 16);
@@ -202,7 +210,9 @@ int Run() {
                 p.same_first_token, reqs.size());
   };
   std::printf("\n[prefix sharing] %zu requests (4 system prompts x 5 users, 2 chats x 4 turns) through kvrecall "
-              "(embedded store, f16 blocks of 16 tokens, chained BlockKeys):\n", reqs.size());
+              "(%s, f16 blocks of 16 tokens, chained BlockKeys):\n", reqs.size(),
+              (*client)->embedded() ? "embedded store"
+                                    : absl::StrFormat("%d kvrecall-server nodes from etcd", (*client)->stats().nodes).c_str());
   line("no kvrecall", *base);
   line("kvrecall, cold store", *cold);
   line("kvrecall, warm store", *warm);
