@@ -8,17 +8,45 @@
 #include <string>
 #include <vector>
 
+#include <random>
+
 #include "codec/codec.h"
+#include "codec/commvq.h"
 
 namespace {
 const char* kSpecs[] = {"f16", "bf16", "f32", "kivi:bits=2", "kivi:bits=3", "qwc:kbits=4,vbits=2",
                         "gear", "gear_l", "squat:rank=4,block=8", "kivi:bits=1,meta=f32"};
+constexpr size_t kNumSpecs = sizeof(kSpecs) / sizeof(kSpecs[0]);
+
+// CommVQ blocks need a registered calibration: a small one (1 KV head,
+// head_dim 16), trained once on random data.
+const std::string& CommVqSpec() {
+  static const std::string spec = [] {
+    using namespace kvrecall;
+    KvLayout l;
+    l.num_layers = 1, l.num_q_heads = 1, l.num_kv_heads = 1, l.head_dim = 16, l.keys_pre_rope = true;
+    CommVqTrainingSet d;
+    std::mt19937 rng(1);
+    std::normal_distribution<float> n01;
+    d.k_pre.assign(1, std::vector<float>(300 * 16)), d.v.assign(1, std::vector<float>(300 * 16));
+    for (float& x : d.k_pre[0]) x = n01(rng);
+    for (float& x : d.v[0]) x = n01(rng);
+    CommVqConfig cfg = CommVqConfigForBits(2, 16, 3, 4);
+    cfg.train.iters = 1;
+    auto cal = TrainCommVqCalibration(l, 1, d, cfg);
+    if (!cal.ok()) return std::string("f16");
+    RegisterCommVqCalibration(*cal);
+    return CommVqCodecSpec(**cal);
+  }();
+  return spec;
+}
 }
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   using namespace kvrecall;
   if (size < 4) return 0;
-  auto codec = MakeCodec(kSpecs[data[0] % (sizeof(kSpecs) / sizeof(kSpecs[0]))]);
+  const bool commvq = data[0] % (kNumSpecs + 1) == kNumSpecs;
+  auto codec = MakeCodec(commvq ? CommVqSpec() : kSpecs[data[0] % (kNumSpecs + 1) % kNumSpecs]);
   if (!codec.ok()) return 0;
   BlockHeader h;
   h.codec_id = static_cast<uint16_t>((*codec)->id());
@@ -27,6 +55,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   h.layout.num_q_heads = h.layout.num_kv_heads;
   const int dims[] = {8, 16, 32, 64, 128};
   h.layout.head_dim = dims[data[3] % 5];
+  if (commvq) h.layout.num_kv_heads = h.layout.num_q_heads = 1, h.layout.head_dim = 16, h.layout.keys_pre_rope = true;
   h.layer_count = 1;
   h.token_count = 1 + data[1] % 64;
   const std::string params = (*codec)->params();
