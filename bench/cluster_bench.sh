@@ -37,4 +37,5 @@ done
   echo "$demo"
   echo '```'
 } > "$out"
+/usr/bin/python3 bench/plot_cluster_bench.py "$out" bench/results/cluster_bench.png
 cat "$out"

@@ -297,6 +297,63 @@ class KvClientImpl final : public KvClient {
     });
   }
 
+  std::future<absl::StatusOr<std::vector<float>>> GatherSequence(SequenceRef seq, std::vector<int64_t> rows) override {
+    // Rows grouped by block; each block gathered once; rows put back in order.
+    std::vector<GatherItem> items;
+    std::map<int64_t, size_t> item_of;
+    std::vector<std::pair<size_t, uint32_t>> where;  // (item, index within the item's rows)
+    for (int64_t r : rows) {
+      const int64_t b = seq.block_tokens > 0 && r >= 0 ? r / seq.block_tokens : -1;
+      auto it = item_of.find(b);
+      if (it == item_of.end()) {
+        it = item_of.emplace(b, items.size()).first;
+        items.push_back({SequenceBlockKey(seq.fingerprint, opts_.namespace_salt, seq.sequence_id, seq.layer_begin,
+                                          seq.layer_count, b),
+                         {}});
+      }
+      where.push_back({it->second, static_cast<uint32_t>(items[it->second].rows.size())});
+      items[it->second].rows.push_back(static_cast<uint32_t>(seq.block_tokens > 0 ? r % seq.block_tokens : 0));
+    }
+    const bool bad = seq.block_tokens < 1 || seq.layer_count < 1 || seq.kv_heads < 1 || seq.head_dim < 1 ||
+                     std::any_of(rows.begin(), rows.end(), [](int64_t r) { return r < 0; });
+    auto parts = bad ? std::future<std::vector<absl::StatusOr<std::vector<float>>>>() : Gather(items);
+    return pool_.Submit([bad, seq, items, where, parts = std::move(parts)]() mutable -> absl::StatusOr<std::vector<float>> {
+      if (bad) return absl::InvalidArgumentError("bad sequence reference or negative row");
+      std::vector<absl::StatusOr<std::vector<float>>> got = parts.get();
+      const size_t row_floats = size_t(seq.kv_heads) * seq.head_dim;  // per layer
+      const size_t n = where.size(), L = size_t(seq.layer_count);
+      std::vector<float> out(2 * L * seq.kv_heads * n * seq.head_dim);
+      for (size_t i = 0; i < items.size(); ++i) {
+        if (!got[i].ok()) return got[i].status();
+        if (got[i]->size() != 2 * L * row_floats * items[i].rows.size()) {
+          return absl::DataLossError("gathered rows do not match the sequence layout");
+        }
+      }
+      const size_t per_out = L * seq.kv_heads * n * seq.head_dim;
+      for (size_t j = 0; j < n; ++j) {
+        const auto [item, idx] = where[j];
+        const size_t m = items[item].rows.size();
+        const std::vector<float>& src = *got[item];
+        const size_t per_src = L * seq.kv_heads * m * seq.head_dim;
+        for (size_t kv = 0; kv < 2; ++kv)
+          for (size_t lh = 0; lh < L * seq.kv_heads; ++lh)
+            std::copy_n(src.data() + kv * per_src + (lh * m + idx) * seq.head_dim, seq.head_dim,
+                        out.data() + kv * per_out + (lh * n + j) * seq.head_dim);
+      }
+      return out;
+    });
+  }
+
+  absl::Status RegisterBuffer(absl::Span<uint8_t> buffer) override {
+    const std::shared_ptr<const View> view = Snapshot();
+    for (int i = 0; i < static_cast<int>(view->nodes.size()); ++i) {
+      const std::shared_ptr<Conn> conn = Connection(*view, i);
+      if (conn == nullptr) continue;  // a node that is down registers when it is back (on first use)
+      if (absl::Status s = conn->transport->RegisterMemory(buffer); !s.ok()) return s;
+    }
+    return absl::OkStatus();
+  }
+
   Stats stats() const override {
     Stats s;
     s.saves = saves_, s.loads = loads_, s.hits = hits_, s.misses = misses_;

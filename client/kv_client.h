@@ -98,6 +98,25 @@ class KvClient {
   };
   virtual std::future<std::vector<absl::StatusOr<std::vector<float>>>> Gather(std::vector<GatherItem> items) = 0;
 
+  // Token rows of a long sequence stored in sequence blocks
+  // (SequenceBlockKey(fingerprint, namespace_salt(), sequence_id,
+  // layer_begin, layer_count, token / block_tokens)): K then V rows in the
+  // order asked, each [layer_count][kv_heads][rows][head_dim] f32.
+  // NOT_FOUND if any needed block is missing.
+  struct SequenceRef {
+    Hash128 fingerprint;
+    std::string sequence_id;
+    int layer_begin = 0, layer_count = 0;
+    int block_tokens = 0;
+    int kv_heads = 0, head_dim = 0;
+  };
+  virtual std::future<absl::StatusOr<std::vector<float>>> GatherSequence(SequenceRef sequence,
+                                                                        std::vector<int64_t> rows) = 0;
+
+  // Registers a buffer that Save/Load will use, so large transfers need no
+  // registration on the way (UCX registers on first use otherwise).
+  virtual absl::Status RegisterBuffer(absl::Span<uint8_t> buffer) = 0;
+
   struct Stats {
     uint64_t saves = 0, loads = 0, hits = 0, misses = 0, node_failures = 0, verify_failures = 0;
     uint64_t membership_changes = 0;

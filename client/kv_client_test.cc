@@ -180,3 +180,42 @@ TEST(KvClient, BadOptionsAndTokens) {
 
 }  // namespace
 }  // namespace kvrecall
+
+namespace kvrecall {
+namespace {
+
+TEST(KvClient, GatherSequenceRowsAcrossBlocks) {
+  auto c = KvClient::Create({});
+  ASSERT_TRUE(c.ok());
+  const Hash128 fp{1, 2};
+  KvClient::SequenceRef seq{fp, "doc-7", 0, 2, 4, 2, 16};
+  // Two 4-token sequence blocks (2 layers x 2 heads x 16 dims), f16.
+  std::vector<std::string> blocks = {MakeBlock(4, 31), MakeBlock(4, 32)};
+  std::vector<BlockKey> keys = {SequenceBlockKey(fp, "", "doc-7", 0, 2, 0), SequenceBlockKey(fp, "", "doc-7", 0, 2, 1)};
+  for (const auto& s : (*c)->Save(keys, Spans(blocks)).get()) ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*c)->RegisterBuffer({reinterpret_cast<uint8_t*>(blocks[0].data()), blocks[0].size()}).ok());
+  const std::vector<int64_t> rows = {6, 1, 4, 3};
+  auto got = (*c)->GatherSequence(seq, rows).get();
+  ASSERT_TRUE(got.ok()) << got.status();
+  ASSERT_EQ(got->size(), 2u * 2 * 2 * 4 * 16);
+  // Expected: decode each block fully and pick rows.
+  std::vector<std::vector<float>> k(2, std::vector<float>(2 * 2 * 4 * 16)), v = k;
+  for (int b = 0; b < 2; ++b) {
+    auto view = ParseBlock(AsBytes(blocks[b]));
+    ASSERT_TRUE((*MakeCodec("f16"))->Decode(*view, k[b].data(), v[b].data()).ok());
+  }
+  const size_t per = 2 * 2 * 4 * 16;
+  for (size_t j = 0; j < rows.size(); ++j) {
+    const int b = static_cast<int>(rows[j] / 4), t = static_cast<int>(rows[j] % 4);
+    for (int lh = 0; lh < 4; ++lh)
+      for (int e = 0; e < 16; ++e) {
+        ASSERT_EQ((*got)[(lh * 4 + j) * 16 + e], k[b][(lh * 4 + t) * 16 + e]);
+        ASSERT_EQ((*got)[per + (lh * 4 + j) * 16 + e], v[b][(lh * 4 + t) * 16 + e]);
+      }
+  }
+  EXPECT_EQ((*c)->GatherSequence(seq, {9}).get().status().code(), absl::StatusCode::kNotFound);  // block 2 absent
+  EXPECT_EQ((*c)->GatherSequence(seq, {-1}).get().status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace kvrecall

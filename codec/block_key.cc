@@ -32,4 +32,19 @@ std::vector<BlockKey> ChainBlockKeys(const Hash128& fingerprint, absl::string_vi
   return keys;
 }
 
+BlockKey SequenceBlockKey(const Hash128& fingerprint, absl::string_view namespace_salt, absl::string_view sequence_id,
+                          int layer_begin, int layer_count, int64_t block_index) {
+  std::string buf = "kvrecall.seqkey.v1";
+  AppendLE<uint64_t>(&buf, fingerprint.lo);
+  AppendLE<uint64_t>(&buf, fingerprint.hi);
+  AppendLE<uint32_t>(&buf, static_cast<uint32_t>(namespace_salt.size()));
+  buf.append(namespace_salt.data(), namespace_salt.size());
+  AppendLE<uint32_t>(&buf, static_cast<uint32_t>(sequence_id.size()));
+  buf.append(sequence_id.data(), sequence_id.size());
+  AppendLE<int32_t>(&buf, layer_begin);
+  AppendLE<int32_t>(&buf, layer_count);
+  AppendLE<int64_t>(&buf, block_index);
+  return Hash128Of(buf);
+}
+
 }  // namespace kvrecall

@@ -31,6 +31,14 @@ BlockKey ChainBlockKey(const BlockKey& parent, const Hash128& fingerprint,
 std::vector<BlockKey> ChainBlockKeys(const Hash128& fingerprint, absl::string_view namespace_salt,
                                      absl::Span<const int32_t> tokens, int block_tokens);
 
+// Key of block `block_index` of a long sequence's layers [layer_begin,
+// layer_begin + layer_count) (design: sequence blocks, token-addressable):
+//   XXH3-128("kvrecall.seqkey.v1" | fingerprint | salt | sequence id |
+//            layer_begin | layer_count | block_index)
+// Distinct from every prefix key (another domain string).
+BlockKey SequenceBlockKey(const Hash128& fingerprint, absl::string_view namespace_salt, absl::string_view sequence_id,
+                          int layer_begin, int layer_count, int64_t block_index);
+
 }  // namespace kvrecall
 
 #endif  // KVRECALL_CODEC_BLOCK_KEY_H_

@@ -73,3 +73,21 @@ TEST(BlockKey, NoCollisionsAcrossManyBlocks) {
 
 }  // namespace
 }  // namespace kvrecall
+
+namespace kvrecall {
+namespace {
+
+TEST(SequenceBlockKey, EveryFieldMatters) {
+  const Hash128 fp{3, 4};
+  const BlockKey k = SequenceBlockKey(fp, "salt", "seq", 0, 4, 7);
+  EXPECT_EQ(k, SequenceBlockKey(fp, "salt", "seq", 0, 4, 7));
+  EXPECT_NE(k, SequenceBlockKey(Hash128{3, 5}, "salt", "seq", 0, 4, 7));
+  EXPECT_NE(k, SequenceBlockKey(fp, "pepper", "seq", 0, 4, 7));
+  EXPECT_NE(k, SequenceBlockKey(fp, "salt", "seq2", 0, 4, 7));
+  EXPECT_NE(k, SequenceBlockKey(fp, "salt", "seq", 1, 4, 7));
+  EXPECT_NE(k, SequenceBlockKey(fp, "salt", "seq", 0, 3, 7));
+  EXPECT_NE(k, SequenceBlockKey(fp, "salt", "seq", 0, 4, 8));
+}
+
+}  // namespace
+}  // namespace kvrecall

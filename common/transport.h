@@ -82,6 +82,13 @@ class ClientTransport {
   // Returns the reply head; the reply payload is in the sink's buffers.
   virtual absl::StatusOr<std::string> Call(CallArgs args) = 0;
   virtual std::string peer() const = 0;
+  // Registers memory that payloads will come from or go to (zero-copy on
+  // RDMA-capable transports; UCX otherwise registers on first use). OK and
+  // a no-op where registration means nothing (in-process).
+  virtual absl::Status RegisterMemory(absl::Span<uint8_t> region) {
+    (void)region;
+    return absl::OkStatus();
+  }
 };
 
 // The in-process transport: calls the handler on the caller's thread.

@@ -539,6 +539,7 @@ class UcxClient final : public ClientTransport {
     stop_ = true;
     w_.Wake();
     if (thread_.joinable()) thread_.join();
+    for (ucp_mem_h m : mems_) ucp_mem_unmap(w_.ctx, m);
     w_.Close();
   }
 
@@ -554,6 +555,18 @@ class UcxClient final : public ClientTransport {
   }
 
   std::string peer() const override { return address_; }
+
+  absl::Status RegisterMemory(absl::Span<uint8_t> region) override {
+    std::lock_guard<std::mutex> wl(worker_mu_);
+    ucp_mem_map_params_t p{};
+    p.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+    p.address = region.data();
+    p.length = region.size();
+    ucp_mem_h mem = nullptr;
+    const ucs_status_t st = ucp_mem_map(w_.ctx, &p, &mem);
+    if (st == UCS_OK) mems_.push_back(mem);
+    return FromUcsStatus(st, "ucp_mem_map");
+  }
 
   absl::StatusOr<std::string> Call(CallArgs args) override {
     auto call = std::make_shared<ClientCall>();
@@ -948,6 +961,7 @@ class UcxClient final : public ClientTransport {
   Worker w_;
   ucp_ep_h ep_ = nullptr;  // guarded by worker_mu_
   std::mutex worker_mu_;   // whoever holds it drives the UCP worker
+  std::vector<ucp_mem_h> mems_;  // guarded by worker_mu_
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<bool> broken_{false};
