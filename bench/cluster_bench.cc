@@ -96,7 +96,7 @@ int Run() {
         std::vector<std::string> bufs(16, std::string(bytes + 4096, '\0'));
         for (uint64_t it = 0; !stop; ++it) {
           std::vector<BlockKey> keys;
-          for (int j = 0; j < 16; ++j) keys.push_back({uint64_t(t * 1000000 + (it % 64) * 16 + j), 888});
+          for (int j = 0; j < 16; ++j) keys.push_back({uint64_t(t * 1000000 + (it % 16) * 16 + j), 888});
           if (save) {
             std::vector<absl::Span<const uint8_t>> sp;
             for (int j = 0; j < 16; ++j) sp.push_back(AsBytes(blocks[j]));

@@ -24,7 +24,8 @@ done
   echo "- command: \`bash bench/cluster_bench.sh\` (deploy/local/cluster.sh: etcd + N servers on loopback, UCX default"
   echo "  transports, 256 MiB host tier + SSD tier each; the client finds them through etcd)"
   echo "- LookupPrefix: one 64-block chain (keys spread over the servers by rendezvous hashing), 300 calls;"
-  echo "  Save/Load: 4 threads, batches of 16 ~64 KiB f16 blocks, 2 s each; everything on the same 2 cores."
+  echo "  Save/Load: 4 threads, batches of 16 ~64 KiB f16 blocks over a 64 MiB working set (fits the host tiers), 2 s"
+  echo "  each; everything on the same 2 cores."
   echo
   echo "| run | servers | LookupPrefix p50 µs | p99 µs | Save GB/s | Load GB/s |"
   echo "|---|---|---|---|---|---|"
