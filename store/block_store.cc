@@ -30,6 +30,10 @@ absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(const StoreOptions&
     ASSIGN_OR_RETURN(ssd, SsdTier::Open(so));
   }
   std::unique_ptr<BlockStore> s(new BlockStore(o, std::move(host), std::move(ssd)));
+  if (s->ssd_ && o.ssd_write == SsdWritePolicy::kWriteBack) {
+    BlockStore* self = s.get();
+    s->demote_thread_ = std::thread([self] { self->DemoteLoop(); });
+  }
   absl::MutexLock l(&s->mu_);
   for (const NamespaceConfig& c : namespaces) RETURN_IF_ERROR(s->AddNamespaceLocked(c));
   return s;
@@ -109,10 +113,50 @@ HostTier::DemoteFn BlockStore::Demoter() {
   return [this](const TierKey& k, absl::Span<const uint8_t> bytes) {
     auto it = namespaces_.find(k.ns);
     if (it != namespaces_.end()) it->second.host_bytes -= std::min(it->second.host_bytes, HostTier::Charge(bytes.size()));
-    if (ssd_ && options_.ssd_write == SsdWritePolicy::kWriteBack) {
-      if (ssd_->Put(k, bytes, options_.fsync == FsyncPolicy::kAlways).ok()) demotions_.fetch_add(1);
+    if (!ssd_ || options_.ssd_write != SsdWritePolicy::kWriteBack) return;
+    std::lock_guard<std::mutex> l(demote_mu_);
+    if (demote_bytes_ + bytes.size() > kMaxPendingDemotionBytes || demote_pending_.contains(k)) {
+      demotions_dropped_.fetch_add(1);
+      return;
     }
+    demote_queue_.emplace_back(k, std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
+    demote_pending_[k] = &demote_queue_.back().second;
+    demote_bytes_ += bytes.size();
+    demote_cv_.notify_one();
   };
+}
+
+void BlockStore::DemoteLoop() {
+  std::unique_lock<std::mutex> l(demote_mu_);
+  for (;;) {
+    demote_cv_.wait(l, [&] { return demote_stop_ || !demote_queue_.empty(); });
+    if (demote_queue_.empty()) return;  // stopping, drained
+    std::pair<TierKey, std::string>& front = demote_queue_.front();
+    if (front.second.empty()) {  // cancelled by a Delete
+      demote_queue_.pop_front();
+      continue;
+    }
+    // Write the front entry without the lock; it stays findable meanwhile.
+    ++demote_writing_;
+    l.unlock();
+    const bool ok = ssd_->Put(front.first, AsBytes(front.second), options_.fsync == FsyncPolicy::kAlways).ok();
+    l.lock();
+    --demote_writing_;
+    if (ok) demotions_.fetch_add(1);
+    demote_pending_.erase(front.first);
+    demote_bytes_ -= front.second.size();
+    demote_queue_.pop_front();
+    demote_cv_.notify_all();
+  }
+}
+
+BlockStore::~BlockStore() {
+  {
+    std::lock_guard<std::mutex> l(demote_mu_);
+    demote_stop_ = true;
+  }
+  demote_cv_.notify_all();
+  if (demote_thread_.joinable()) demote_thread_.join();
 }
 
 absl::StatusOr<HostTier::Reservation> BlockStore::ReserveHost(uint32_t ns, size_t bytes) {
@@ -302,7 +346,13 @@ absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key) {
     }
   }
   if (ssd_) {
-    absl::StatusOr<std::string> got = ssd_->Get(tk);
+    absl::StatusOr<std::string> got = absl::NotFoundError("not pending");
+    {
+      std::lock_guard<std::mutex> l(demote_mu_);
+      auto it = demote_pending_.find(tk);
+      if (it != demote_pending_.end()) got = *it->second;  // on its way to the SSD
+    }
+    if (!got.ok()) got = ssd_->Get(tk);
     if (got.ok()) {
       const absl::Span<const uint8_t> b(reinterpret_cast<const uint8_t*>(got->data()), got->size());
       if (absl::Status s = Verify(b); !s.ok()) {
@@ -340,6 +390,11 @@ absl::StatusOr<size_t> BlockStore::SizeOf(uint32_t ns, const BlockKey& key) {
     if (std::optional<uint64_t> n = host_->LengthOf({ns, key})) return *n;
   }
   if (ssd_) {
+    {
+      std::lock_guard<std::mutex> l(demote_mu_);
+      auto it = demote_pending_.find(TierKey{ns, key});
+      if (it != demote_pending_.end()) return it->second->size();
+    }
     absl::StatusOr<std::string> got = ssd_->Get({ns, key});
     if (got.ok()) return got->size();
   }
@@ -360,6 +415,12 @@ ExistsResult BlockStore::Exists(uint32_t ns, absl::Span<const BlockKey> chain) {
     known = namespaces_.count(ns) > 0;
     for (size_t i = 0; known && i < chain.size(); ++i) r.present[i] = host_->Contains({ns, chain[i]});
   }
+  if (known && ssd_) {
+    std::lock_guard<std::mutex> l(demote_mu_);
+    for (size_t i = 0; i < chain.size(); ++i) {
+      if (!r.present[i]) r.present[i] = demote_pending_.contains(TierKey{ns, chain[i]});
+    }
+  }
   for (size_t i = 0; known && ssd_ && i < chain.size(); ++i) {
     if (!r.present[i]) r.present[i] = ssd_->Contains({ns, chain[i]});
   }
@@ -378,6 +439,21 @@ absl::StatusOr<bool> BlockStore::Delete(uint32_t ns, const BlockKey& key) {
       if (host_->PinCount(tk) > 0) it->second.pinned_bytes -= std::min(it->second.pinned_bytes, HostTier::Charge(*len));
       it->second.host_bytes -= std::min(it->second.host_bytes, HostTier::Charge(*len));
       removed = host_->Erase(tk);
+    }
+  }
+  if (ssd_) {
+    std::unique_lock<std::mutex> l(demote_mu_);
+    // A demotion being written right now finishes first (then the SSD copy
+    // is deleted below); one still queued is cancelled.
+    demote_cv_.wait(l, [&] {
+      return !(demote_writing_ > 0 && !demote_queue_.empty() && demote_queue_.front().first == tk);
+    });
+    auto it = demote_pending_.find(tk);
+    if (it != demote_pending_.end()) {
+      demote_bytes_ -= it->second->size();
+      it->second->clear();
+      demote_pending_.erase(it);
+      removed = true;
     }
   }
   if (ssd_ && ssd_->Contains(tk)) {
@@ -451,10 +527,17 @@ StoreStats BlockStore::Stats() const {
   s.puts = puts_, s.put_bytes = put_bytes_, s.gets = gets_, s.get_bytes = get_bytes_;
   s.hits_host = hits_host_, s.hits_ssd = hits_ssd_, s.misses = misses_;
   s.checksum_failures = checksum_failures_, s.rejected = rejected_, s.demotions = demotions_,
-  s.promotions = promotions_;
+  s.promotions = promotions_, s.demotions_dropped = demotions_dropped_;
   return s;
 }
 
-absl::Status BlockStore::Flush() { return ssd_ ? ssd_->Flush() : absl::OkStatus(); }
+absl::Status BlockStore::Flush() {
+  if (!ssd_) return absl::OkStatus();
+  {  // pending demotions first
+    std::unique_lock<std::mutex> l(demote_mu_);
+    demote_cv_.wait(l, [&] { return demote_queue_.empty() && demote_writing_ == 0; });
+  }
+  return ssd_->Flush();
+}
 
 }  // namespace kvrecall

@@ -22,6 +22,9 @@
 #define KVRECALL_STORE_BLOCK_STORE_H_
 
 #include <atomic>
+#include <condition_variable>
+#include <deque>
+#include <thread>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -74,7 +77,7 @@ struct StoreStats {
   bool has_ssd = false;
   uint64_t puts = 0, put_bytes = 0, gets = 0, get_bytes = 0;
   uint64_t hits_host = 0, hits_ssd = 0, misses = 0;
-  uint64_t checksum_failures = 0, rejected = 0, demotions = 0, promotions = 0;
+  uint64_t checksum_failures = 0, rejected = 0, demotions = 0, promotions = 0, demotions_dropped = 0;
   std::vector<NamespaceStats> namespaces;
 };
 
@@ -207,7 +210,26 @@ class BlockStore {
   std::map<uint32_t, Namespace> namespaces_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, uint32_t> by_token_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> puts_{0}, put_bytes_{0}, gets_{0}, get_bytes_{0}, hits_host_{0}, hits_ssd_{0}, misses_{0},
-      checksum_failures_{0}, rejected_{0}, demotions_{0}, promotions_{0};
+      checksum_failures_{0}, rejected_{0}, demotions_{0}, promotions_{0}, demotions_dropped_{0};
+
+  // Write-back demotion runs off the request path: an evicted block is
+  // copied (under mu_, a memcpy) into this bounded queue and written to the
+  // SSD tier by demote_thread_; reads find it here meanwhile. Over
+  // kMaxPendingDemotionBytes, demotions are dropped (the block is just
+  // evicted) and counted.
+  static constexpr uint64_t kMaxPendingDemotionBytes = 64ull << 20;
+  void DemoteLoop();
+  std::mutex demote_mu_;
+  std::condition_variable demote_cv_;
+  std::deque<std::pair<TierKey, std::string>> demote_queue_;  // guarded by demote_mu_
+  absl::flat_hash_map<TierKey, std::string*> demote_pending_; // guarded by demote_mu_
+  uint64_t demote_bytes_ = 0;                                 // guarded by demote_mu_
+  int demote_writing_ = 0;                                    // guarded by demote_mu_
+  bool demote_stop_ = false;                                  // guarded by demote_mu_
+  std::thread demote_thread_;
+
+ public:
+  ~BlockStore();
 };
 
 }  // namespace kvrecall

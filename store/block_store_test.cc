@@ -170,6 +170,7 @@ TEST(BlockStore, SsdDemotionPromotionDurabilityAndCorruption) {
     const uint32_t a = *s->Authenticate("token-of-a-123");
     for (int i = 0; i < 40; ++i) ASSERT_TRUE(s->Put(a, BlockKey{uint64_t(i), 3}, B(blk), false).ok());
     ASSERT_TRUE(s->Put(a, BlockKey{1000, 3}, B(blk), true).ok());  // durable
+    ASSERT_TRUE(s->Flush().ok());  // pending write-back demotions reach the SSD
     EXPECT_GT(s->Stats().demotions, 0u);
     // Block 0 was demoted: served from SSD, then promoted back.
     auto got = s->Get(a, BlockKey{0, 3});
@@ -222,6 +223,32 @@ TEST(BlockStore, SsdDemotionPromotionDurabilityAndCorruption) {
     if (i == 1001) break;
   }
   EXPECT_LT(served, 41);
+}
+
+TEST(BlockStore, DemotionsRunOffTheRequestPathAndDeletesWin) {
+  const std::string dir = TempDir("store_demote");
+  StoreOptions o;
+  o.host_bytes = 1 << 20;
+  o.ssd_path = dir;
+  o.ssd_bytes = 64 << 20;
+  auto s = OpenStore(o);
+  const uint32_t a = *s->Authenticate("token-of-a-123");
+  const std::string blk = MakeBlock(64, 9);
+  for (int i = 0; i < 60; ++i) ASSERT_TRUE(s->Put(a, BlockKey{uint64_t(i), 4}, B(blk), false).ok());
+  // Every block is readable right away: from RAM, the demotion queue or the SSD.
+  for (int i = 0; i < 60; ++i) {
+    auto got = s->Get(a, BlockKey{uint64_t(i), 4});
+    ASSERT_TRUE(got.ok()) << i << ": " << got.status();
+    EXPECT_EQ(*got, blk);
+  }
+  // A deleted block stays deleted even if its demotion was queued.
+  for (int i = 0; i < 60; ++i) ASSERT_TRUE(s->Delete(a, BlockKey{uint64_t(i), 4}).ok());
+  ASSERT_TRUE(s->Flush().ok());
+  for (int i = 0; i < 60; ++i) {
+    EXPECT_EQ(s->Get(a, BlockKey{uint64_t(i), 4}).status().code(), absl::StatusCode::kNotFound) << i;
+  }
+  EXPECT_EQ(s->Stats().ssd.blocks, 0u);
+  EXPECT_GT(s->Stats().demotions + s->Stats().demotions_dropped, 0u);
 }
 
 TEST(BlockStore, GatherRowsDecodesTheBlocksRows) {

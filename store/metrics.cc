@@ -131,6 +131,8 @@ std::string FormatPrometheus(const StoreStats& s, const ServiceStats& v) {
   Counter(&out, "kvrecall_rejected_requests_total", "Malformed, unauthenticated or refused requests.", s.rejected);
   Counter(&out, "kvrecall_demotions_total", "Blocks written back to SSD on host eviction.", s.demotions);
   Counter(&out, "kvrecall_promotions_total", "SSD hits copied into the host tier.", s.promotions);
+  Counter(&out, "kvrecall_demotions_dropped_total", "Evicted blocks not written back (demotion queue full).",
+          s.demotions_dropped);
   absl::StrAppend(&out, "# HELP kvrecall_namespace_host_bytes Host bytes per namespace.\n",
                   "# TYPE kvrecall_namespace_host_bytes gauge\n");
   for (const NamespaceStats& n : s.namespaces) {
