@@ -16,6 +16,7 @@
 #include "absl/strings/str_format.h"
 #include "client/kv_client.h"
 #include "codec/codec.h"
+#include "codec/random_block.h"
 #include "codec/container.h"
 
 ABSL_FLAG(std::string, etcd, "127.0.0.1:23790", "etcd endpoint of the cluster");
@@ -28,20 +29,8 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-std::string MakeBlock(uint64_t seed) {  // ~64 KiB f16 block
-  KvChunkRef c;
-  c.layout.num_layers = 4, c.layout.num_q_heads = 32, c.layout.num_kv_heads = 8, c.layout.head_dim = 128;
-  c.layer_count = 4;
-  c.tokens = 8;
-  c.first_token = seed;
-  std::vector<float> k(size_t(4) * 8 * 8 * 128), v(k.size());
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> n01;
-  for (float& x : k) x = n01(rng);
-  for (float& x : v) x = n01(rng);
-  c.k = k.data(), c.v = v.data();
-  EncodeOptions o;
-  return *(*MakeCodec("f16"))->Encode(c, &o);
+std::string MakeBlock(uint64_t seed) {
+  return RandomF16Block(4, 8, 128, 8, seed);
 }
 
 double Pct(std::vector<double> v, double q) {

@@ -46,6 +46,7 @@
 #include "bench/results_io.h"
 #include "client/store_stub.h"
 #include "codec/codec.h"
+#include "codec/random_block.h"
 #include "codec/container.h"
 #include "common/ucx_transport.h"
 #include "store/block_store.h"
@@ -83,19 +84,7 @@ std::string SizeName(uint64_t b) {
 
 // A valid f16 block of about `bytes` (1 layer x 8 KV heads x 128 dims = 4 KiB per token).
 std::string MakeBlock(uint64_t bytes, uint64_t seed) {
-  KvChunkRef c;
-  c.layout.num_layers = 1, c.layout.num_q_heads = 32, c.layout.num_kv_heads = 8, c.layout.head_dim = 128;
-  c.layer_count = 1;
-  c.tokens = static_cast<int>(std::max<uint64_t>(1, bytes / 4096));
-  c.first_token = seed;
-  std::vector<float> k(size_t(8) * c.tokens * 128), v(k.size());
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> n01;
-  for (float& x : k) x = n01(rng);
-  for (float& x : v) x = n01(rng);
-  c.k = k.data(), c.v = v.data();
-  EncodeOptions o;
-  return *(*MakeCodec("f16"))->Encode(c, &o);
+  return RandomF16Block(1, 8, 128, static_cast<int>(std::max<uint64_t>(1, bytes / 4096)), seed);
 }
 
 struct Result {

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 
 #include "codec/codec.h"
+#include "codec/random_block.h"
 #include "codec/container.h"
 #include "common/env.h"
 #include "common/ucx_transport.h"
@@ -16,19 +17,7 @@ namespace kvrecall {
 namespace {
 
 std::string MakeBlock(int tokens, uint64_t seed) {
-  KvChunkRef c;
-  c.layout.num_layers = 2, c.layout.num_q_heads = 4, c.layout.num_kv_heads = 2, c.layout.head_dim = 16;
-  c.layer_count = 2;
-  c.tokens = tokens;
-  c.first_token = seed;
-  std::vector<float> k(size_t(2) * 2 * tokens * 16), v(k.size());
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> n01;
-  for (float& x : k) x = n01(rng);
-  for (float& x : v) x = n01(rng);
-  c.k = k.data(), c.v = v.data();
-  EncodeOptions o;
-  return *(*MakeCodec("f16"))->Encode(c, &o);
+  return RandomF16Block(2, 2, 16, tokens, seed);
 }
 
 std::vector<absl::Span<const uint8_t>> Spans(const std::vector<std::string>& b) {

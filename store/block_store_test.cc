@@ -10,6 +10,7 @@
 #include <gtest/gtest.h>
 
 #include "codec/codec.h"
+#include "codec/random_block.h"
 #include "codec/container.h"
 
 namespace kvrecall {
@@ -26,19 +27,7 @@ std::string TempDir(const std::string& name) {
 
 // A valid f16 block of `tokens` tokens (2 layers x 2 heads x 64 dims): 1 KiB per token.
 std::string MakeBlock(int tokens, uint64_t seed) {
-  KvChunkRef c;
-  c.layout.num_layers = 2, c.layout.num_q_heads = 4, c.layout.num_kv_heads = 2, c.layout.head_dim = 64;
-  c.layer_count = 2;
-  c.tokens = tokens;
-  c.first_token = seed;
-  std::vector<float> k(size_t(2) * 2 * tokens * 64), v(k.size());
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> n01;
-  for (float& x : k) x = n01(rng);
-  for (float& x : v) x = n01(rng);
-  c.k = k.data(), c.v = v.data();
-  EncodeOptions o;
-  return *(*MakeCodec("f16"))->Encode(c, &o);
+  return RandomF16Block(2, 2, 64, tokens, seed);
 }
 
 absl::Span<const uint8_t> B(const std::string& s) { return AsBytes(s); }

@@ -13,6 +13,7 @@
 
 #include "client/kv_client.h"
 #include "codec/codec.h"
+#include "codec/random_block.h"
 #include "codec/container.h"
 #include "proto/etcd/etcd_test_server.h"
 #include "tests/server_process.h"
@@ -23,19 +24,7 @@ namespace {
 constexpr char kToken[] = "cluster-tenant-token";
 
 std::string MakeBlock(uint64_t seed) {
-  KvChunkRef c;
-  c.layout.num_layers = 2, c.layout.num_q_heads = 4, c.layout.num_kv_heads = 2, c.layout.head_dim = 32;
-  c.layer_count = 2;
-  c.tokens = 16;
-  c.first_token = seed;
-  std::vector<float> k(size_t(2) * 2 * 16 * 32), v(k.size());
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> n01;
-  for (float& x : k) x = n01(rng);
-  for (float& x : v) x = n01(rng);
-  c.k = k.data(), c.v = v.data();
-  EncodeOptions o;
-  return *(*MakeCodec("f16"))->Encode(c, &o);
+  return RandomF16Block(2, 2, 32, 16, seed);
 }
 
 bool WaitFor(const std::function<bool()>& pred, double seconds) {

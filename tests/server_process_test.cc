@@ -20,6 +20,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/store_stub.h"
 #include "codec/codec.h"
+#include "codec/random_block.h"
 #include "codec/container.h"
 #include "common/ucx_transport.h"
 #include "proto/kvrecall/v1/admin.grpc.pb.h"
@@ -31,19 +32,7 @@ namespace {
 constexpr char kToken[] = "tenant-token-1234";
 
 std::string MakeBlock(int tokens, uint64_t seed) {
-  KvChunkRef c;
-  c.layout.num_layers = 2, c.layout.num_q_heads = 4, c.layout.num_kv_heads = 2, c.layout.head_dim = 64;
-  c.layer_count = 2;
-  c.tokens = tokens;
-  c.first_token = seed;
-  std::vector<float> k(size_t(2) * 2 * tokens * 64), v(k.size());
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> n01;
-  for (float& x : k) x = n01(rng);
-  for (float& x : v) x = n01(rng);
-  c.k = k.data(), c.v = v.data();
-  EncodeOptions o;
-  return *(*MakeCodec("f16"))->Encode(c, &o);
+  return RandomF16Block(2, 2, 64, tokens, seed);
 }
 
 std::string HttpGet(const std::string& hostport, const std::string& path) {
