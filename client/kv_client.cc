@@ -146,28 +146,18 @@ class KvClientImpl final : public KvClient {
         return out;
       }
       saves_ += keys.size();
-      for (int r = 0; r < opts_.replicas; ++r) {
-        for (const auto& [node, idx] : Group(*view, keys, r, nullptr)) {
-          const std::shared_ptr<Conn> conn = Connection(*view, node);
-          if (conn == nullptr) continue;
-          StoreStub* stub = conn->stub.get();
-          std::vector<BlockKey> k;
-          ConstIov iov;
-          for (size_t i : idx) k.push_back(keys[i]), iov.push_back(blocks[i]);
-          absl::StatusOr<std::vector<absl::Status>> res = stub->Put(k, iov, false);
-          if (!res.ok()) {
-            if (IsAuthError(res.status())) {
-              for (size_t i : idx) out[i] = res.status();
-            }
-            MarkDown(*view, node, res.status());
-            continue;
-          }
-          for (size_t j = 0; j < idx.size(); ++j) {
-            // OK once any copy is stored; otherwise the owner's error.
-            if ((*res)[j].ok() || (r == 0 && !out[idx[j]].ok())) out[idx[j]] = (*res)[j];
-          }
+      ForEachNode(*view, keys, nullptr, [&](StoreStub& stub, const std::vector<size_t>& idx, int r) {
+        std::vector<BlockKey> k;
+        ConstIov iov;
+        for (size_t i : idx) k.push_back(keys[i]), iov.push_back(blocks[i]);
+        absl::StatusOr<std::vector<absl::Status>> res = stub.Put(k, iov, false);
+        if (!res.ok()) return FailItems(res.status(), idx, &out);
+        for (size_t j = 0; j < idx.size(); ++j) {
+          // OK once any copy is stored; otherwise the owner's error.
+          if ((*res)[j].ok() || (r == 0 && !out[idx[j]].ok())) out[idx[j]] = (*res)[j];
         }
-      }
+        return absl::OkStatus();
+      });
       return out;
     });
   }
@@ -176,21 +166,14 @@ class KvClientImpl final : public KvClient {
     return pool_.Submit([this, chain = std::move(chain)]() -> absl::StatusOr<int> {
       const std::shared_ptr<const View> view = Snapshot();
       std::vector<bool> present(chain.size(), false);
-      for (int r = 0; r < opts_.replicas; ++r) {
-        for (const auto& [node, idx] : Group(*view, chain, r, &present)) {
-          const std::shared_ptr<Conn> conn = Connection(*view, node);
-          if (conn == nullptr) continue;
-          StoreStub* stub = conn->stub.get();
-          std::vector<BlockKey> k;
-          for (size_t i : idx) k.push_back(chain[i]);
-          absl::StatusOr<StoreStub::ExistsReply> e = stub->Exists(k);
-          if (!e.ok()) {
-            MarkDown(*view, node, e.status());
-            continue;
-          }
-          for (size_t j = 0; j < idx.size(); ++j) present[idx[j]] = present[idx[j]] || e->present[j];
-        }
-      }
+      ForEachNode(*view, chain, &present, [&](StoreStub& stub, const std::vector<size_t>& idx, int) {
+        std::vector<BlockKey> k;
+        for (size_t i : idx) k.push_back(chain[i]);
+        absl::StatusOr<StoreStub::ExistsReply> e = stub.Exists(k);
+        if (!e.ok()) return e.status();
+        for (size_t j = 0; j < idx.size(); ++j) present[idx[j]] = present[idx[j]] || e->present[j];
+        return absl::OkStatus();
+      });
       int prefix = 0;
       while (prefix < static_cast<int>(chain.size()) && present[prefix]) ++prefix;
       return prefix;
@@ -208,36 +191,25 @@ class KvClientImpl final : public KvClient {
       }
       loads_ += keys.size();
       std::vector<bool> done(keys.size(), false);
-      for (int r = 0; r < opts_.replicas; ++r) {
-        for (const auto& [node, idx] : Group(*view, keys, r, &done)) {
-          const std::shared_ptr<Conn> conn = Connection(*view, node);
-          if (conn == nullptr) continue;
-          StoreStub* stub = conn->stub.get();
-          std::vector<BlockKey> k;
-          MutableIov d;
-          for (size_t i : idx) k.push_back(keys[i]), d.push_back(dst[i]);
-          auto res = stub->Get(k, d);
-          if (!res.ok()) {
-            if (IsAuthError(res.status())) {
-              for (size_t i : idx) out[i] = res.status();
-            }
-            MarkDown(*view, node, res.status());
-            continue;
-          }
-          for (size_t j = 0; j < idx.size(); ++j) {
-            const absl::StatusOr<size_t>& got = (*res)[j];
-            if (got.ok()) {
-              out[idx[j]] = got, done[idx[j]] = true;
-            } else if (got.status().code() == absl::StatusCode::kOutOfRange) {
-              out[idx[j]] = got.status(), done[idx[j]] = true;
-            } else if (got.status().code() == absl::StatusCode::kDataLoss) {
-              ++verify_failures_;  // a bad copy reads as a miss
-            }
+      ForEachNode(*view, keys, &done, [&](StoreStub& stub, const std::vector<size_t>& idx, int) {
+        std::vector<BlockKey> k;
+        MutableIov d;
+        for (size_t i : idx) k.push_back(keys[i]), d.push_back(dst[i]);
+        auto res = stub.Get(k, d);
+        if (!res.ok()) return FailItems(res.status(), idx, &out);
+        for (size_t j = 0; j < idx.size(); ++j) {
+          const absl::StatusOr<size_t>& got = (*res)[j];
+          if (got.ok()) {
+            out[idx[j]] = got, done[idx[j]] = true;
+          } else if (got.status().code() == absl::StatusCode::kOutOfRange) {
+            out[idx[j]] = got.status(), done[idx[j]] = true;
+          } else if (got.status().code() == absl::StatusCode::kDataLoss) {
+            ++verify_failures_;  // a bad copy reads as a miss
           }
         }
-      }
+        return absl::OkStatus();
+      });
       for (const auto& o : out) o.ok() ? ++hits_ : ++misses_;
-      // Refused credentials are an error of the call, not a miss.
       return out;
     });
   }
@@ -246,23 +218,16 @@ class KvClientImpl final : public KvClient {
     return pool_.Submit([this, keys = std::move(keys)]() {
       const std::shared_ptr<const View> view = Snapshot();
       std::vector<absl::Status> out(keys.size(), absl::NotFoundError("absent"));
-      for (int r = 0; r < opts_.replicas; ++r) {
-        for (const auto& [node, idx] : Group(*view, keys, r, nullptr)) {
-          const std::shared_ptr<Conn> conn = Connection(*view, node);
-          if (conn == nullptr) continue;
-          StoreStub* stub = conn->stub.get();
-          std::vector<BlockKey> k;
-          for (size_t i : idx) k.push_back(keys[i]);
-          auto res = stub->Delete(k);
-          if (!res.ok()) {
-            MarkDown(*view, node, res.status());
-            continue;
-          }
-          for (size_t j = 0; j < idx.size(); ++j) {
-            if ((*res)[j].ok()) out[idx[j]] = absl::OkStatus();
-          }
+      ForEachNode(*view, keys, nullptr, [&](StoreStub& stub, const std::vector<size_t>& idx, int) {
+        std::vector<BlockKey> k;
+        for (size_t i : idx) k.push_back(keys[i]);
+        auto res = stub.Delete(k);
+        if (!res.ok()) return res.status();
+        for (size_t j = 0; j < idx.size(); ++j) {
+          if ((*res)[j].ok()) out[idx[j]] = absl::OkStatus();
         }
-      }
+        return absl::OkStatus();
+      });
       return out;
     });
   }
@@ -274,25 +239,18 @@ class KvClientImpl final : public KvClient {
       std::vector<BlockKey> keys;
       for (const auto& g : items) keys.push_back(g.key);
       std::vector<bool> done(items.size(), false);
-      for (int r = 0; r < opts_.replicas; ++r) {
-        for (const auto& [node, idx] : Group(*view, keys, r, &done)) {
-          const std::shared_ptr<Conn> conn = Connection(*view, node);
-          if (conn == nullptr) continue;
-          StoreStub* stub = conn->stub.get();
-          std::vector<GatherRequestItem> req;
-          for (size_t i : idx) req.push_back({items[i].key, items[i].rows});
-          auto res = stub->Gather(req);
-          if (!res.ok()) {
-            MarkDown(*view, node, res.status());
-            continue;
-          }
-          for (size_t j = 0; j < idx.size(); ++j) {
-            if ((*res)[j].ok() || (*res)[j].status().code() == absl::StatusCode::kInvalidArgument) {
-              out[idx[j]] = std::move((*res)[j]), done[idx[j]] = true;
-            }
+      ForEachNode(*view, keys, &done, [&](StoreStub& stub, const std::vector<size_t>& idx, int) {
+        std::vector<GatherRequestItem> req;
+        for (size_t i : idx) req.push_back({items[i].key, items[i].rows});
+        auto res = stub.Gather(req);
+        if (!res.ok()) return res.status();
+        for (size_t j = 0; j < idx.size(); ++j) {
+          if ((*res)[j].ok() || (*res)[j].status().code() == absl::StatusCode::kInvalidArgument) {
+            out[idx[j]] = std::move((*res)[j]), done[idx[j]] = true;
           }
         }
-      }
+        return absl::OkStatus();
+      });
       return out;
     });
   }
@@ -364,6 +322,30 @@ class KvClientImpl final : public KvClient {
   }
 
  private:
+  // For each replica rank and each node holding rank-r copies of keys not
+  // yet `done`: fn(stub, indices, r) makes the call; a failed call marks the
+  // node down (its keys then read as misses).
+  template <typename Fn>
+  void ForEachNode(const View& v, const std::vector<BlockKey>& keys, const std::vector<bool>* done, Fn fn) {
+    for (int r = 0; r < opts_.replicas; ++r) {
+      for (const auto& [node, idx] : Group(v, keys, r, done)) {
+        const std::shared_ptr<Conn> conn = Connection(v, node);
+        if (conn == nullptr) continue;
+        if (absl::Status s = fn(*conn->stub, idx, r); !s.ok()) MarkDown(v, node, s);
+      }
+    }
+  }
+
+  // A whole call failed: refused credentials become the items' status (an
+  // error, not a miss); the call's status is passed on.
+  template <typename T>
+  static absl::Status FailItems(const absl::Status& s, const std::vector<size_t>& idx, std::vector<T>* out) {
+    if (IsAuthError(s)) {
+      for (size_t i : idx) (*out)[i] = s;
+    }
+    return s;
+  }
+
   // Keys (not yet `done`) grouped by their rank-r node.
   std::map<int, std::vector<size_t>> Group(const View& v, const std::vector<BlockKey>& keys, int r,
                                            const std::vector<bool>* done) const {

@@ -106,23 +106,9 @@ absl::StatusOr<std::vector<absl::StatusOr<size_t>>> StoreStub::Get(absl::Span<co
   return out;
 }
 
-absl::StatusOr<StoreStub::ExistsReply> StoreStub::Exists(absl::Span<const BlockKey> chain) {
+absl::StatusOr<Reply> StoreStub::KeysCall(Op op, absl::Span<const BlockKey> keys) {
   Request req;
-  req.header.op = uint16_t(Op::kExists);
-  req.header.request_id = NextId();
-  req.token = token_;
-  req.keys.assign(chain.begin(), chain.end());
-  CallArgs args;
-  args.head = EncodeRequest(req);
-  args.timeout = timeout_;
-  ASSIGN_OR_RETURN(std::string head, t_->Call(std::move(args)));
-  ASSIGN_OR_RETURN(Reply r, CheckReply(head, req.header.request_id, Op::kExists, chain.size()));
-  return ExistsReply{r.prefix, r.present};
-}
-
-absl::StatusOr<std::vector<absl::Status>> StoreStub::Delete(absl::Span<const BlockKey> keys) {
-  Request req;
-  req.header.op = uint16_t(Op::kDelete);
+  req.header.op = uint16_t(op);
   req.header.request_id = NextId();
   req.token = token_;
   req.keys.assign(keys.begin(), keys.end());
@@ -130,7 +116,16 @@ absl::StatusOr<std::vector<absl::Status>> StoreStub::Delete(absl::Span<const Blo
   args.head = EncodeRequest(req);
   args.timeout = timeout_;
   ASSIGN_OR_RETURN(std::string head, t_->Call(std::move(args)));
-  ASSIGN_OR_RETURN(Reply r, CheckReply(head, req.header.request_id, Op::kDelete, keys.size()));
+  return CheckReply(head, req.header.request_id, op, keys.size());
+}
+
+absl::StatusOr<StoreStub::ExistsReply> StoreStub::Exists(absl::Span<const BlockKey> chain) {
+  ASSIGN_OR_RETURN(Reply r, KeysCall(Op::kExists, chain));
+  return ExistsReply{r.prefix, r.present};
+}
+
+absl::StatusOr<std::vector<absl::Status>> StoreStub::Delete(absl::Span<const BlockKey> keys) {
+  ASSIGN_OR_RETURN(Reply r, KeysCall(Op::kDelete, keys));
   std::vector<absl::Status> out;
   for (const ReplyItem& it : r.items) out.push_back(ItemStatus(it.code));
   return out;

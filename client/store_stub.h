@@ -20,6 +20,7 @@
 #include "absl/time/time.h"
 #include "codec/block_key.h"
 #include "common/transport.h"
+#include "store/protocol.h"
 
 namespace kvrecall {
 
@@ -47,6 +48,8 @@ class StoreStub {
 
  private:
   uint64_t NextId() { return next_id_.fetch_add(1) + 1; }
+  // A request that carries only keys (Exists, Delete), its reply checked.
+  absl::StatusOr<Reply> KeysCall(Op op, absl::Span<const BlockKey> keys);
   ClientTransport* t_;
   std::string token_;
   absl::Duration timeout_;
