@@ -111,6 +111,18 @@ struct Worker {
       }
     }
   }
+  // Registers `region` with the context; the handle is appended to `mems`.
+  absl::Status MapMemory(absl::Span<uint8_t> region, std::vector<ucp_mem_h>* mems) {
+    ucp_mem_map_params_t p{};
+    p.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+    p.address = region.data();
+    p.length = region.size();
+    ucp_mem_h mem = nullptr;
+    const ucs_status_t st = ucp_mem_map(ctx, &p, &mem);
+    if (st == UCS_OK) mems->push_back(mem);
+    return FromUcsStatus(st, "ucp_mem_map");
+  }
+
   // Waits for an event or `ms` (call after ucp_worker_arm returned UCS_OK).
   void Sleep(int ms) {
     epoll_event evs[4];
@@ -276,16 +288,7 @@ class UcxServerImpl final : public UcxServer {
 
   absl::Status RegisterMemory(absl::Span<uint8_t> region) override {
     std::promise<absl::Status> done;
-    RunOnLoop([&] {
-      ucp_mem_map_params_t p{};
-      p.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
-      p.address = region.data();
-      p.length = region.size();
-      ucp_mem_h mem = nullptr;
-      const ucs_status_t st = ucp_mem_map(w_.ctx, &p, &mem);
-      if (st == UCS_OK) mems_.push_back(mem);
-      done.set_value(FromUcsStatus(st, "ucp_mem_map"));
-    });
+    RunOnLoop([&] { done.set_value(w_.MapMemory(region, &mems_)); });
     return done.get_future().get();
   }
 
@@ -558,14 +561,7 @@ class UcxClient final : public ClientTransport {
 
   absl::Status RegisterMemory(absl::Span<uint8_t> region) override {
     std::lock_guard<std::mutex> wl(worker_mu_);
-    ucp_mem_map_params_t p{};
-    p.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
-    p.address = region.data();
-    p.length = region.size();
-    ucp_mem_h mem = nullptr;
-    const ucs_status_t st = ucp_mem_map(w_.ctx, &p, &mem);
-    if (st == UCS_OK) mems_.push_back(mem);
-    return FromUcsStatus(st, "ucp_mem_map");
+    return w_.MapMemory(region, &mems_);
   }
 
   absl::StatusOr<std::string> Call(CallArgs args) override {
