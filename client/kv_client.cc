@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <algorithm>
 #include <map>
 #include <mutex>
@@ -10,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "client/placement.h"
 #include "client/store_stub.h"
+#include "codec/attention.h"
 #include "common/env.h"
 #include "common/thread_pool.h"
 #include "common/ucx_transport.h"
@@ -299,6 +301,47 @@ class KvClientImpl final : public KvClient {
                         out.data() + kv * per_out + (lh * n + j) * seq.head_dim);
       }
       return out;
+    });
+  }
+
+  std::future<absl::StatusOr<AttendResult>> Attend(std::vector<GatherItem> items, int group, float scale,
+                                                   std::vector<float> queries, int head_dim) override {
+    return pool_.Submit([this, items = std::move(items), group, scale, queries = std::move(queries),
+                         head_dim]() -> absl::StatusOr<AttendResult> {
+      if (items.empty() || head_dim < 1 || queries.size() % size_t(head_dim) != 0) {
+        return absl::InvalidArgumentError("attend: no items or bad query shape");
+      }
+      const std::shared_ptr<const View> view = Snapshot();
+      AttendResult acc;
+      acc.out.assign(queries.size(), 0.0f);
+      acc.lse.assign(queries.size() / head_dim, -INFINITY);
+      std::vector<BlockKey> keys;
+      for (const auto& g : items) keys.push_back(g.key);
+      std::vector<bool> done(items.size(), false);
+      absl::Status last = absl::NotFoundError("no node holds the rows");
+      ForEachNode(*view, keys, &done, [&](StoreStub& stub, const std::vector<size_t>& idx, int) {
+        std::vector<GatherRequestItem> req;
+        for (size_t i : idx) req.push_back({items[i].key, items[i].rows});
+        absl::StatusOr<StoreStub::AttendResult> part = stub.Attend(req, group, scale, queries, head_dim);
+        if (!part.ok()) {
+          last = part.status();
+          // A missing block is a miss on this node (try its replicas), not a failed node.
+          return part.status().code() == absl::StatusCode::kNotFound ||
+                         part.status().code() == absl::StatusCode::kInvalidArgument
+                     ? absl::OkStatus()
+                     : part.status();
+        }
+        for (size_t q = 0; q < acc.lse.size(); ++q) {
+          MergeAttention(acc.out.data() + q * head_dim, &acc.lse[q], part->out.data() + q * head_dim, part->lse[q],
+                         head_dim);
+        }
+        for (size_t i : idx) done[i] = true;
+        return absl::OkStatus();
+      });
+      for (bool d : done) {
+        if (!d) return last;
+      }
+      return acc;
     });
   }
 

@@ -113,6 +113,18 @@ class KvClient {
   virtual std::future<absl::StatusOr<std::vector<float>>> GatherSequence(SequenceRef sequence,
                                                                         std::vector<int64_t> rows) = 0;
 
+  // Near-data attention: each node holding some of the items computes the
+  // exact attention of the queries over its rows (decoded by the block's
+  // codec) and returns output + log-sum-exp; the parts are merged here.
+  // queries: [layer_count][kv_heads][group][head_dim] f32 (all blocks of one
+  // shape); out the same shape, lse [layer_count][kv_heads][group]. NOT_FOUND
+  // if some item's block is on no reachable node.
+  struct AttendResult {
+    std::vector<float> out, lse;
+  };
+  virtual std::future<absl::StatusOr<AttendResult>> Attend(std::vector<GatherItem> items, int group, float scale,
+                                                           std::vector<float> queries, int head_dim) = 0;
+
   // Registers a buffer that Save/Load will use, so large transfers need no
   // registration on the way (UCX registers on first use otherwise).
   virtual absl::Status RegisterBuffer(absl::Span<uint8_t> buffer) = 0;

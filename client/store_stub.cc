@@ -131,6 +131,54 @@ absl::StatusOr<std::vector<absl::Status>> StoreStub::Delete(absl::Span<const Blo
   return out;
 }
 
+absl::StatusOr<StoreStub::AttendResult> StoreStub::Attend(const std::vector<GatherRequestItem>& items, int group,
+                                                          float scale, absl::Span<const float> queries, int head_dim) {
+  if (head_dim < 1 || queries.size() % size_t(head_dim) != 0) return absl::InvalidArgumentError("attend: bad query shape");
+  Request req;
+  req.header.op = uint16_t(Op::kAttend);
+  req.header.request_id = NextId();
+  req.header.payload_len = queries.size() * sizeof(float);
+  req.token = token_;
+  req.attend_group = static_cast<uint32_t>(group);
+  req.attend_scale = scale;
+  for (const auto& g : items) req.gathers.push_back({g.key, g.rows});
+  AttendResult res;
+  res.out.resize(queries.size());
+  res.lse.resize(queries.size() / head_dim);
+  uint64_t sum = 0;
+  absl::Status item_status;
+  CallArgs args;
+  args.head = EncodeRequest(req);
+  args.payload = {{reinterpret_cast<const uint8_t*>(queries.data()), queries.size() * sizeof(float)}};
+  args.timeout = timeout_;
+  const uint64_t id = req.header.request_id;
+  args.sink = [&](absl::Span<const uint8_t> head, uint64_t n) -> absl::StatusOr<MutableIov> {
+    ASSIGN_OR_RETURN(Reply r, ParseReply(head));
+    if (r.header.status != 0 || r.items.size() != 1 || r.header.request_id != id) {
+      if (n == 0) return MutableIov{};
+      return absl::InternalError("attend reply does not match the request");
+    }
+    if (r.items[0].code != 0) {
+      item_status = ItemStatus(r.items[0].code);
+      return MutableIov{};
+    }
+    if (n != (res.out.size() + res.lse.size()) * sizeof(float) + 8) return absl::InternalError("attend reply size");
+    return MutableIov{{reinterpret_cast<uint8_t*>(res.out.data()), res.out.size() * sizeof(float)},
+                      {reinterpret_cast<uint8_t*>(res.lse.data()), res.lse.size() * sizeof(float)},
+                      {reinterpret_cast<uint8_t*>(&sum), 8}};
+  };
+  ASSIGN_OR_RETURN(std::string head, t_->Call(std::move(args)));
+  RETURN_IF_ERROR(CheckReply(head, id, Op::kAttend, 1).status());
+  RETURN_IF_ERROR(item_status);
+  Checksum64Stream h;
+  h.Update(res.out.data(), res.out.size() * sizeof(float));
+  h.Update(res.lse.data(), res.lse.size() * sizeof(float));
+  if (h.Digest() != LoadLE<uint64_t>(reinterpret_cast<const uint8_t*>(&sum))) {
+    return absl::DataLossError("attention result failed verification in transit");
+  }
+  return res;
+}
+
 absl::StatusOr<std::vector<absl::StatusOr<std::vector<float>>>> StoreStub::Gather(
     const std::vector<GatherRequestItem>& items) {
   Request req;

@@ -43,6 +43,13 @@ class StoreStub {
   };
   absl::StatusOr<ExistsReply> Exists(absl::Span<const BlockKey> chain);
   absl::StatusOr<std::vector<absl::Status>> Delete(absl::Span<const BlockKey> keys);
+  // Near-data attention (doc/protocol.md, Attend): out [n_queries][head_dim]
+  // and lse [n_queries] of the queries over the union of the items' rows.
+  struct AttendResult {
+    std::vector<float> out, lse;
+  };
+  absl::StatusOr<AttendResult> Attend(const std::vector<GatherRequestItem>& items, int group, float scale,
+                                      absl::Span<const float> queries, int head_dim);
   // Decoded rows (K then V floats, see BlockStore::GatherRows) per item.
   absl::StatusOr<std::vector<absl::StatusOr<std::vector<float>>>> Gather(const std::vector<GatherRequestItem>& items);
 

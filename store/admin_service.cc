@@ -57,6 +57,7 @@ grpc::Status AdminService::Stats(grpc::ServerContext*, const v1::StatsRequest*, 
   FillHistogram(v.exists, &(*r->mutable_latency())["exists"]);
   FillHistogram(v.del, &(*r->mutable_latency())["delete"]);
   FillHistogram(v.gather, &(*r->mutable_latency())["gather"]);
+  FillHistogram(v.attend, &(*r->mutable_latency())["attend"]);
   for (const NamespaceStats& n : s.namespaces) {
     v1::NamespaceStats* o = r->add_namespaces();
     o->set_name(n.name), o->set_quota_bytes(n.quota_bytes), o->set_host_bytes(n.host_bytes),

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "codec/attention.h"
 #include "codec/codec.h"
 #include "codec/container.h"
 #include "common/hash.h"
@@ -512,6 +513,46 @@ absl::StatusOr<std::vector<float>> BlockStore::GatherRows(uint32_t ns, const Blo
   std::vector<float> out(2 * per);
   RETURN_IF_ERROR(codec->DecodeRows(view, rows, out.data(), out.data() + per));
   return out;
+}
+
+absl::Status BlockStore::Attend(uint32_t ns, const std::vector<AttendItem>& items, int group, float scale,
+                               absl::Span<const float> queries, std::vector<float>* out, std::vector<float>* lse) {
+  if (items.empty() || group < 1) return absl::InvalidArgumentError("attend: no rows or bad group");
+  int L = 0, H = 0, d = 0;
+  std::vector<float> k, v, part, scratch;
+  for (size_t it = 0; it < items.size(); ++it) {
+    ASSIGN_OR_RETURN(BlockLease lease, Lease(ns, items[it].key));
+    ASSIGN_OR_RETURN(BlockView view, ParseBlock(lease.bytes()));
+    ASSIGN_OR_RETURN(std::unique_ptr<KvCodec> codec, CodecForBlock(view));
+    const BlockHeader& h = view.header;
+    if (it == 0) {
+      L = static_cast<int>(h.layer_count), H = h.layout.num_kv_heads, d = h.layout.head_dim;
+      if (queries.size() != size_t(L) * H * group * d) {
+        return absl::InvalidArgumentError(absl::StrCat("attend: ", queries.size(), " query floats for blocks of ", L,
+                                                       " layers x ", H, " KV heads x group ", group, " x ", d));
+      }
+      out->assign(queries.size(), 0.0f);
+      lse->assign(size_t(L) * H * group, -INFINITY);
+      part.resize(d);
+    } else if (static_cast<int>(h.layer_count) != L || h.layout.num_kv_heads != H || h.layout.head_dim != d) {
+      return absl::InvalidArgumentError("attend: blocks of different shapes");
+    }
+    const std::vector<int>& rows = items[it].rows;
+    const int R = static_cast<int>(rows.size());
+    if (R == 0) continue;
+    k.resize(size_t(L) * H * R * d), v.resize(k.size()), scratch.resize(R);
+    RETURN_IF_ERROR(codec->DecodeRows(view, rows, k.data(), v.data()));  // INVALID_ARGUMENT for bad rows
+    for (int lh = 0; lh < L * H; ++lh) {
+      const float* kr = k.data() + size_t(lh) * R * d;
+      const float* vr = v.data() + size_t(lh) * R * d;
+      for (int g = 0; g < group; ++g) {
+        const size_t qi = size_t(lh) * group + g;
+        const float l = AttendRows(queries.data() + qi * d, kr, vr, R, d, d, scale, part.data(), scratch.data());
+        MergeAttention(out->data() + qi * d, &(*lse)[qi], part.data(), l, d);
+      }
+    }
+  }
+  return absl::OkStatus();
 }
 
 StoreStats BlockStore::Stats() const {

@@ -174,6 +174,20 @@ class BlockStore {
   // [layer_count][kv_heads][rows][head_dim] f32.
   absl::StatusOr<std::vector<float>> GatherRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows);
 
+  // Near-data attention: for every (layer, KV head, query head of its
+  // group), exact attention of the query over the union of the given rows
+  // of the given blocks (decoded by their codecs), as output + log-sum-exp
+  // (the partial result a client merges with its own). queries:
+  // [layer_count][kv_heads][group][head_dim] f32, all blocks of one shape.
+  // out: same shape; lse: [layer_count][kv_heads][group]. INVALID_ARGUMENT
+  // for mismatched shapes or rows; NOT_FOUND / DATA_LOSS as for Get.
+  struct AttendItem {
+    BlockKey key;
+    std::vector<int> rows;
+  };
+  absl::Status Attend(uint32_t ns, const std::vector<AttendItem>& items, int group, float scale,
+                      absl::Span<const float> queries, std::vector<float>* out, std::vector<float>* lse);
+
   void CountRejected() { rejected_.fetch_add(1, std::memory_order_relaxed); }
   StoreStats Stats() const;
   // Syncs the SSD tier's log (used by drain/shutdown).

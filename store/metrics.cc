@@ -145,6 +145,7 @@ std::string FormatPrometheus(const StoreStats& s, const ServiceStats& v) {
   Histogram(&out, "exists", v.exists);
   Histogram(&out, "delete", v.del);
   Histogram(&out, "gather", v.gather);
+  Histogram(&out, "attend", v.attend);
   return out;
 }
 

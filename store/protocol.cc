@@ -1,5 +1,7 @@
 #include "store/protocol.h"
 
+#include <cmath>
+
 #include "absl/strings/str_cat.h"
 #include "codec/bytes.h"
 
@@ -51,7 +53,7 @@ bool Count(Cursor* c, size_t min_item_bytes, uint32_t* n) {
   return c->Get(n) && *n >= 1 && *n <= kMaxItems && uint64_t(*n) * min_item_bytes <= c->left();
 }
 
-bool IsKnownOp(uint16_t op) { return op >= uint16_t(Op::kPut) && op <= uint16_t(Op::kGather); }
+bool IsKnownOp(uint16_t op) { return op >= uint16_t(Op::kPut) && op <= uint16_t(Op::kAttend); }
 
 // Items locate payload ranges: back to back in item order (no gaps, no
 // overlap), inside the payload.
@@ -87,7 +89,12 @@ std::string EncodeRequest(const Request& r) {
       AppendLE<uint32_t>(&body, static_cast<uint32_t>(r.keys.size()));
       for (const BlockKey& k : r.keys) AppendKey(&body, k);
       break;
+    case Op::kAttend:
     case Op::kGather:
+      if (r.op() == Op::kAttend) {
+        AppendLE<uint32_t>(&body, r.attend_group);
+        AppendLE<float>(&body, r.attend_scale);
+      }
       AppendLE<uint32_t>(&body, static_cast<uint32_t>(r.gathers.size()));
       for (const GatherItem& g : r.gathers) {
         AppendKey(&body, g.key);
@@ -205,7 +212,18 @@ absl::StatusOr<Request> ParseRequest(absl::Span<const uint8_t> w) {
       for (BlockKey& k : r.keys) c.Key(&k);
       if (h->payload_len != 0) return Malformed("payload on a request that carries none");
       break;
+    case Op::kAttend:
     case Op::kGather: {
+      if (r.op() == Op::kAttend) {
+        if (!c.Get(&r.attend_group) || !c.Get(&r.attend_scale)) return Malformed("truncated attend header");
+        if (r.attend_group < 1 || r.attend_group > kMaxAttendGroup || !std::isfinite(r.attend_scale) ||
+            !(r.attend_scale > 0)) {
+          return Malformed("attend group or scale out of range");
+        }
+        if (h->payload_len == 0 || h->payload_len % 4 != 0 || h->payload_len > kMaxAttendQueryBytes) {
+          return Malformed("attend queries must be 1..16 MiB of f32");
+        }
+      }
       if (!Count(&c, 20, &n)) return Malformed("bad gather count");
       uint64_t total = 0;
       r.gathers.resize(n);
@@ -219,7 +237,7 @@ absl::StatusOr<Request> ParseRequest(absl::Span<const uint8_t> w) {
         g.rows.resize(rows);
         for (uint32_t& row : g.rows) c.Get(&row);
       }
-      if (h->payload_len != 0) return Malformed("payload on a request that carries none");
+      if (r.op() == Op::kGather && h->payload_len != 0) return Malformed("payload on a request that carries none");
       break;
     }
   }

@@ -31,6 +31,8 @@ inline constexpr uint64_t kMaxPayloadBytes = 1ull << 31;   // one message's bulk
 inline constexpr uint32_t kMaxItems = 65536;               // keys per batch
 inline constexpr uint64_t kMaxGatherRows = 1u << 22;       // rows per gather request
 inline constexpr uint32_t kMaxErrorBytes = 4096;
+inline constexpr uint64_t kMaxAttendQueryBytes = 16u << 20;
+inline constexpr uint32_t kMaxAttendGroup = 64;
 
 enum class Op : uint16_t {
   kPut = 1,
@@ -38,6 +40,7 @@ enum class Op : uint16_t {
   kExists = 3,
   kDelete = 4,
   kGather = 5,
+  kAttend = 6,
 };
 inline constexpr uint16_t kReplyBit = 0x8000;  // op 0 | kReplyBit: error reply to an unreadable request
 
@@ -73,7 +76,11 @@ struct Request {
   std::string token;
   std::vector<BlockKey> keys;      // Get, Exists (a chain, in order), Delete
   std::vector<PutItem> puts;       // Put
-  std::vector<GatherItem> gathers; // Gather
+  std::vector<GatherItem> gathers; // Gather, Attend (the rows attended over)
+  // Attend: query heads per KV head, and the logit scale; the queries
+  // ([layer_count][kv_heads][group][head_dim] f32) are the payload.
+  uint32_t attend_group = 0;
+  float attend_scale = 0;
   Op op() const { return static_cast<Op>(header.op); }
 };
 

@@ -39,6 +39,23 @@ TEST(Protocol, RequestsRoundTrip) {
   ASSERT_TRUE(back.ok());
   EXPECT_EQ(back->keys, get.keys);
 
+  Request attend;
+  attend.header.op = uint16_t(Op::kAttend);
+  attend.header.payload_len = 4 * 32;
+  attend.attend_group = 4;
+  attend.attend_scale = 0.125f;
+  attend.gathers = {{BlockKey{1, 1}, {0, 5}}};
+  back = ParseRequest(Bytes(EncodeRequest(attend)));
+  ASSERT_TRUE(back.ok()) << back.status();
+  EXPECT_EQ(back->attend_group, 4u);
+  EXPECT_EQ(back->attend_scale, 0.125f);
+  Request no_queries = attend;
+  no_queries.header.payload_len = 0;
+  EXPECT_FALSE(ParseRequest(Bytes(EncodeRequest(no_queries))).ok());
+  Request bad_scale = attend;
+  bad_scale.attend_scale = -1;
+  EXPECT_FALSE(ParseRequest(Bytes(EncodeRequest(bad_scale))).ok());
+
   Request gather;
   gather.header.op = uint16_t(Op::kGather);
   gather.header.flags = kFlagGatherCompressed;

@@ -1,5 +1,6 @@
 #include "store/service.h"
 
+#include <cmath>
 #include <cstring>
 #include <deque>
 
@@ -26,6 +27,11 @@ class StoreExchange final : public Exchange {
     absl::StatusOr<uint32_t> ns = svc_->store_->Authenticate(req_.token);
     if (!ns.ok()) return Fail(head, ns.status());
     ns_ = *ns;
+    if (req_.op() == Op::kAttend) {  // the queries arrive as the payload
+      queries_.resize(req_.header.payload_len / sizeof(float));
+      dest_.push_back({reinterpret_cast<uint8_t*>(queries_.data()), queries_.size() * sizeof(float)});
+      return;
+    }
     if (req_.op() != Op::kPut) return;
     const bool durable = req_.header.flags & kFlagDurable;
     codes_.assign(req_.puts.size(), absl::StatusCode::kOk);
@@ -103,6 +109,8 @@ class StoreExchange final : public Exchange {
           rep.items.push_back({static_cast<uint8_t>(code), 0, 0});
         }
         break;
+      case Op::kAttend:
+        break;  // FinishAttend
       case Op::kGather: {
         uint64_t off = 0;
         const bool compressed = req_.header.flags & kFlagGatherCompressed;
@@ -143,6 +151,7 @@ class StoreExchange final : public Exchange {
         break;
       }
     }
+    if (req_.op() == Op::kAttend) FinishAttend(payload_status, &rep);
     head_ = EncodeReply(rep);
     if (LatencyHistogram* h = svc_->HistogramFor(req_.op())) h->Record(double(svc_->env_->NowMicros() - start_us_));
   }
@@ -151,6 +160,34 @@ class StoreExchange final : public Exchange {
   ConstIov reply_payload() const override { return payload_; }
 
  private:
+  // One item: out then lse (f32), then the XXH3-64 of those bytes.
+  void FinishAttend(const absl::Status& payload_status, Reply* rep) {
+    absl::Status st = payload_status;
+    std::vector<float> out, lse;
+    if (st.ok()) {
+      bool finite = true;
+      for (float x : queries_) finite = finite && std::isfinite(x);
+      if (!finite) st = absl::InvalidArgumentError("attend: queries are not finite");
+    }
+    if (st.ok()) {
+      std::vector<BlockStore::AttendItem> items;
+      for (const GatherItem& g : req_.gathers) items.push_back({g.key, std::vector<int>(g.rows.begin(), g.rows.end())});
+      st = svc_->store_->Attend(ns_, items, static_cast<int>(req_.attend_group), req_.attend_scale, queries_, &out,
+                                &lse);
+    }
+    if (!st.ok()) {
+      rep->items.push_back({static_cast<uint8_t>(st.code()), 0, 0});
+      return;
+    }
+    std::string bytes(reinterpret_cast<const char*>(out.data()), out.size() * sizeof(float));
+    bytes.append(reinterpret_cast<const char*>(lse.data()), lse.size() * sizeof(float));
+    AppendLE<uint64_t>(&bytes, Checksum64(bytes.data(), bytes.size()));
+    owned_.push_back(std::move(bytes));
+    rep->items.push_back({0, 0, static_cast<uint32_t>(owned_.back().size())});
+    rep->header.payload_len = owned_.back().size();
+    payload_.push_back({reinterpret_cast<const uint8_t*>(owned_.back().data()), owned_.back().size()});
+  }
+
   void Fail(absl::Span<const uint8_t> head, const absl::Status& s) {
     failed_ = true;
     svc_->store_->CountRejected();
@@ -161,7 +198,7 @@ class StoreExchange final : public Exchange {
       std::memcpy(&op, head.data() + 6, 2);
     }
     op &= static_cast<uint16_t>(~kReplyBit);
-    if (op < uint16_t(Op::kPut) || op > uint16_t(Op::kGather)) op = 0;
+    if (op < uint16_t(Op::kPut) || op > uint16_t(Op::kAttend)) op = 0;
     head_ = EncodeReply(ErrorReply(id, op, s));
   }
 
@@ -172,6 +209,7 @@ class StoreExchange final : public Exchange {
   bool failed_ = false;
   std::vector<absl::StatusCode> codes_;
   std::vector<PendingPut> pending_;
+  std::vector<float> queries_;  // Attend
   MutableIov dest_;
   std::vector<uint8_t> discard_;
   std::vector<BlockLease> leases_;
@@ -193,12 +231,13 @@ LatencyHistogram* StoreService::HistogramFor(Op op) {
     case Op::kExists: return &exists_;
     case Op::kDelete: return &del_;
     case Op::kGather: return &gather_;
+    case Op::kAttend: return &attend_;
   }
   return nullptr;
 }
 
 ServiceStats StoreService::Stats() const {
-  return {put_.Read(), get_.Read(), exists_.Read(), del_.Read(), gather_.Read()};
+  return {put_.Read(), get_.Read(), exists_.Read(), del_.Read(), gather_.Read(), attend_.Read()};
 }
 
 }  // namespace kvrecall

@@ -23,7 +23,7 @@
 namespace kvrecall {
 
 struct ServiceStats {
-  LatencyHistogram::Snapshot put, get, exists, del, gather;
+  LatencyHistogram::Snapshot put, get, exists, del, gather, attend;
 };
 
 class StoreService final : public RequestHandler {
@@ -44,7 +44,7 @@ class StoreService final : public RequestHandler {
   LatencyHistogram* HistogramFor(Op op);
   BlockStore* store_;
   Env* env_;
-  LatencyHistogram put_, get_, exists_, del_, gather_;
+  LatencyHistogram put_, get_, exists_, del_, gather_, attend_;
   std::atomic<bool> draining_{false};
 };
 
