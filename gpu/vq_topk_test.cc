@@ -1,0 +1,126 @@
+// GPU retrieval (VQ table + exact top-K with the group union) against the
+// CPU index (index/retrieval_index.h): the same A²ATS codes, table and
+// selection rule must pick exactly the same tokens. Skips without a GPU.
+#include <cuda_runtime.h>
+
+#include <cmath>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "codec/bytes.h"
+#include "codec/rope.h"
+#include "codec/simd.h"
+#include "codec/synthetic_kv.h"
+#include "gpu/device_probe.h"
+#include "gpu/vq_topk_kernels.h"
+#include "index/retrieval_index.h"
+
+namespace kvrecall {
+namespace {
+
+template <typename T>
+T* Upload(const std::vector<T>& h) {
+  T* d = nullptr;
+  EXPECT_EQ(cudaMalloc(&d, std::max<size_t>(1, h.size()) * sizeof(T)), cudaSuccess);
+  EXPECT_EQ(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
+  return d;
+}
+
+TEST(GpuVqTopK, SelectsExactlyWhatTheCpuIndexSelects) {
+  auto info = ProbeGpu();
+  if (!info.ok()) GTEST_SKIP() << "no usable GPU: " << info.status().message();
+  const int n = 20000, C = 64;
+  SyntheticConfig cfg;
+  cfg.total_tokens = n;
+  SyntheticHead gen(cfg, 0);
+  const int d = cfg.head_dim, G = cfg.group_size;
+  std::vector<float> kpre(size_t(n) * d), kpost(kpre.size()), qpre(size_t(n) * G * d), qpost(qpre.size());
+  gen.Next(n, kpre.data(), kpost.data(), nullptr, qpre.data(), qpost.data());
+  std::vector<float> dq_pre(size_t(G) * d), dq_post(dq_pre.size());
+  gen.Next(1, nullptr, nullptr, nullptr, dq_pre.data(), dq_post.data());
+  KvLayout l;
+  l.num_layers = 1, l.num_q_heads = G, l.num_kv_heads = 1, l.head_dim = d;
+  l.rope_style = cfg.rope_style, l.rope_theta = cfg.rope_theta;
+  const double b = 64;
+  auto idx = MakeRetrievalIndex("a2ats:b=64,centroids=64,iters=4,seed=1", l);
+  ASSERT_TRUE(idx.ok());
+  TrainingData t;
+  t.dim = d, t.k_pre = kpre.data(), t.k_post = kpost.data(), t.num_keys = n / 2;
+  t.q_pre = qpre.data(), t.q_post = qpost.data(), t.num_queries = int64_t(n / 2) * G;
+  ASSERT_TRUE((*idx)->Train(t).ok());
+  ASSERT_TRUE((*idx)->Add(kpre.data(), kpost.data(), n).ok());
+  // The index's state: L [d][d] f64, whitened centroids [C][d], codes [n].
+  std::string state;
+  (*idx)->SaveState(&state);
+  const auto* p = reinterpret_cast<const uint8_t*>(state.data());
+  size_t off = 8;
+  std::vector<double> L(size_t(d) * d);
+  for (auto& x : L) x = LoadLE<double>(p + off), off += 8;
+  std::vector<float> cent(size_t(C) * d);
+  for (auto& x : cent) x = LoadLE<float>(p + off), off += 4;
+  off += 8;
+  std::vector<uint16_t> codes(n);
+  for (auto& c : codes) c = LoadLE<uint16_t>(p + off), off += 2;
+  // y = L^-1 R_b q per query head, then the table, as the CPU index computes them.
+  const float scale = 1.0f / std::sqrt(float(d));
+  std::vector<float> y(size_t(G) * d), table(size_t(G) * C);
+  for (int g = 0; g < G; ++g) {
+    std::vector<float> q(dq_pre.begin() + size_t(g) * d, dq_pre.begin() + size_t(g + 1) * d);
+    ApplyRope(q.data(), l, b);
+    for (int i = 0; i < d; ++i) {
+      double s = q[i];
+      for (int j = 0; j < i; ++j) s -= L[size_t(i) * d + j] * y[size_t(g) * d + j];
+      y[size_t(g) * d + i] = static_cast<float>(s / L[size_t(i) * d + i]);
+    }
+    for (int c = 0; c < C; ++c) table[size_t(g) * C + c] = Dot(y.data() + size_t(g) * d, cent.data() + size_t(c) * d, d) * scale;
+  }
+  // The table kernel agrees with the host table (to float rounding).
+  float *dy = Upload(y), *dcent = Upload(cent), *dtable = nullptr;
+  ASSERT_EQ(cudaMalloc(&dtable, table.size() * 4), cudaSuccess);
+  ASSERT_EQ(LaunchVqTable(dy, dcent, G, C, d, scale, dtable, nullptr), cudaSuccess);
+  std::vector<float> gtable(table.size());
+  ASSERT_EQ(cudaMemcpy(gtable.data(), dtable, table.size() * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (size_t i = 0; i < table.size(); ++i) EXPECT_NEAR(gtable[i], table[i], 1e-4 * (1 + std::fabs(table[i])));
+  // Selection from the host table: identical scores, so identical picks.
+  ASSERT_EQ(cudaMemcpy(dtable, table.data(), table.size() * 4, cudaMemcpyHostToDevice), cudaSuccess);
+  std::vector<uint8_t> packed(PackedCodeBytes(n));
+  PackCodes12(codes.data(), n, packed.data());
+  uint8_t* dcodes = Upload(packed);
+  uint8_t* mask = nullptr;
+  int32_t *sel = nullptr, *count = nullptr;
+  ASSERT_EQ(cudaMalloc(&mask, n), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&sel, n * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&count, 4), cudaSuccess);
+  for (int64_t k : {int64_t{1}, int64_t{37}, int64_t{600}, int64_t{n}}) {
+    VqSelectArgs a;
+    a.table = dtable, a.group = G, a.num_centroids = C, a.codes = dcodes, a.n = n, a.sinks = 4, a.window = 64;
+    a.k = k, a.mask = mask, a.selected = sel, a.num_selected = count;
+    ASSERT_EQ(LaunchVqSelect(a, nullptr), cudaSuccess);
+    int32_t m = 0;
+    ASSERT_EQ(cudaMemcpy(&m, count, 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    std::vector<int32_t> got(m);
+    ASSERT_EQ(cudaMemcpy(got.data(), sel, size_t(m) * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+    SelectionConfig sc;
+    sc.sinks = 4, sc.window = 64, sc.topk = k;
+    auto want = SelectTokens(**idx, dq_pre.data(), dq_post.data(), G, n - 1, sc);
+    ASSERT_TRUE(want.ok());
+    ASSERT_EQ(got.size(), want->size()) << "k=" << k;
+    for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], (*want)[i]) << "k=" << k << " at " << i;
+  }
+  cudaFree(dy), cudaFree(dcent), cudaFree(dtable), cudaFree(dcodes), cudaFree(mask), cudaFree(sel), cudaFree(count);
+}
+
+TEST(GpuVqTopK, PackingRoundTrips) {
+  std::vector<uint16_t> codes = {0, 1, 4095, 2048, 7, 4094, 12};
+  std::vector<uint8_t> p(PackedCodeBytes(codes.size()));
+  PackCodes12(codes.data(), codes.size(), p.data());
+  for (size_t i = 0; i < codes.size(); ++i) {
+    const size_t bit = 12 * i;
+    const uint32_t w = p[bit / 8] | (uint32_t(p[bit / 8 + 1]) << 8);
+    EXPECT_EQ((w >> (bit % 8)) & 0xFFF, codes[i]) << i;
+  }
+}
+
+}  // namespace
+}  // namespace kvrecall
