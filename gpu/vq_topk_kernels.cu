@@ -1,5 +1,6 @@
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "gpu/vq_topk_kernels.h"
@@ -115,7 +116,81 @@ __global__ void CompactKernel(VqSelectArgs a, int64_t sink_end, int64_t window_b
   if (threadIdx.x == 0) *a.num_selected = static_cast<int32_t>(written);
 }
 
+// One block per key: whitening in shared memory, then an argmin over the
+// centroids (strided over threads, then a block reduction).
+__global__ void EncodeKernel(const float* keys, int dim, const float* L, const float* cent, int C, uint16_t* out) {
+  const int64_t r = blockIdx.x;
+  extern __shared__ float w[];  // [dim]
+  __shared__ float best_d[128];
+  __shared__ int best_c[128];
+  const float* k = keys + r * dim;
+  for (int j = threadIdx.x; j < dim; j += blockDim.x) {
+    float s = 0;
+    for (int i = j; i < dim; ++i) s += k[i] * L[static_cast<int64_t>(i) * dim + j];
+    w[j] = s;
+  }
+  __syncthreads();
+  float bd = INFINITY;
+  int bc = 0;
+  for (int c = threadIdx.x; c < C; c += blockDim.x) {
+    float dist = 0;
+    const float* cc = cent + static_cast<int64_t>(c) * dim;
+    for (int j = 0; j < dim; ++j) {
+      const float t = w[j] - cc[j];
+      dist += t * t;
+    }
+    if (dist < bd) bd = dist, bc = c;  // strided order: lowest index wins ties within a thread
+  }
+  best_d[threadIdx.x] = bd, best_c[threadIdx.x] = bc;
+  __syncthreads();
+  for (int off = blockDim.x / 2; off > 0; off >>= 1) {
+    if (threadIdx.x < off) {
+      const float od = best_d[threadIdx.x + off];
+      const int oc = best_c[threadIdx.x + off];
+      if (od < best_d[threadIdx.x] || (od == best_d[threadIdx.x] && oc < best_c[threadIdx.x])) {
+        best_d[threadIdx.x] = od, best_c[threadIdx.x] = oc;
+      }
+    }
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) out[r] = static_cast<uint16_t>(best_c[0]);
+}
+
+// One thread per output byte of the packed range: new bits from the codes
+// being written, old bits kept where the byte is shared with other codes.
+__global__ void PackKernel(const uint16_t* codes, int64_t start, int64_t m, uint8_t* packed) {
+  const int64_t first = (12 * start) >> 3, last = (12 * (start + m) - 1) >> 3;
+  for (int64_t b = first + blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; b <= last;
+       b += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    uint32_t byte = packed[b];
+    for (int bit = 0; bit < 8; ++bit) {
+      const int64_t gbit = 8 * b + bit;
+      const int64_t ci = gbit / 12;
+      if (ci < start || ci >= start + m) continue;
+      const uint32_t v = (codes[ci - start] >> (gbit % 12)) & 1u;
+      byte = (byte & ~(1u << bit)) | (v << bit);
+    }
+    packed[b] = static_cast<uint8_t>(byte);
+  }
+}
+
 }  // namespace
+
+int LaunchVqEncode(const float* keys, int64_t m, int dim, const float* L, const float* centroids, int num_centroids,
+                   int64_t start, uint16_t* codes_scratch, uint8_t* packed, void* stream) {
+  if (m == 0) return cudaSuccess;
+  if (num_centroids > 4096 || num_centroids < 1) return cudaErrorInvalidValue;
+  cudaStream_t st = static_cast<cudaStream_t>(stream);
+  EncodeKernel<<<static_cast<unsigned>(m), 128, dim * sizeof(float), st>>>(keys, dim, L, centroids, num_centroids,
+                                                                           codes_scratch);
+  cudaError_t e = cudaGetLastError();
+  if (e != cudaSuccess) return e;
+  const int64_t bytes = ((12 * (start + m) - 1) >> 3) - ((12 * start) >> 3) + 1;
+  const int threads = 256;
+  const int blocks = static_cast<int>(std::min<int64_t>((bytes + threads - 1) / threads, 65535));
+  PackKernel<<<blocks, threads, 0, st>>>(codes_scratch, start, m, packed);
+  return cudaGetLastError();
+}
 
 int LaunchVqTable(const float* y, const float* centroids, int group, int num_centroids, int dim, float scale,
                   float* table, void* stream) {

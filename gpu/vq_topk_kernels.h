@@ -30,6 +30,14 @@ struct VqSelectArgs {
 
 int LaunchVqSelect(const VqSelectArgs& args, void* stream);
 
+// A²ATS encode of new keys: w = Lᵀ k (L [dim][dim] lower Cholesky factor of
+// H, f32), nearest of the whitened centroids [num_centroids][dim] by L2,
+// written as 12-bit codes at token positions [start, start + m) of the
+// packed code buffer (bytes shared with neighbouring codes are preserved).
+// codes_scratch: [m] uint16 workspace. REQUIRES: num_centroids <= 4096.
+int LaunchVqEncode(const float* keys, int64_t m, int dim, const float* L, const float* centroids, int num_centroids,
+                   int64_t start, uint16_t* codes_scratch, uint8_t* packed, void* stream);
+
 // Host helpers: 12-bit packing (code i at bits [12i, 12i + 12) of the byte
 // stream, LSB-first) into (3n + 1) / 2 + 1 bytes.
 inline int64_t PackedCodeBytes(int64_t n) { return (3 * n + 1) / 2 + 1; }

@@ -124,3 +124,64 @@ TEST(GpuVqTopK, PackingRoundTrips) {
 
 }  // namespace
 }  // namespace kvrecall
+
+namespace kvrecall {
+namespace {
+
+// New keys encoded on the GPU get the CPU index's codes (up to exact ties),
+// appended into a packed buffer at an odd offset without touching neighbours.
+TEST(GpuVqTopK, EncodeMatchesTheCpuIndex) {
+  auto info = ProbeGpu();
+  if (!info.ok()) GTEST_SKIP() << "no usable GPU: " << info.status().message();
+  const int n = 4000, C = 256, m = 301;
+  SyntheticConfig cfg;
+  cfg.total_tokens = n;
+  SyntheticHead gen(cfg, 1);
+  const int d = cfg.head_dim, G = cfg.group_size;
+  std::vector<float> kpre(size_t(n) * d), kpost(kpre.size()), qpre(size_t(n) * G * d), qpost(qpre.size());
+  gen.Next(n, kpre.data(), kpost.data(), nullptr, qpre.data(), qpost.data());
+  KvLayout l;
+  l.num_layers = 1, l.num_q_heads = G, l.num_kv_heads = 1, l.head_dim = d;
+  l.rope_style = cfg.rope_style, l.rope_theta = cfg.rope_theta;
+  auto idx = MakeRetrievalIndex("a2ats:b=64,centroids=256,iters=4,seed=2", l);
+  TrainingData t;
+  t.dim = d, t.k_pre = kpre.data(), t.k_post = kpost.data(), t.num_keys = n;
+  t.q_pre = qpre.data(), t.q_post = qpost.data(), t.num_queries = int64_t(n) * G;
+  ASSERT_TRUE((*idx)->Train(t).ok());
+  ASSERT_TRUE((*idx)->Add(kpre.data(), kpost.data(), m).ok());
+  std::string state;
+  (*idx)->SaveState(&state);
+  const auto* p = reinterpret_cast<const uint8_t*>(state.data());
+  size_t off = 8;
+  std::vector<float> L(size_t(d) * d), cent(size_t(C) * d);
+  for (auto& x : L) x = static_cast<float>(LoadLE<double>(p + off)), off += 8;
+  for (auto& x : cent) x = LoadLE<float>(p + off), off += 4;
+  off += 8;
+  std::vector<uint16_t> want(m);
+  for (auto& c : want) c = LoadLE<uint16_t>(p + off), off += 2;
+  const int64_t start = 5;  // odd: the first code shares a byte with code 4
+  std::vector<uint16_t> before(start + m + 3, 0xABC);
+  std::vector<uint8_t> packed(PackedCodeBytes(before.size()));
+  PackCodes12(before.data(), before.size(), packed.data());
+  std::vector<float> keys(kpre.begin(), kpre.begin() + size_t(m) * d);
+  float *dk = Upload(keys), *dL = Upload(L), *dc = Upload(cent);
+  uint8_t* dp = Upload(packed);
+  uint16_t* scratch = nullptr;
+  ASSERT_EQ(cudaMalloc(&scratch, m * 2), cudaSuccess);
+  ASSERT_EQ(LaunchVqEncode(dk, m, d, dL, dc, C, start, scratch, dp, nullptr), cudaSuccess);
+  ASSERT_EQ(cudaMemcpy(packed.data(), dp, packed.size(), cudaMemcpyDeviceToHost), cudaSuccess);
+  auto code_at = [&](int64_t i) {
+    const int64_t bit = 12 * i;
+    const uint32_t w = packed[bit / 8] | (uint32_t(packed[bit / 8 + 1]) << 8);
+    return static_cast<uint16_t>((w >> (bit % 8)) & 0xFFF);
+  };
+  for (int64_t i = 0; i < start; ++i) EXPECT_EQ(code_at(i), 0xABC) << "neighbour " << i;
+  for (int64_t i = start + m; i < int64_t(before.size()); ++i) EXPECT_EQ(code_at(i), 0xABC) << "neighbour " << i;
+  int mismatches = 0;
+  for (int i = 0; i < m; ++i) mismatches += code_at(start + i) != want[i];
+  EXPECT_LE(mismatches, m / 100) << "codes differ beyond float ties";
+  cudaFree(dk), cudaFree(dL), cudaFree(dc), cudaFree(dp), cudaFree(scratch);
+}
+
+}  // namespace
+}  // namespace kvrecall
