@@ -1,0 +1,76 @@
+// RetrievalSession: one long sequence whose KV lives in kvrecall, decoded
+// step by step with exact attention over the local tokens (sinks, the
+// recent window, and tokens waiting to fill a block) plus the top-K older
+// tokens a retrieval index picks (index/retrieval_index.h).
+//
+// Append: a layer's new tokens enter the window; tokens leaving it collect
+// into blocks of `block_tokens`, which are encoded (codec), saved through the
+// KvClient under SequenceBlockKey(fingerprint, salt, sequence_id, layer, 1,
+// block) and summarized in the layer's per-KV-head index.
+// Step: per KV head, the union over its query heads of each head's top-K
+// offloaded tokens; then either
+//   gather: the store returns those rows (decoded by the block's codec), and
+//           attention runs here over local ∪ fetched rows, or
+//   attend: each store node computes the partial attention over its rows
+//           (output + log-sum-exp), merged here with the local part.
+// Both give the same result (tested). This is the CPU path; the GPU kernels
+// of gpu/ implement the same operations.
+//
+// Thread safety: one session per sequence, one caller at a time.
+#ifndef KVRECALL_CLIENT_RETRIEVAL_SESSION_H_
+#define KVRECALL_CLIENT_RETRIEVAL_SESSION_H_
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "client/kv_client.h"
+#include "codec/kv_layout.h"
+#include "index/retrieval_index.h"
+
+namespace kvrecall {
+
+struct RetrievalSessionOptions {
+  std::string sequence_id = "sequence";
+  std::string model_id = "model";
+  KvLayout layout;                    // layers, query/KV heads, head_dim, RoPE
+  std::string codec = "f16";          // offloaded blocks (a stateless post-RoPE codec)
+  std::string index = "a2ats:centroids=256,iters=8";
+  int block_tokens = 64;
+  int sinks = 4, window = 64;
+  int64_t topk = 0;                   // tokens per query head, if > 0
+  double topk_fraction = 0.03;        // else this fraction of the offloaded tokens
+  enum class Fetch { kGather, kAttend };
+  Fetch fetch = Fetch::kAttend;
+};
+
+struct RetrievalSessionStats {
+  int64_t steps = 0, offloaded_tokens = 0, saved_blocks = 0, saved_bytes = 0;
+  int64_t fetched_rows = 0;     // rows asked of the store (gather and attend)
+  int64_t bytes_moved = 0;      // payload bytes returned by the store
+};
+
+class RetrievalSession {
+ public:
+  // `calibration`: per (layer, KV head) training sample for the index
+  // (layer-major); may be empty for methods that need none.
+  static absl::StatusOr<std::unique_ptr<RetrievalSession>> Open(KvClient* client, const RetrievalSessionOptions& options,
+                                                                const std::vector<TrainingData>& calibration);
+  virtual ~RetrievalSession() = default;
+
+  // Appends `tokens` tokens of `layer` (positions continue from the last
+  // Append of that layer): k_pre, k_post, v [tokens][kv_heads][head_dim].
+  virtual absl::Status Append(int layer, const float* k_pre, const float* k_post, const float* v, int tokens) = 0;
+  // Attention output of the query heads q [q_heads][head_dim] (pre- and
+  // post-RoPE) over all tokens appended to `layer` so far: out [q_heads][head_dim].
+  virtual absl::Status Step(int layer, const float* q_pre, const float* q_post, float* out) = 0;
+  // The token positions the last Step of `layer` attended over, per KV head (sorted).
+  virtual const std::vector<std::vector<int64_t>>& last_selection(int layer) const = 0;
+  virtual int64_t size(int layer) const = 0;
+  virtual RetrievalSessionStats stats() const = 0;
+};
+
+}  // namespace kvrecall
+
+#endif  // KVRECALL_CLIENT_RETRIEVAL_SESSION_H_

@@ -1,0 +1,122 @@
+#include "client/retrieval_session.h"
+
+#include <cmath>
+
+#include <gtest/gtest.h>
+
+#include "codec/attention.h"
+#include "codec/half.h"
+#include "codec/metrics.h"
+#include "codec/synthetic_kv.h"
+
+namespace kvrecall {
+namespace {
+
+struct Data {
+  KvLayout layout;
+  int n = 0, d = 0, G = 0;
+  std::vector<float> kpre, kpost, v, qpre, qpost;  // decode query of the last step: [G][d]
+};
+
+Data MakeData(int n) {
+  Data x;
+  SyntheticConfig c;
+  c.total_tokens = n;
+  SyntheticHead gen(c, 0);
+  x.n = n, x.d = c.head_dim, x.G = c.group_size;
+  x.layout.num_layers = 1, x.layout.num_q_heads = x.G, x.layout.num_kv_heads = 1, x.layout.head_dim = x.d;
+  x.layout.rope_style = c.rope_style, x.layout.rope_theta = c.rope_theta;
+  x.kpre.resize(size_t(n) * x.d), x.kpost.resize(x.kpre.size()), x.v.resize(x.kpre.size());
+  gen.Next(n, x.kpre.data(), x.kpost.data(), x.v.data(), nullptr, nullptr);
+  x.qpre.resize(size_t(x.G) * x.d), x.qpost.resize(x.qpre.size());
+  gen.Next(1, nullptr, nullptr, nullptr, x.qpre.data(), x.qpost.data());
+  return x;
+}
+
+std::unique_ptr<RetrievalSession> Open(KvClient* c, const Data& x, RetrievalSessionOptions::Fetch fetch, double frac) {
+  RetrievalSessionOptions o;
+  o.layout = x.layout;
+  o.index = "oracle";
+  o.block_tokens = 64;
+  o.topk_fraction = frac;
+  o.fetch = fetch;
+  o.sequence_id = fetch == RetrievalSessionOptions::Fetch::kGather ? "gather-seq" : "attend-seq";
+  auto s = RetrievalSession::Open(c, o, {});
+  EXPECT_TRUE(s.ok()) << s.status();
+  // Appended in uneven pieces, as prefill + decode would.
+  for (int t = 0; t < x.n;) {
+    const int step = std::min(x.n - t, 1 + (t * 7) % 300);
+    EXPECT_TRUE((*s)->Append(0, x.kpre.data() + size_t(t) * x.d, x.kpost.data() + size_t(t) * x.d,
+                             x.v.data() + size_t(t) * x.d, step).ok());
+    t += step;
+  }
+  return std::move(*s);
+}
+
+TEST(RetrievalSession, GatherAndAttendAgreeAndMoveFewerBytesInAttendMode) {
+  const Data x = MakeData(5000);
+  auto c = KvClient::Create({});
+  ASSERT_TRUE(c.ok());
+  auto g = Open(c->get(), x, RetrievalSessionOptions::Fetch::kGather, 0.03);
+  auto a = Open(c->get(), x, RetrievalSessionOptions::Fetch::kAttend, 0.03);
+  EXPECT_EQ(g->size(0), 5000);
+  EXPECT_GT(g->stats().offloaded_tokens, 4800);
+  std::vector<float> og(size_t(x.G) * x.d), oa(og.size());
+  ASSERT_TRUE(g->Step(0, x.qpre.data(), x.qpost.data(), og.data()).ok());
+  ASSERT_TRUE(a->Step(0, x.qpre.data(), x.qpost.data(), oa.data()).ok());
+  for (size_t i = 0; i < og.size(); ++i) EXPECT_NEAR(og[i], oa[i], 1e-4 * (1 + std::fabs(og[i])));
+  EXPECT_EQ(g->last_selection(0), a->last_selection(0));
+  // Attend returns out + lse per query head; gather returns every selected row's K and V.
+  EXPECT_LT(a->stats().bytes_moved * 20, g->stats().bytes_moved);
+  // The result is exact attention over what was selected (offloaded rows as stored: f16).
+  const std::vector<int64_t>& sel = g->last_selection(0)[0];
+  std::vector<float> ks, vs;
+  for (int64_t p : sel) {
+    for (int j = 0; j < x.d; ++j) {
+      const bool offloaded = p >= 4 && p < 4 + g->stats().offloaded_tokens;
+      const float kk = x.kpost[size_t(p) * x.d + j], vv = x.v[size_t(p) * x.d + j];
+      ks.push_back(offloaded ? HalfToFloat(FloatToHalf(kk)) : kk);
+      vs.push_back(offloaded ? HalfToFloat(FloatToHalf(vv)) : vv);
+    }
+  }
+  std::vector<float> ref(x.d), scratch(sel.size());
+  for (int q = 0; q < x.G; ++q) {
+    AttendRows(x.qpost.data() + size_t(q) * x.d, ks.data(), vs.data(), sel.size(), x.d, x.d,
+               1 / std::sqrt(float(x.d)), ref.data(), scratch.data());
+    for (int j = 0; j < x.d; ++j) EXPECT_NEAR(og[size_t(q) * x.d + j], ref[j], 1e-4 * (1 + std::fabs(ref[j])));
+  }
+}
+
+TEST(RetrievalSession, EverythingSelectedIsFullAttention) {
+  const Data x = MakeData(1500);
+  auto c = KvClient::Create({});
+  auto s = Open(c->get(), x, RetrievalSessionOptions::Fetch::kAttend, 1.0);
+  std::vector<float> out(size_t(x.G) * x.d), ref(x.d), scratch(x.n);
+  ASSERT_TRUE(s->Step(0, x.qpre.data(), x.qpost.data(), out.data()).ok());
+  for (int q = 0; q < x.G; ++q) {
+    AttendRows(x.qpost.data() + size_t(q) * x.d, x.kpost.data(), x.v.data(), x.n, x.d, x.d, 1 / std::sqrt(float(x.d)),
+               ref.data(), scratch.data());
+    EXPECT_LT(RelativeError(ref.data(), out.data() + size_t(q) * x.d, x.d), 2e-3);  // f16 offloaded rows
+  }
+  EXPECT_EQ(s->last_selection(0)[0].size(), size_t(x.n));
+}
+
+TEST(RetrievalSession, BadInput) {
+  const Data x = MakeData(100);
+  auto c = KvClient::Create({});
+  RetrievalSessionOptions o;
+  o.layout = x.layout;
+  o.index = "oracle";
+  auto s = RetrievalSession::Open(c->get(), o, {});
+  ASSERT_TRUE(s.ok());
+  std::vector<float> out(size_t(x.G) * x.d);
+  EXPECT_EQ((*s)->Step(0, x.qpre.data(), x.qpost.data(), out.data()).code(), absl::StatusCode::kFailedPrecondition);
+  EXPECT_EQ((*s)->Step(3, x.qpre.data(), x.qpost.data(), out.data()).code(), absl::StatusCode::kInvalidArgument);
+  std::vector<float> nan(x.d, NAN);
+  EXPECT_EQ((*s)->Append(0, nan.data(), nan.data(), nan.data(), 1).code(), absl::StatusCode::kInvalidArgument);
+  o.codec = "squat";
+  EXPECT_FALSE(RetrievalSession::Open(c->get(), o, {}).ok());
+}
+
+}  // namespace
+}  // namespace kvrecall
