@@ -5,6 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "codec/attention.h"
 #include "common/status.h"
+#include "engine/calibration.h"
 
 namespace kvrecall {
 namespace {
@@ -81,32 +82,13 @@ class RetrievalKvCache final : public KvCache {
  private:
   absl::Status TrainAll() {
     if (cal_ == nullptr) return absl::FailedPreconditionError("retrieval cache needs a calibration trace");
-    const int L = layout_.num_layers, H = layout_.num_kv_heads, G = layout_.group_size(), d = layout_.head_dim;
+    const CalibrationSet cal(*cal_, layout_);
     indexes_.clear();
-    for (int l = 0; l < L; ++l) {
-      for (int h = 0; h < H; ++h) {
-        std::vector<float> kp, kq, qp, qq;
-        for (const KvTraceRecord& r : cal_->records) {
-          if (static_cast<int>(r.layer) != l) continue;
-          for (uint32_t t = 0; t < r.tokens; ++t) {
-            const size_t kr = (size_t(t) * H + h) * d;
-            kp.insert(kp.end(), r.k_pre_rope.begin() + kr, r.k_pre_rope.begin() + kr + d);
-            kq.insert(kq.end(), r.k.begin() + kr, r.k.begin() + kr + d);
-            for (int g = 0; g < G; ++g) {
-              const size_t qr = (size_t(t) * layout_.num_q_heads + h * G + g) * d;
-              qp.insert(qp.end(), r.q_pre_rope.begin() + qr, r.q_pre_rope.begin() + qr + d);
-              qq.insert(qq.end(), r.q.begin() + qr, r.q.begin() + qr + d);
-            }
-          }
-        }
-        ASSIGN_OR_RETURN(std::unique_ptr<RetrievalIndex> idx, MakeRetrievalIndex(spec_, layout_));
-        TrainingData td;
-        td.dim = d;
-        td.k_pre = kp.data(), td.k_post = kq.data(), td.num_keys = static_cast<int64_t>(kp.size() / d);
-        td.q_pre = qp.data(), td.q_post = qq.data(), td.num_queries = static_cast<int64_t>(qp.size() / d);
-        RETURN_IF_ERROR(Annotate(idx->Train(td), absl::StrCat("training layer ", l, " head ", h)));
-        indexes_.push_back(std::move(idx));
-      }
+    for (size_t i = 0; i < cal.samples().size(); ++i) {
+      ASSIGN_OR_RETURN(std::unique_ptr<RetrievalIndex> idx, MakeRetrievalIndex(spec_, layout_));
+      RETURN_IF_ERROR(Annotate(idx->Train(cal.samples()[i]),
+                               absl::StrCat("training layer ", i / layout_.num_kv_heads, " head ", i % layout_.num_kv_heads)));
+      indexes_.push_back(std::move(idx));
     }
     return absl::OkStatus();
   }
