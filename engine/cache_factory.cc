@@ -11,6 +11,7 @@
 #include "common/status.h"
 #include "engine/codec_cache.h"
 #include "engine/retrieval_cache.h"
+#include "engine/session_cache.h"
 
 namespace kvrecall {
 
@@ -59,7 +60,7 @@ bool IsRetrievalCacheSpec(const std::string& spec) {
 }
 
 bool NeedsCalibration(const std::string& spec) {
-  return IsRetrievalCacheSpec(spec) ||
+  return IsRetrievalCacheSpec(spec) || spec.substr(0, spec.find(':')) == "session" ||
          (spec.substr(0, spec.find(':')) == "commvq" && spec.find("cal=") == std::string::npos);
 }
 
@@ -149,6 +150,7 @@ absl::StatusOr<std::string> TrainCommVqSpec(const std::string& spec, const KvTra
 
 absl::StatusOr<std::unique_ptr<KvCache>> MakeKvCache(const std::string& spec, const KvCacheContext& ctx) {
   if (spec == "exact") return NewExactKvCache();
+  if (spec.substr(0, spec.find(':')) == "session") return NewSessionKvCache(spec, ctx.calibration, ctx.context_len);
   if (IsRetrievalCacheSpec(spec)) return MakeRetrievalCache(spec, ctx);
   if (spec.rfind("exact:", 0) == 0) return absl::InvalidArgumentError("cache 'exact' takes no parameters");
   std::string resolved = spec;

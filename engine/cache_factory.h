@@ -9,6 +9,10 @@
 //                               on `calibration` (kdigit defaults to 4 below
 //                               head_dim 64); or commvq:cal=<hash> for a
 //                               calibration already registered
+//   session[:fetch=attend|gather,topk=0.1,block=16,window=64,sinks=4,nodes=a;b,token=T]
+//                               a RetrievalSession (client/retrieval_session.h):
+//                               KV offloaded to kvrecall (embedded or servers),
+//                               attention over local + retrieved top-K
 //   qwc:budget=B[,...]          QWC with the norm-aware allocator: per-layer
 //                               K and V bits from ‖W_K‖², ‖W_V‖² (context)
 //                               with a mean of B bits
