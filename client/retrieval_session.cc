@@ -9,6 +9,7 @@
 #include "codec/attention.h"
 #include "codec/block_key.h"
 #include "codec/codec.h"
+#include "codec/metrics.h"
 #include "common/status.h"
 
 namespace kvrecall {
@@ -164,6 +165,55 @@ class SessionImpl final : public RetrievalSession {
         float* o = out + qi * d;
         float lse = AttendRows(q_post + qi * d, ka.data(), va.data(), n_rows, d, d, scale, o, scratch.data());
         if (!remote.out.empty()) MergeAttention(o, &lse, remote.out.data() + qi * d, remote.lse[qi], d);
+      }
+    }
+    if (o_.recall_every > 0 && stats_.steps % o_.recall_every == 0) RETURN_IF_ERROR(SampleRecall(layer, q_post, out));
+    return absl::OkStatus();
+  }
+
+  // Exact attention over every token of the layer (offloaded rows as stored)
+  // against what the step selected and computed.
+  absl::Status SampleRecall(int layer, const float* q_post, const float* out) {
+    const KvLayout& l = o_.layout;
+    const int H = l.num_kv_heads, G = l.group_size(), d = l.head_dim;
+    LayerState& s = layers_[layer];
+    const int64_t m = s.tail_start - o_.sinks, ns = std::min<int64_t>(s.n, o_.sinks);
+    std::vector<float> off_k, off_v;
+    if (m > 0) {
+      std::vector<int64_t> all(m);
+      for (int64_t j = 0; j < m; ++j) all[j] = j;
+      const KvClient::SequenceRef ref{fingerprint_, o_.sequence_id, layer, 1, o_.block_tokens, H, d};
+      ASSIGN_OR_RETURN(std::vector<float> kv, client_->GatherSequence(ref, all).get());
+      off_k.assign(kv.begin(), kv.begin() + kv.size() / 2);
+      off_v.assign(kv.begin() + kv.size() / 2, kv.end());
+    }
+    const float scale = 1.0f / std::sqrt(float(d));
+    std::vector<float> k(size_t(s.n) * d), v(k.size()), exact(d), scratch(s.n);
+    for (int h = 0; h < H; ++h) {
+      for (int64_t p = 0; p < s.n; ++p) {  // every position in order
+        const float *kr, *vr;
+        if (p < ns) {
+          kr = s.sink_k.data() + (size_t(h) * o_.sinks + p) * d, vr = s.sink_v.data() + (size_t(h) * o_.sinks + p) * d;
+        } else if (p < s.tail_start) {
+          kr = off_k.data() + (size_t(h) * m + (p - o_.sinks)) * d, vr = off_v.data() + (size_t(h) * m + (p - o_.sinks)) * d;
+        } else {
+          kr = s.tail_k.data() + (size_t(p - s.tail_start) * H + h) * d;
+          vr = s.tail_v.data() + (size_t(p - s.tail_start) * H + h) * d;
+        }
+        std::copy_n(kr, d, k.data() + size_t(p) * d);
+        std::copy_n(vr, d, v.data() + size_t(p) * d);
+      }
+      const std::vector<int> ids(s.last[h].begin(), s.last[h].end());
+      for (int g = 0; g < G; ++g) {
+        const size_t qi = size_t(h) * G + g;
+        const std::vector<double> probs =
+            AttentionProbs(q_post + qi * d, static_cast<int>(s.n - 1), k.data(), static_cast<int>(s.n), d, scale);
+        const SelectionRecall r = ComputeSelectionRecall(probs, ids);
+        AttendRows(q_post + qi * d, k.data(), v.data(), s.n, d, d, scale, exact.data(), scratch.data());
+        const double n = static_cast<double>(++stats_.recall_samples);
+        stats_.topk_recall += (r.topk_recall - stats_.topk_recall) / n;
+        stats_.mass_recall += (r.mass_recall - stats_.mass_recall) / n;
+        stats_.output_error += (RelativeError(exact.data(), out + qi * d, d) - stats_.output_error) / n;
       }
     }
     return absl::OkStatus();

@@ -43,12 +43,21 @@ struct RetrievalSessionOptions {
   double topk_fraction = 0.03;        // else this fraction of the offloaded tokens
   enum class Fetch { kGather, kAttend };
   Fetch fetch = Fetch::kAttend;
+  // Live recall: every `recall_every`-th step (0: never) also computes exact
+  // attention over all the layer's tokens (fetching every offloaded row) and
+  // records how much of it the selection covered.
+  int recall_every = 0;
 };
 
 struct RetrievalSessionStats {
   int64_t steps = 0, offloaded_tokens = 0, saved_blocks = 0, saved_bytes = 0;
   int64_t fetched_rows = 0;     // rows asked of the store (gather and attend)
   int64_t bytes_moved = 0;      // payload bytes returned by the store
+  // Live recall (the retrieval SLO), over the sampled (step, query head)s:
+  int64_t recall_samples = 0;
+  double topk_recall = 0;       // mean |S ∩ TopK(p)| / |S|
+  double mass_recall = 0;       // mean Σ_{i∈S} p_i
+  double output_error = 0;      // mean relative error of the output vs exact attention
 };
 
 class RetrievalSession {

@@ -87,6 +87,36 @@ TEST(RetrievalSession, GatherAndAttendAgreeAndMoveFewerBytesInAttendMode) {
   }
 }
 
+TEST(RetrievalSession, LiveRecallIsMeasuredOnSampledSteps) {
+  const Data x = MakeData(3000);
+  auto c = KvClient::Create({});
+  RetrievalSessionOptions o;
+  o.layout = x.layout;
+  o.index = "oracle";
+  o.block_tokens = 64;
+  o.topk_fraction = 0.03;
+  o.recall_every = 1;
+  auto s = RetrievalSession::Open(c->get(), o, {});
+  ASSERT_TRUE(s.ok());
+  ASSERT_TRUE((*s)->Append(0, x.kpre.data(), x.kpost.data(), x.v.data(), x.n).ok());
+  std::vector<float> out(size_t(x.G) * x.d);
+  ASSERT_TRUE((*s)->Step(0, x.qpre.data(), x.qpost.data(), out.data()).ok());
+  const RetrievalSessionStats st = (*s)->stats();
+  EXPECT_EQ(st.recall_samples, x.G);
+  // The exact oracle picks the heaviest tokens: most of the mass is covered.
+  EXPECT_GT(st.mass_recall, 0.5);
+  EXPECT_LE(st.mass_recall, 1.0);
+  EXPECT_LT(st.output_error, 1.0);
+  // Everything selected: full recall, tiny error.
+  o.topk_fraction = 1.0;
+  o.sequence_id = "full";
+  auto f = RetrievalSession::Open(c->get(), o, {});
+  ASSERT_TRUE((*f)->Append(0, x.kpre.data(), x.kpost.data(), x.v.data(), x.n).ok());
+  ASSERT_TRUE((*f)->Step(0, x.qpre.data(), x.qpost.data(), out.data()).ok());
+  EXPECT_NEAR((*f)->stats().mass_recall, 1.0, 1e-9);
+  EXPECT_LT((*f)->stats().output_error, 1e-5);
+}
+
 TEST(RetrievalSession, EverythingSelectedIsFullAttention) {
   const Data x = MakeData(1500);
   auto c = KvClient::Create({});
