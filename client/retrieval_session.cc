@@ -1,6 +1,7 @@
 #include "client/retrieval_session.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <map>
 #include <set>
@@ -97,6 +98,9 @@ class SessionImpl final : public RetrievalSession {
     if (s.n == 0) return absl::FailedPreconditionError("step before any token of this layer");
     ++stats_.steps;
     const int64_t m = s.tail_start - o_.sinks;  // offloaded tokens
+    using Clock = std::chrono::steady_clock;
+    auto us = [](Clock::time_point a) { return std::chrono::duration<double, std::micro>(Clock::now() - a).count(); };
+    auto t0 = Clock::now();
     // The union over all query heads of each head's top-K offloaded tokens.
     std::set<int64_t> chosen;
     if (m > 0) {
@@ -112,6 +116,8 @@ class SessionImpl final : public RetrievalSession {
     }
     const std::vector<int64_t> rows(chosen.begin(), chosen.end());
     stats_.fetched_rows += static_cast<int64_t>(rows.size());
+    stats_.select_us += us(t0);
+    t0 = Clock::now();
     // Local rows per head: sinks, then the tail.
     const int64_t ns = std::min<int64_t>(s.n, o_.sinks), nt = s.n - s.tail_start > 0 ? s.n - s.tail_start : 0;
     const int64_t local = ns + nt;
@@ -139,6 +145,8 @@ class SessionImpl final : public RetrievalSession {
         stats_.bytes_moved += static_cast<int64_t>((remote.out.size() + remote.lse.size()) * sizeof(float));
       }
     }
+    stats_.fetch_us += us(t0);
+    t0 = Clock::now();
     for (int h = 0; h < H; ++h) {
       for (int64_t i = 0; i < ns; ++i) {
         std::copy_n(s.sink_k.data() + (size_t(h) * o_.sinks + i) * d, d, kl.data() + size_t(i) * d);
@@ -167,6 +175,7 @@ class SessionImpl final : public RetrievalSession {
         if (!remote.out.empty()) MergeAttention(o, &lse, remote.out.data() + qi * d, remote.lse[qi], d);
       }
     }
+    stats_.attend_us += us(t0);
     if (o_.recall_every > 0 && stats_.steps % o_.recall_every == 0) RETURN_IF_ERROR(SampleRecall(layer, q_post, out));
     return absl::OkStatus();
   }

@@ -58,6 +58,8 @@ struct RetrievalSessionStats {
   double topk_recall = 0;       // mean |S ∩ TopK(p)| / |S|
   double mass_recall = 0;       // mean Σ_{i∈S} p_i
   double output_error = 0;      // mean relative error of the output vs exact attention
+  // Time spent in steps, by phase (microseconds, summed).
+  double select_us = 0, fetch_us = 0, attend_us = 0;
 };
 
 class RetrievalSession {
