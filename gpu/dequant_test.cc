@@ -15,22 +15,13 @@
 #include "codec/container.h"
 #include "codec/half.h"
 #include "gpu/dequant_kernels.h"
-#include "gpu/device_probe.h"
+#include "gpu/cuda_test_util.h"
 
 namespace kvrecall {
 namespace {
 
-template <typename T>
-T* Upload(const T* h, size_t n) {
-  T* d = nullptr;
-  EXPECT_EQ(cudaMalloc(&d, std::max<size_t>(1, n) * sizeof(T)), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(d, h, n * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-  return d;
-}
-
 TEST(GpuDequant, KiviRowsMatchTheCpuDecoder) {
-  auto info = ProbeGpu();
-  if (!info.ok()) GTEST_SKIP() << "no usable GPU: " << info.status().message();
+  KVR_REQUIRE_GPU();
   for (int bits : {2, 3}) {
     const int layers = 2, H = 2, T = 45, d = 64;
     KvChunkRef c;

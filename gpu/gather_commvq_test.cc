@@ -10,28 +10,14 @@
 
 #include "codec/commvq.h"
 #include "codec/rope.h"
-#include "gpu/device_probe.h"
+#include "gpu/cuda_test_util.h"
 #include "gpu/gather_commvq_kernels.h"
 
 namespace kvrecall {
 namespace {
 
-#define REQUIRE_GPU()                                                             \
-  do {                                                                            \
-    auto info = ProbeGpu();                                                       \
-    if (!info.ok()) GTEST_SKIP() << "no usable GPU: " << info.status().message(); \
-  } while (0)
-
-template <typename T>
-T* Upload(const std::vector<T>& h) {
-  T* d = nullptr;
-  EXPECT_EQ(cudaMalloc(&d, std::max<size_t>(1, h.size()) * sizeof(T)), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-  return d;
-}
-
 TEST(GpuGather, RowsFromMappedPinnedMemory) {
-  REQUIRE_GPU();
+  KVR_REQUIRE_GPU();
   const int rows_total = 1000, elems = 256;
   uint16_t* host = nullptr;
   ASSERT_EQ(cudaHostAlloc(&host, size_t(rows_total) * elems * 2, cudaHostAllocMapped), cudaSuccess);
@@ -54,7 +40,7 @@ TEST(GpuGather, RowsFromMappedPinnedMemory) {
 }
 
 TEST(GpuCommVq, ScoresFromCodesMatchTheCpuCodebook) {
-  REQUIRE_GPU();
+  KVR_REQUIRE_GPU();
   const int d = 64, n = 3000;
   std::mt19937 rng(4);
   std::normal_distribution<float> n01;

@@ -14,31 +14,10 @@
 #include "codec/attention.h"
 #include "codec/half.h"
 #include "common/shared_data.h"
-#include "gpu/device_probe.h"
+#include "gpu/cuda_test_util.h"
 
 namespace kvrecall {
 namespace {
-
-#define REQUIRE_GPU()                                                                      \
-  do {                                                                                     \
-    auto info = ProbeGpu();                                                                \
-    if (!info.ok()) GTEST_SKIP() << "no usable GPU: " << info.status().message();          \
-  } while (0)
-
-template <typename T>
-T* Upload(const std::vector<T>& h) {
-  T* d = nullptr;
-  EXPECT_EQ(cudaMalloc(&d, std::max<size_t>(1, h.size()) * sizeof(T)), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-  return d;
-}
-
-template <typename T>
-std::vector<T> Download(const T* d, size_t n) {
-  std::vector<T> h(n);
-  EXPECT_EQ(cudaMemcpy(h.data(), d, n * sizeof(T), cudaMemcpyDeviceToHost), cudaSuccess);
-  return h;
-}
 
 // Runs the kernel and the CPU reference on the same (f16-rounded) data.
 void Check(int nq, int d, int total_rows, const std::vector<std::vector<int32_t>>& sel, const std::vector<float>& q,
@@ -88,7 +67,7 @@ void Check(int nq, int d, int total_rows, const std::vector<std::vector<int32_t>
 }
 
 TEST(SparseAttention, MatchesTheCpuReferenceOnRaggedRandomSelections) {
-  REQUIRE_GPU();
+  KVR_REQUIRE_GPU();
   std::mt19937 rng(5);
   std::normal_distribution<float> n01;
   for (int d : {64, 128}) {
@@ -109,7 +88,7 @@ TEST(SparseAttention, MatchesTheCpuReferenceOnRaggedRandomSelections) {
 }
 
 TEST(SparseAttention, RealSquatQkSample) {
-  REQUIRE_GPU();
+  KVR_REQUIRE_GPU();
   auto s = LoadSquatQkSample();
   if (!s.ok()) GTEST_SKIP() << s.status().message();
   // Causal: query t attends rows 0..t; values = keys (the sample has no V).
@@ -120,7 +99,7 @@ TEST(SparseAttention, RealSquatQkSample) {
 }
 
 TEST(SparseAttention, MergeEqualsAttentionOverTheUnion) {
-  REQUIRE_GPU();
+  KVR_REQUIRE_GPU();
   std::mt19937 rng(9);
   std::normal_distribution<float> n01;
   const int n = 5, d = 32;

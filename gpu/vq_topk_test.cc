@@ -12,24 +12,15 @@
 #include "codec/rope.h"
 #include "codec/simd.h"
 #include "codec/synthetic_kv.h"
-#include "gpu/device_probe.h"
+#include "gpu/cuda_test_util.h"
 #include "gpu/vq_topk_kernels.h"
 #include "index/retrieval_index.h"
 
 namespace kvrecall {
 namespace {
 
-template <typename T>
-T* Upload(const std::vector<T>& h) {
-  T* d = nullptr;
-  EXPECT_EQ(cudaMalloc(&d, std::max<size_t>(1, h.size()) * sizeof(T)), cudaSuccess);
-  EXPECT_EQ(cudaMemcpy(d, h.data(), h.size() * sizeof(T), cudaMemcpyHostToDevice), cudaSuccess);
-  return d;
-}
-
 TEST(GpuVqTopK, SelectsExactlyWhatTheCpuIndexSelects) {
-  auto info = ProbeGpu();
-  if (!info.ok()) GTEST_SKIP() << "no usable GPU: " << info.status().message();
+  KVR_REQUIRE_GPU();
   const int n = 20000, C = 64;
   SyntheticConfig cfg;
   cfg.total_tokens = n;
@@ -131,8 +122,7 @@ namespace {
 // New keys encoded on the GPU get the CPU index's codes (up to exact ties),
 // appended into a packed buffer at an odd offset without touching neighbours.
 TEST(GpuVqTopK, EncodeMatchesTheCpuIndex) {
-  auto info = ProbeGpu();
-  if (!info.ok()) GTEST_SKIP() << "no usable GPU: " << info.status().message();
+  KVR_REQUIRE_GPU();
   const int n = 4000, C = 256, m = 301;
   SyntheticConfig cfg;
   cfg.total_tokens = n;
