@@ -139,7 +139,7 @@ TEST_P(UcxTransport, DeadlinesAndAServerThatGoesAway) {
   auto r = EchoCall(client_.get(), "sleep", "", &rp, absl::Milliseconds(100));
   const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
-  EXPECT_LT(ms, 350);
+  EXPECT_LT(ms, 1000);  // 100 ms deadline; generous for loaded CI machines
   std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the late reply arrives and is dropped
   r = EchoCall(client_.get(), "after", "", &rp);
   ASSERT_TRUE(r.ok()) << r.status();
