@@ -15,6 +15,7 @@
 #include "codec/half.h"
 #include "common/shared_data.h"
 #include "gpu/cuda_test_util.h"
+#include "gpu/stories_trace.h"
 
 namespace kvrecall {
 namespace {
@@ -96,6 +97,85 @@ TEST(SparseAttention, RealSquatQkSample) {
   for (int t = 0; t < 32; ++t)
     for (int r = 0; r <= t; ++r) sel[t].push_back(r);
   Check(32, 128, 32, sel, s->q, s->k, s->k);
+}
+
+// Every layer of a real story: each query head attends causally over its KV
+// head's rows, all of them and a strided subset (ragged counts), at head_dim 8.
+TEST(SparseAttention, RealStoriesTrace) {
+  KVR_REQUIRE_GPU();
+  KVR_REQUIRE_STORIES_TRACE(trace, 7, 300);
+  const KvLayout& l = trace.layout;
+  const int d = l.head_dim, Hq = l.num_q_heads, Hk = l.num_kv_heads, G = Hq / Hk;
+  for (const KvTraceRecord& r : trace.records) {
+    const int T = static_cast<int>(r.tokens);
+    for (int h = 0; h < Hk; ++h) {
+      const auto k = HeadRows(r.k, T, Hk, d, h), v = HeadRows(r.v, T, Hk, d, h);
+      std::vector<float> q;
+      std::vector<std::vector<int32_t>> sel;
+      for (int t = 0; t < T; t += 37) {
+        for (int g = 0; g < G; ++g) {
+          const auto qh = HeadRows(r.q, T, Hq, d, h * G + g);
+          q.insert(q.end(), qh.begin() + size_t(t) * d, qh.begin() + size_t(t + 1) * d);
+          sel.emplace_back();
+          for (int s = 0; s <= t; s += g + 1) sel.back().push_back(s);
+        }
+      }
+      Check(static_cast<int>(sel.size()), d, T, sel, q, k, v);
+    }
+  }
+}
+
+// The run is captured in a CUDA graph once and replayed on new query
+// values written in place (what a decode loop does): each replay equals a
+// direct run on the same inputs.
+TEST(SparseAttention, RunCapturedInACudaGraphReplaysOnNewInputs) {
+  KVR_REQUIRE_GPU();
+  std::mt19937 rng(21);
+  std::normal_distribution<float> n01;
+  const int nq = 8, d = 128, total = 4000, max_rows = 1500;
+  std::vector<uint16_t> k16(size_t(total) * d), v16(k16.size());
+  for (auto& x : k16) x = FloatToHalf(n01(rng));
+  for (auto& x : v16) x = FloatToHalf(n01(rng));
+  std::vector<int32_t> rows(size_t(nq) * max_rows), counts(nq);
+  for (int i = 0; i < nq; ++i) {
+    counts[i] = 100 + static_cast<int32_t>(rng() % (max_rows - 100));
+    for (int j = 0; j < max_rows; ++j) rows[size_t(i) * max_rows + j] = static_cast<int32_t>(rng() % total);
+  }
+  auto plan = PlanSparseAttention(nq, d, max_rows);
+  ASSERT_TRUE(plan.ok());
+  std::vector<float> q(size_t(nq) * d);
+  float *dq = Upload(q), *out_graph, *lse_graph, *out_direct, *lse_direct;
+  uint16_t *dk = Upload(k16), *dv = Upload(v16);
+  int32_t *drows = Upload(rows), *dcounts = Upload(counts);
+  void *ws_graph = nullptr, *ws_direct = nullptr;
+  ASSERT_EQ(cudaMalloc(&out_graph, q.size() * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&out_direct, q.size() * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&lse_graph, nq * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&lse_direct, nq * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&ws_graph, plan->workspace_bytes), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&ws_direct, plan->workspace_bytes), cudaSuccess);
+  cudaStream_t stream;
+  ASSERT_EQ(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), cudaSuccess);
+  const float scale = 1.0f / std::sqrt(float(d));
+  cudaGraph_t graph;
+  ASSERT_EQ(cudaStreamBeginCapture(stream, cudaStreamCaptureModeThreadLocal), cudaSuccess);
+  ASSERT_TRUE(RunSparseAttention(*plan, dq, dk, dv, drows, dcounts, scale, out_graph, lse_graph, ws_graph, stream).ok());
+  ASSERT_EQ(cudaStreamEndCapture(stream, &graph), cudaSuccess);
+  cudaGraphExec_t exec;
+  ASSERT_EQ(cudaGraphInstantiate(&exec, graph, 0), cudaSuccess);
+  for (int step = 0; step < 3; ++step) {
+    for (float& x : q) x = n01(rng);
+    ASSERT_EQ(cudaMemcpyAsync(dq, q.data(), q.size() * 4, cudaMemcpyHostToDevice, stream), cudaSuccess);
+    ASSERT_EQ(cudaGraphLaunch(exec, stream), cudaSuccess);
+    ASSERT_TRUE(
+        RunSparseAttention(*plan, dq, dk, dv, drows, dcounts, scale, out_direct, lse_direct, ws_direct, stream).ok());
+    ASSERT_EQ(cudaStreamSynchronize(stream), cudaSuccess);
+    EXPECT_EQ(Download(out_graph, q.size()), Download(out_direct, q.size())) << "step " << step;
+    EXPECT_EQ(Download(lse_graph, nq), Download(lse_direct, nq)) << "step " << step;
+  }
+  cudaGraphExecDestroy(exec), cudaGraphDestroy(graph), cudaStreamDestroy(stream);
+  cudaFree(dq), cudaFree(dk), cudaFree(dv), cudaFree(drows), cudaFree(dcounts), cudaFree(out_graph);
+  cudaFree(out_direct), cudaFree(lse_graph), cudaFree(lse_direct), cudaFree(ws_graph), cudaFree(ws_direct);
 }
 
 TEST(SparseAttention, MergeEqualsAttentionOverTheUnion) {
