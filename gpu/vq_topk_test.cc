@@ -8,37 +8,32 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "codec/bytes.h"
 #include "codec/rope.h"
 #include "codec/simd.h"
 #include "codec/synthetic_kv.h"
 #include "gpu/cuda_test_util.h"
+#include "gpu/stories_trace.h"
 #include "gpu/vq_topk_kernels.h"
 #include "index/retrieval_index.h"
 
 namespace kvrecall {
 namespace {
 
-TEST(GpuVqTopK, SelectsExactlyWhatTheCpuIndexSelects) {
-  KVR_REQUIRE_GPU();
-  const int n = 20000, C = 64;
-  SyntheticConfig cfg;
-  cfg.total_tokens = n;
-  SyntheticHead gen(cfg, 0);
-  const int d = cfg.head_dim, G = cfg.group_size;
-  std::vector<float> kpre(size_t(n) * d), kpost(kpre.size()), qpre(size_t(n) * G * d), qpost(qpre.size());
-  gen.Next(n, kpre.data(), kpost.data(), nullptr, qpre.data(), qpost.data());
-  std::vector<float> dq_pre(size_t(G) * d), dq_post(dq_pre.size());
-  gen.Next(1, nullptr, nullptr, nullptr, dq_pre.data(), dq_post.data());
-  KvLayout l;
-  l.num_layers = 1, l.num_q_heads = G, l.num_kv_heads = 1, l.head_dim = d;
-  l.rope_style = cfg.rope_style, l.rope_theta = cfg.rope_theta;
+// Trains the CPU A²ATS index on (kpre, kpost) and queries of one KV head's
+// group, then checks the GPU table and selection for the decode queries
+// (dq_pre/dq_post [G][d]) against SelectTokens over the n tokens.
+void CheckSelection(const std::vector<float>& kpre, const std::vector<float>& kpost, const std::vector<float>& qpre,
+                    const std::vector<float>& qpost, const std::vector<float>& dq_pre, const std::vector<float>& dq_post,
+                    int n, int G, const KvLayout& l, int C, int64_t train_keys, const std::vector<int64_t>& ks) {
+  const int d = l.head_dim;
   const double b = 64;
-  auto idx = MakeRetrievalIndex("a2ats:b=64,centroids=64,iters=4,seed=1", l);
+  auto idx = MakeRetrievalIndex(absl::StrCat("a2ats:b=64,centroids=", C, ",iters=4,seed=1"), l);
   ASSERT_TRUE(idx.ok());
   TrainingData t;
-  t.dim = d, t.k_pre = kpre.data(), t.k_post = kpost.data(), t.num_keys = n / 2;
-  t.q_pre = qpre.data(), t.q_post = qpost.data(), t.num_queries = int64_t(n / 2) * G;
+  t.dim = d, t.k_pre = kpre.data(), t.k_post = kpost.data(), t.num_keys = train_keys;
+  t.q_pre = qpre.data(), t.q_post = qpost.data(), t.num_queries = train_keys * G;
   ASSERT_TRUE((*idx)->Train(t).ok());
   ASSERT_TRUE((*idx)->Add(kpre.data(), kpost.data(), n).ok());
   // The index's state: L [d][d] f64, whitened centroids [C][d], codes [n].
@@ -83,7 +78,7 @@ TEST(GpuVqTopK, SelectsExactlyWhatTheCpuIndexSelects) {
   ASSERT_EQ(cudaMalloc(&mask, n), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&sel, n * 4), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&count, 4), cudaSuccess);
-  for (int64_t k : {int64_t{1}, int64_t{37}, int64_t{600}, int64_t{n}}) {
+  for (int64_t k : ks) {
     VqSelectArgs a;
     a.table = dtable, a.group = G, a.num_centroids = C, a.codes = dcodes, a.n = n, a.sinks = 4, a.window = 64;
     a.k = k, a.mask = mask, a.selected = sel, a.num_selected = count;
@@ -100,6 +95,48 @@ TEST(GpuVqTopK, SelectsExactlyWhatTheCpuIndexSelects) {
     for (size_t i = 0; i < got.size(); ++i) ASSERT_EQ(got[i], (*want)[i]) << "k=" << k << " at " << i;
   }
   cudaFree(dy), cudaFree(dcent), cudaFree(dtable), cudaFree(dcodes), cudaFree(mask), cudaFree(sel), cudaFree(count);
+}
+
+TEST(GpuVqTopK, SelectsExactlyWhatTheCpuIndexSelects) {
+  KVR_REQUIRE_GPU();
+  const int n = 20000;
+  SyntheticConfig cfg;
+  cfg.total_tokens = n;
+  SyntheticHead gen(cfg, 0);
+  const int d = cfg.head_dim, G = cfg.group_size;
+  std::vector<float> kpre(size_t(n) * d), kpost(kpre.size()), qpre(size_t(n) * G * d), qpost(qpre.size());
+  gen.Next(n, kpre.data(), kpost.data(), nullptr, qpre.data(), qpost.data());
+  std::vector<float> dq_pre(size_t(G) * d), dq_post(dq_pre.size());
+  gen.Next(1, nullptr, nullptr, nullptr, dq_pre.data(), dq_post.data());
+  KvLayout l;
+  l.num_layers = 1, l.num_q_heads = G, l.num_kv_heads = 1, l.head_dim = d;
+  l.rope_style = cfg.rope_style, l.rope_theta = cfg.rope_theta;
+  CheckSelection(kpre, kpost, qpre, qpost, dq_pre, dq_post, n, G, l, 64, n / 2, {1, 37, 600, n});
+}
+
+// Every (layer, KV head) of a real story: the last token's query group
+// selects among the tokens before it, with head_dim 8 and GQA groups of 2.
+TEST(GpuVqTopK, RealStoriesTraceSelectsWhatTheCpuIndexSelects) {
+  KVR_REQUIRE_GPU();
+  KVR_REQUIRE_STORIES_TRACE(trace, 11, 400);
+  const KvLayout& tl = trace.layout;
+  const int d = tl.head_dim, Hq = tl.num_q_heads, Hk = tl.num_kv_heads, G = Hq / Hk;
+  KvLayout l = tl;
+  l.num_layers = 1, l.num_q_heads = G, l.num_kv_heads = 1;
+  for (const KvTraceRecord& r : trace.records) {
+    const int T = static_cast<int>(r.tokens), n = T - 1;
+    for (int h = 0; h < Hk; ++h) {
+      const auto kpre = HeadRows(r.k_pre_rope, T, Hk, d, h), kpost = HeadRows(r.k, T, Hk, d, h);
+      // The group's queries, [tokens][G][d]: query heads h*G .. h*G+G-1 are adjacent.
+      std::vector<float> qpre(size_t(T) * G * d), qpost(qpre.size());
+      for (int t = 0; t < T; ++t) {
+        std::copy_n(r.q_pre_rope.begin() + (size_t(t) * Hq + h * G) * d, G * d, qpre.begin() + size_t(t) * G * d);
+        std::copy_n(r.q.begin() + (size_t(t) * Hq + h * G) * d, G * d, qpost.begin() + size_t(t) * G * d);
+      }
+      const std::vector<float> dq_pre(qpre.end() - G * d, qpre.end()), dq_post(qpost.end() - G * d, qpost.end());
+      CheckSelection(kpre, kpost, qpre, qpost, dq_pre, dq_post, n, G, l, 64, n, {1, 7, 50, n});
+    }
+  }
 }
 
 TEST(GpuVqTopK, PackingRoundTrips) {
