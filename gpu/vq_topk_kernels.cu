@@ -32,6 +32,16 @@ __global__ void TableKernel(const float* y, const float* cent, int C, int d, flo
   }
 }
 
+// Grid-stride over tokens; each thread scores its token for every query
+// head of the group (the code is read once).
+__global__ void ScoreKernel(const float* table, int group, int C, const uint8_t* codes, int64_t n, float* scores) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint32_t c = Code12(codes, i);
+    for (int g = 0; g < group; ++g) scores[g * n + i] = __ldg(table + static_cast<int64_t>(g) * C + c);
+  }
+}
+
 // Exclusive block scan of one flag per thread; returns this thread's
 // prefix and writes the tile total to *total.
 __device__ int BlockExclusiveScan(int flag, int* buf, int* total) {
@@ -199,6 +209,19 @@ int LaunchVqTable(const float* y, const float* centroids, int group, int num_cen
   const int blocks = (num_centroids + threads - 1) / threads;
   TableKernel<<<dim3(blocks, group), threads, 0, static_cast<cudaStream_t>(stream)>>>(y, centroids, num_centroids, dim,
                                                                                       scale, table);
+  return cudaGetLastError();
+}
+
+int LaunchVqScore(const float* table, int group, int num_centroids, const uint8_t* codes, int64_t n, float* scores,
+                  void* stream) {
+  if (n <= 0 || group <= 0) return cudaSuccess;
+  const int threads = 256;
+  int device = 0, sms = 0;
+  cudaGetDevice(&device);
+  cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device);
+  const int64_t want = (n + threads - 1) / threads;
+  const int blocks = static_cast<int>(std::min<int64_t>(want, std::max(1, sms) * 8));
+  ScoreKernel<<<blocks, threads, 0, static_cast<cudaStream_t>(stream)>>>(table, group, num_centroids, codes, n, scores);
   return cudaGetLastError();
 }
 

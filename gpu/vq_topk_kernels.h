@@ -16,6 +16,11 @@ namespace kvrecall {
 int LaunchVqTable(const float* y, const float* centroids, int group, int num_centroids, int dim, float scale,
                   float* table, void* stream);
 
+// scores[g][i] = table[g][code_i] for every token i < n (no selection): the
+// memory-bound half of retrieval, spread over the whole device.
+int LaunchVqScore(const float* table, int group, int num_centroids, const uint8_t* codes, int64_t n, float* scores,
+                  void* stream);
+
 struct VqSelectArgs {
   const float* table = nullptr;        // [group][num_centroids]
   int group = 1, num_centroids = 0;
