@@ -78,6 +78,14 @@ void CheckSelection(const std::vector<float>& kpre, const std::vector<float>& kp
   ASSERT_EQ(cudaMalloc(&mask, n), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&sel, n * 4), cudaSuccess);
   ASSERT_EQ(cudaMalloc(&count, 4), cudaSuccess);
+  // Scores of every token: table[g][code].
+  float* dscores = nullptr;
+  ASSERT_EQ(cudaMalloc(&dscores, size_t(G) * n * 4), cudaSuccess);
+  ASSERT_EQ(LaunchVqScore(dtable, G, C, dcodes, n, dscores, nullptr), cudaSuccess);
+  const std::vector<float> scores = Download(dscores, size_t(G) * n);
+  for (int g = 0; g < G; ++g)
+    for (int i = 0; i < n; ++i) ASSERT_EQ(scores[size_t(g) * n + i], table[size_t(g) * C + codes[i]]) << g << "," << i;
+  cudaFree(dscores);
   for (int64_t k : ks) {
     VqSelectArgs a;
     a.table = dtable, a.group = G, a.num_centroids = C, a.codes = dcodes, a.n = n, a.sinks = 4, a.window = 64;
