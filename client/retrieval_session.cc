@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <future>
 #include <cmath>
 #include <map>
 #include <set>
@@ -42,7 +43,9 @@ class SessionImpl final : public RetrievalSession {
     KvLayout bl = l;
     bl.dtype = DType::kF32;
     bl.keys_pre_rope = false;
-    block_layout_ = bl;
+    head_layout_ = bl;  // one KV head (and its query group) per block
+    head_layout_.num_kv_heads = 1;
+    head_layout_.num_q_heads = l.group_size();
     fingerprint_ = ModelFingerprint(o_.model_id, bl, static_cast<uint16_t>(codec_->id()), codec_->params(), 0);
     layers_.resize(l.num_layers);
     for (int layer = 0; layer < l.num_layers; ++layer) {
@@ -101,53 +104,66 @@ class SessionImpl final : public RetrievalSession {
     using Clock = std::chrono::steady_clock;
     auto us = [](Clock::time_point a) { return std::chrono::duration<double, std::micro>(Clock::now() - a).count(); };
     auto t0 = Clock::now();
-    // The union over all query heads of each head's top-K offloaded tokens.
-    std::set<int64_t> chosen;
+    // Per KV head: the union over its query heads of each head's top-K
+    // offloaded tokens (sorted).
+    std::vector<std::vector<int64_t>> rows(H);
     if (m > 0) {
       SelectionConfig cfg;
       cfg.sinks = 0, cfg.window = 0;
       cfg.topk = o_.topk;
       cfg.topk_fraction = o_.topk_fraction;
       for (int h = 0; h < H; ++h) {
-        ASSIGN_OR_RETURN(std::vector<int64_t> sel,
+        ASSIGN_OR_RETURN(rows[h],
                          SelectTokens(*s.index[h], q_pre + size_t(h) * G * d, q_post + size_t(h) * G * d, G, m - 1, cfg));
-        chosen.insert(sel.begin(), sel.end());
+        stats_.fetched_rows += static_cast<int64_t>(rows[h].size());
       }
     }
-    const std::vector<int64_t> rows(chosen.begin(), chosen.end());
-    stats_.fetched_rows += static_cast<int64_t>(rows.size());
     stats_.select_us += us(t0);
     t0 = Clock::now();
-    // Local rows per head: sinks, then the tail.
-    const int64_t ns = std::min<int64_t>(s.n, o_.sinks), nt = s.n - s.tail_start > 0 ? s.n - s.tail_start : 0;
-    const int64_t local = ns + nt;
+    // Every head's request is sent before any reply is awaited: the heads'
+    // fetches run concurrently (and on different nodes where blocks are).
     const float scale = 1.0f / std::sqrt(float(d));
-    std::vector<float> kl(size_t(local) * d), vl(kl.size()), part(d), scratch(local + rows.size() + 1);
-    std::vector<float> fk, fv;  // gather mode: fetched rows [H][rows][d]
-    KvClient::AttendResult remote;
-    if (!rows.empty()) {
-      const KvClient::SequenceRef ref{fingerprint_, o_.sequence_id, layer, 1, o_.block_tokens, H, d};
+    std::vector<std::future<absl::StatusOr<std::vector<float>>>> gathers(H);
+    std::vector<std::future<absl::StatusOr<KvClient::AttendResult>>> attends(H);
+    for (int h = 0; h < H; ++h) {
+      if (rows[h].empty()) continue;
       if (o_.fetch == RetrievalSessionOptions::Fetch::kGather) {
-        ASSIGN_OR_RETURN(std::vector<float> kv, client_->GatherSequence(ref, rows).get());
-        const size_t per = size_t(H) * rows.size() * d;
-        fk.assign(kv.begin(), kv.begin() + per);
-        fv.assign(kv.begin() + per, kv.end());
-        stats_.bytes_moved += static_cast<int64_t>(kv.size() * sizeof(float));
+        gathers[h] = client_->GatherSequence(HeadRef(layer, h), rows[h]);
       } else {
         std::map<int64_t, std::vector<uint32_t>> by_block;
-        for (int64_t j : rows) by_block[j / o_.block_tokens].push_back(static_cast<uint32_t>(j % o_.block_tokens));
+        for (int64_t j : rows[h]) by_block[j / o_.block_tokens].push_back(static_cast<uint32_t>(j % o_.block_tokens));
         std::vector<KvClient::GatherItem> items;
-        for (auto& [b, r] : by_block) {
-          items.push_back({SequenceBlockKey(fingerprint_, client_->namespace_salt(), o_.sequence_id, layer, 1, b), r});
-        }
-        std::vector<float> q(q_post, q_post + size_t(H) * G * d);  // [1][H][G][d]
-        ASSIGN_OR_RETURN(remote, client_->Attend(std::move(items), G, scale, std::move(q), d).get());
-        stats_.bytes_moved += static_cast<int64_t>((remote.out.size() + remote.lse.size()) * sizeof(float));
+        for (auto& [b, r] : by_block) items.push_back({HeadBlockKey(layer, h, b), r});
+        std::vector<float> q(q_post + size_t(h) * G * d, q_post + size_t(h + 1) * G * d);  // [1][1][G][d]
+        attends[h] = client_->Attend(std::move(items), G, scale, std::move(q), d);
       }
     }
+    std::vector<std::vector<float>> fetched(H);            // gather: [rows][d] K then V
+    std::vector<KvClient::AttendResult> remote(H);         // attend: [G][d] + [G]
+    absl::Status failed;
+    for (int h = 0; h < H; ++h) {
+      if (gathers[h].valid()) {
+        auto kv = gathers[h].get();
+        if (!kv.ok()) { failed.Update(kv.status()); continue; }
+        fetched[h] = std::move(*kv);
+        stats_.bytes_moved += static_cast<int64_t>(fetched[h].size() * sizeof(float));
+      } else if (attends[h].valid()) {
+        auto r = attends[h].get();
+        if (!r.ok()) { failed.Update(r.status()); continue; }
+        remote[h] = std::move(*r);
+        stats_.bytes_moved += static_cast<int64_t>((remote[h].out.size() + remote[h].lse.size()) * sizeof(float));
+      }
+    }
+    RETURN_IF_ERROR(failed);
     stats_.fetch_us += us(t0);
     t0 = Clock::now();
+    // Local rows per head: sinks, then the tail; plus the fetched rows.
+    const int64_t ns = std::min<int64_t>(s.n, o_.sinks), nt = s.n - s.tail_start > 0 ? s.n - s.tail_start : 0;
+    const int64_t local = ns + nt;
+    std::vector<float> kl, vl, scratch;
     for (int h = 0; h < H; ++h) {
+      const int64_t nf = fetched[h].empty() ? 0 : static_cast<int64_t>(rows[h].size());
+      kl.resize(size_t(local + nf) * d), vl.resize(kl.size()), scratch.resize(local + nf + 1);
       for (int64_t i = 0; i < ns; ++i) {
         std::copy_n(s.sink_k.data() + (size_t(h) * o_.sinks + i) * d, d, kl.data() + size_t(i) * d);
         std::copy_n(s.sink_v.data() + (size_t(h) * o_.sinks + i) * d, d, vl.data() + size_t(i) * d);
@@ -156,23 +172,21 @@ class SessionImpl final : public RetrievalSession {
         std::copy_n(s.tail_k.data() + (size_t(i) * H + h) * d, d, kl.data() + size_t(ns + i) * d);
         std::copy_n(s.tail_v.data() + (size_t(i) * H + h) * d, d, vl.data() + size_t(ns + i) * d);
       }
+      if (nf > 0) {
+        std::copy_n(fetched[h].begin(), size_t(nf) * d, kl.begin() + size_t(local) * d);
+        std::copy_n(fetched[h].begin() + size_t(nf) * d, size_t(nf) * d, vl.begin() + size_t(local) * d);
+      }
       // Positions attended (for stats and live recall).
       std::vector<int64_t>& last = s.last[h];
       last.clear();
       for (int64_t i = 0; i < ns; ++i) last.push_back(i);
-      for (int64_t j : rows) last.push_back(o_.sinks + j);
+      for (int64_t j : rows[h]) last.push_back(o_.sinks + j);
       for (int64_t i = 0; i < nt; ++i) last.push_back(s.tail_start + i);
-      std::vector<float> ka = kl, va = vl;  // local (+ fetched rows in gather mode)
-      if (!fk.empty()) {
-        ka.insert(ka.end(), fk.begin() + size_t(h) * rows.size() * d, fk.begin() + size_t(h + 1) * rows.size() * d);
-        va.insert(va.end(), fv.begin() + size_t(h) * rows.size() * d, fv.begin() + size_t(h + 1) * rows.size() * d);
-      }
-      const int64_t n_rows = static_cast<int64_t>(ka.size() / d);
       for (int g = 0; g < G; ++g) {
         const size_t qi = size_t(h) * G + g;
         float* o = out + qi * d;
-        float lse = AttendRows(q_post + qi * d, ka.data(), va.data(), n_rows, d, d, scale, o, scratch.data());
-        if (!remote.out.empty()) MergeAttention(o, &lse, remote.out.data() + qi * d, remote.lse[qi], d);
+        float lse = AttendRows(q_post + qi * d, kl.data(), vl.data(), local + nf, d, d, scale, o, scratch.data());
+        if (!remote[h].out.empty()) MergeAttention(o, &lse, remote[h].out.data() + size_t(g) * d, remote[h].lse[g], d);
       }
     }
     stats_.attend_us += us(t0);
@@ -187,14 +201,13 @@ class SessionImpl final : public RetrievalSession {
     const int H = l.num_kv_heads, G = l.group_size(), d = l.head_dim;
     LayerState& s = layers_[layer];
     const int64_t m = s.tail_start - o_.sinks, ns = std::min<int64_t>(s.n, o_.sinks);
-    std::vector<float> off_k, off_v;
+    std::vector<std::vector<float>> off(H);  // per head: [m][d] K then V
     if (m > 0) {
       std::vector<int64_t> all(m);
       for (int64_t j = 0; j < m; ++j) all[j] = j;
-      const KvClient::SequenceRef ref{fingerprint_, o_.sequence_id, layer, 1, o_.block_tokens, H, d};
-      ASSIGN_OR_RETURN(std::vector<float> kv, client_->GatherSequence(ref, all).get());
-      off_k.assign(kv.begin(), kv.begin() + kv.size() / 2);
-      off_v.assign(kv.begin() + kv.size() / 2, kv.end());
+      for (int h = 0; h < H; ++h) {
+        ASSIGN_OR_RETURN(off[h], client_->GatherSequence(HeadRef(layer, h), all).get());
+      }
     }
     const float scale = 1.0f / std::sqrt(float(d));
     std::vector<float> k(size_t(s.n) * d), v(k.size()), exact(d), scratch(s.n);
@@ -204,7 +217,7 @@ class SessionImpl final : public RetrievalSession {
         if (p < ns) {
           kr = s.sink_k.data() + (size_t(h) * o_.sinks + p) * d, vr = s.sink_v.data() + (size_t(h) * o_.sinks + p) * d;
         } else if (p < s.tail_start) {
-          kr = off_k.data() + (size_t(h) * m + (p - o_.sinks)) * d, vr = off_v.data() + (size_t(h) * m + (p - o_.sinks)) * d;
+          kr = off[h].data() + size_t(p - o_.sinks) * d, vr = off[h].data() + size_t(m + p - o_.sinks) * d;
         } else {
           kr = s.tail_k.data() + (size_t(p - s.tail_start) * H + h) * d;
           vr = s.tail_v.data() + (size_t(p - s.tail_start) * H + h) * d;
@@ -233,37 +246,40 @@ class SessionImpl final : public RetrievalSession {
   RetrievalSessionStats stats() const override { return stats_; }
 
  private:
+  // Blocks are per KV head (a sequence per head), so a head's selected rows
+  // cost only that head's bytes to fetch and decode.
   absl::Status Offload(int layer) {
     LayerState& s = layers_[layer];
     const int H = o_.layout.num_kv_heads, d = o_.layout.head_dim, B = o_.block_tokens;
     const int64_t block = (s.tail_start - o_.sinks) / B;
-    // Chunk layout [1][H][B][d] from the tail's [B][H][d].
-    std::vector<float> k(size_t(H) * B * d), v(k.size()), kpre_h(size_t(B) * d), kpost_h(kpre_h.size());
-    for (int t = 0; t < B; ++t)
-      for (int h = 0; h < H; ++h) {
-        std::copy_n(s.tail_k.data() + (size_t(t) * H + h) * d, d, k.data() + (size_t(h) * B + t) * d);
-        std::copy_n(s.tail_v.data() + (size_t(t) * H + h) * d, d, v.data() + (size_t(h) * B + t) * d);
-      }
-    KvChunkRef c;
-    c.layout = block_layout_;
-    c.layer_begin = layer;
-    c.layer_count = 1;
-    c.first_token = static_cast<uint64_t>(s.tail_start);
-    c.tokens = B;
-    c.k = k.data(), c.v = v.data();
-    EncodeOptions eo;
-    eo.fingerprint = fingerprint_;
-    ASSIGN_OR_RETURN(std::string blk, codec_->Encode(c, &eo));
-    const BlockKey key = SequenceBlockKey(fingerprint_, client_->namespace_salt(), o_.sequence_id, layer, 1, block);
-    std::vector<absl::Status> saved = client_->Save({key}, {AsBytesOf(blk)}).get();
-    if (!saved[0].ok()) return Annotate(saved[0], "offloading a block");
-    ++stats_.saved_blocks, stats_.saved_bytes += static_cast<int64_t>(blk.size());
+    std::vector<std::string> blocks(H);
+    std::vector<BlockKey> keys;
+    std::vector<float> k(size_t(B) * d), v(k.size()), kpre_h(k.size());
     for (int h = 0; h < H; ++h) {
-      for (int t = 0; t < B; ++t) {
+      for (int t = 0; t < B; ++t) {  // [B][d] of head h from the tail's [B][H][d]
+        std::copy_n(s.tail_k.data() + (size_t(t) * H + h) * d, d, k.data() + size_t(t) * d);
+        std::copy_n(s.tail_v.data() + (size_t(t) * H + h) * d, d, v.data() + size_t(t) * d);
         std::copy_n(s.tail_kpre.data() + (size_t(t) * H + h) * d, d, kpre_h.data() + size_t(t) * d);
-        std::copy_n(s.tail_k.data() + (size_t(t) * H + h) * d, d, kpost_h.data() + size_t(t) * d);
       }
-      RETURN_IF_ERROR(s.index[h]->Add(kpre_h.data(), kpost_h.data(), B));
+      KvChunkRef c;
+      c.layout = head_layout_;
+      c.layer_begin = layer;
+      c.layer_count = 1;
+      c.first_token = static_cast<uint64_t>(s.tail_start);
+      c.tokens = B;
+      c.k = k.data(), c.v = v.data();
+      EncodeOptions eo;
+      eo.fingerprint = fingerprint_;
+      ASSIGN_OR_RETURN(blocks[h], codec_->Encode(c, &eo));
+      keys.push_back(HeadBlockKey(layer, h, block));
+      RETURN_IF_ERROR(s.index[h]->Add(kpre_h.data(), k.data(), B));
+    }
+    std::vector<absl::Span<const uint8_t>> spans;
+    for (const std::string& b : blocks) spans.push_back(AsBytesOf(b));
+    std::vector<absl::Status> saved = client_->Save(keys, spans).get();
+    for (int h = 0; h < H; ++h) {
+      if (!saved[h].ok()) return Annotate(saved[h], "offloading a block");
+      ++stats_.saved_blocks, stats_.saved_bytes += static_cast<int64_t>(blocks[h].size());
     }
     const size_t drop = size_t(B) * H * d;
     s.tail_kpre.erase(s.tail_kpre.begin(), s.tail_kpre.begin() + drop);
@@ -274,6 +290,14 @@ class SessionImpl final : public RetrievalSession {
     return absl::OkStatus();
   }
 
+  std::string HeadSequence(int h) const { return absl::StrCat(o_.sequence_id, "/kvh", h); }
+  KvClient::SequenceRef HeadRef(int layer, int h) const {
+    return KvClient::SequenceRef{fingerprint_, HeadSequence(h), layer, 1, o_.block_tokens, 1, o_.layout.head_dim};
+  }
+  BlockKey HeadBlockKey(int layer, int h, int64_t block) const {
+    return SequenceBlockKey(fingerprint_, client_->namespace_salt(), HeadSequence(h), layer, 1, block);
+  }
+
   static absl::Span<const uint8_t> AsBytesOf(const std::string& s) {
     return {reinterpret_cast<const uint8_t*>(s.data()), s.size()};
   }
@@ -281,7 +305,7 @@ class SessionImpl final : public RetrievalSession {
   KvClient* client_;
   RetrievalSessionOptions o_;
   std::unique_ptr<KvCodec> codec_;
-  KvLayout block_layout_;
+  KvLayout head_layout_;
   Hash128 fingerprint_;
   std::vector<LayerState> layers_;
   RetrievalSessionStats stats_;

@@ -4,8 +4,9 @@
 // tokens a retrieval index picks (index/retrieval_index.h).
 //
 // Append: a layer's new tokens enter the window; tokens leaving it collect
-// into blocks of `block_tokens`, which are encoded (codec), saved through the
-// KvClient under SequenceBlockKey(fingerprint, salt, sequence_id, layer, 1,
+// into blocks of `block_tokens`, one per KV head, which are encoded (codec),
+// saved through the KvClient (one batch per offload) under
+// SequenceBlockKey(fingerprint, salt, "<sequence_id>/kvh<h>", layer, 1,
 // block) and summarized in the layer's per-KV-head index.
 // Step: per KV head, the union over its query heads of each head's top-K
 // offloaded tokens; then either
@@ -13,7 +14,8 @@
 //           attention runs here over local ∪ fetched rows, or
 //   attend: each store node computes the partial attention over its rows
 //           (output + log-sum-exp), merged here with the local part.
-// Both give the same result (tested). This is the CPU path; the GPU kernels
+// The heads' requests are all sent before any reply is awaited. Both modes
+// give the same result (tested). This is the CPU path; the GPU kernels
 // of gpu/ implement the same operations.
 //
 // Thread safety: one session per sequence, one caller at a time.
@@ -51,7 +53,7 @@ struct RetrievalSessionOptions {
 
 struct RetrievalSessionStats {
   int64_t steps = 0, offloaded_tokens = 0, saved_blocks = 0, saved_bytes = 0;
-  int64_t fetched_rows = 0;     // rows asked of the store (gather and attend)
+  int64_t fetched_rows = 0;     // (KV head, token) rows asked of the store (gather and attend)
   int64_t bytes_moved = 0;      // payload bytes returned by the store
   // Live recall (the retrieval SLO), over the sampled (step, query head)s:
   int64_t recall_samples = 0;
