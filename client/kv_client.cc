@@ -17,6 +17,7 @@
 #include "common/ucx_transport.h"
 #include "proto/etcd/membership.h"
 #include "store/block_store.h"
+#include "store/metrics.h"
 #include "store/service.h"
 
 namespace kvrecall {
@@ -343,6 +344,35 @@ class KvClientImpl final : public KvClient {
       }
       return acc;
     });
+  }
+
+  std::future<absl::Status> ReportRecall(BlockKey route, std::vector<RecallSample> samples) override {
+    return pool_.Submit([this, route, samples = std::move(samples)]() -> absl::Status {
+      std::vector<kvrecall::RecallSample> wire;
+      for (const RecallSample& x : samples) wire.push_back({x.topk_recall, x.mass_recall, x.output_error});
+      if (wire.empty()) return absl::OkStatus();
+      const std::shared_ptr<const View> view = Snapshot();
+      std::vector<bool> done(1, false);
+      absl::Status result = absl::UnavailableError("no node took the recall report");
+      ForEachNode(*view, {route}, &done, [&](StoreStub& stub, const std::vector<size_t>&, int) {
+        for (size_t i = 0; i < wire.size(); i += kMaxRecallSamples) {
+          const std::vector<kvrecall::RecallSample> part(
+              wire.begin() + i, wire.begin() + std::min<size_t>(wire.size(), i + kMaxRecallSamples));
+          result = stub.ReportRecall(part);
+          // Refused samples are the caller's error, not the node's.
+          if (result.code() == absl::StatusCode::kInvalidArgument || IsAuthError(result)) return absl::OkStatus();
+          if (!result.ok()) return result;
+        }
+        done[0] = true;
+        return absl::OkStatus();
+      });
+      return result;
+    });
+  }
+
+  std::string EmbeddedMetrics() const override {
+    if (!store_) return "";
+    return FormatPrometheus(store_->Stats(), service_->Stats());
   }
 
   absl::Status RegisterBuffer(absl::Span<uint8_t> buffer) override {

@@ -125,6 +125,20 @@ class KvClient {
   virtual std::future<absl::StatusOr<AttendResult>> Attend(std::vector<GatherItem> items, int group, float scale,
                                                            std::vector<float> queries, int head_dim) = 0;
 
+  // Live-recall samples of a retrieval session (client/retrieval_session.h),
+  // sent to the node that owns `route` for its metrics (Prometheus
+  // kvrecall_retrieval_* and the Stats call). Recalls in [0, 1], error >= 0;
+  // INVALID_ARGUMENT otherwise.
+  struct RecallSample {
+    float topk_recall = 0, mass_recall = 0, output_error = 0;
+  };
+  virtual std::future<absl::Status> ReportRecall(BlockKey route, std::vector<RecallSample> samples) = 0;
+
+  // Embedded mode: the embedded store's metrics in Prometheus text format
+  // (the same families a kvrecall-server serves on /metrics); empty when
+  // the client talks to servers.
+  virtual std::string EmbeddedMetrics() const = 0;
+
   // Registers a buffer that Save/Load will use, so large transfers need no
   // registration on the way (UCX registers on first use otherwise).
   virtual absl::Status RegisterBuffer(absl::Span<uint8_t> buffer) = 0;

@@ -211,6 +211,7 @@ class SessionImpl final : public RetrievalSession {
     }
     const float scale = 1.0f / std::sqrt(float(d));
     std::vector<float> k(size_t(s.n) * d), v(k.size()), exact(d), scratch(s.n);
+    std::vector<KvClient::RecallSample> report;
     for (int h = 0; h < H; ++h) {
       for (int64_t p = 0; p < s.n; ++p) {  // every position in order
         const float *kr, *vr;
@@ -226,6 +227,7 @@ class SessionImpl final : public RetrievalSession {
         std::copy_n(vr, d, v.data() + size_t(p) * d);
       }
       const std::vector<int> ids(s.last[h].begin(), s.last[h].end());
+
       for (int g = 0; g < G; ++g) {
         const size_t qi = size_t(h) * G + g;
         const std::vector<double> probs =
@@ -235,7 +237,17 @@ class SessionImpl final : public RetrievalSession {
         const double n = static_cast<double>(++stats_.recall_samples);
         stats_.topk_recall += (r.topk_recall - stats_.topk_recall) / n;
         stats_.mass_recall += (r.mass_recall - stats_.mass_recall) / n;
-        stats_.output_error += (RelativeError(exact.data(), out + qi * d, d) - stats_.output_error) / n;
+        const double err = RelativeError(exact.data(), out + qi * d, d);
+        stats_.output_error += (err - stats_.output_error) / n;
+        report.push_back({static_cast<float>(std::clamp(r.topk_recall, 0.0, 1.0)),
+                          static_cast<float>(std::clamp(r.mass_recall, 0.0, 1.0)),
+                          static_cast<float>(std::min(err, 1e6))});
+      }
+    }
+    if (o_.report_recall && !report.empty()) {
+      ++stats_.recall_reports;
+      if (!client_->ReportRecall(HeadBlockKey(layer, 0, 0), std::move(report)).get().ok()) {
+        ++stats_.recall_report_failures;
       }
     }
     return absl::OkStatus();

@@ -47,8 +47,12 @@ struct RetrievalSessionOptions {
   Fetch fetch = Fetch::kAttend;
   // Live recall: every `recall_every`-th step (0: never) also computes exact
   // attention over all the layer's tokens (fetching every offloaded row) and
-  // records how much of it the selection covered.
+  // records how much of it the selection covered; the samples also go to the
+  // store node owning the sequence's first block, for its metrics (the
+  // retrieval SLO, Prometheus kvrecall_retrieval_*), unless report_recall is
+  // false. A failed report is counted, never fails the step.
   int recall_every = 0;
+  bool report_recall = true;
 };
 
 struct RetrievalSessionStats {
@@ -60,6 +64,7 @@ struct RetrievalSessionStats {
   double topk_recall = 0;       // mean |S ∩ TopK(p)| / |S|
   double mass_recall = 0;       // mean Σ_{i∈S} p_i
   double output_error = 0;      // mean relative error of the output vs exact attention
+  int64_t recall_reports = 0, recall_report_failures = 0;
   // Time spent in steps, by phase (microseconds, summed).
   double select_us = 0, fetch_us = 0, attend_us = 0;
 };

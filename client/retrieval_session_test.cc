@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include "absl/strings/str_cat.h"
 #include "codec/attention.h"
 #include "codec/half.h"
 #include "codec/metrics.h"
@@ -107,6 +108,15 @@ TEST(RetrievalSession, LiveRecallIsMeasuredOnSampledSteps) {
   EXPECT_GT(st.mass_recall, 0.5);
   EXPECT_LE(st.mass_recall, 1.0);
   EXPECT_LT(st.output_error, 1.0);
+  // The samples went to the (embedded) store's metrics: the same count and mean.
+  EXPECT_EQ(st.recall_reports, 1);
+  EXPECT_EQ(st.recall_report_failures, 0);
+  const std::string m = (*c)->EmbeddedMetrics();
+  EXPECT_NE(m.find(absl::StrCat("kvrecall_retrieval_mass_recall_count ", x.G, "\n")), std::string::npos) << m;
+  const size_t at = m.find("kvrecall_retrieval_mass_recall_sum ");
+  ASSERT_NE(at, std::string::npos);
+  EXPECT_NEAR(std::stod(m.substr(at + 35)) / x.G, st.mass_recall, 1e-5);
+  EXPECT_NE(m.find("kvrecall_retrieval_mass_recall_bucket{le=\"+Inf\"} " + std::to_string(x.G)), std::string::npos);
   // Everything selected: full recall, tiny error.
   o.topk_fraction = 1.0;
   o.sequence_id = "full";

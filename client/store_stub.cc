@@ -131,6 +131,25 @@ absl::StatusOr<std::vector<absl::Status>> StoreStub::Delete(absl::Span<const Blo
   return out;
 }
 
+absl::Status StoreStub::ReportRecall(const std::vector<RecallSample>& samples) {
+  if (samples.empty() || samples.size() > kMaxRecallSamples) return absl::InvalidArgumentError("recall: 1..4096 samples");
+  Request req;
+  req.header.op = uint16_t(Op::kRecall);
+  req.header.request_id = NextId();
+  req.token = token_;
+  req.recall = samples;
+  CallArgs args;
+  args.head = EncodeRequest(req);
+  args.timeout = timeout_;
+  args.sink = [](absl::Span<const uint8_t>, uint64_t n) -> absl::StatusOr<MutableIov> {
+    if (n != 0) return absl::InternalError("recall reply with a payload");
+    return MutableIov{};
+  };
+  ASSIGN_OR_RETURN(std::string head, t_->Call(std::move(args)));
+  ASSIGN_OR_RETURN(Reply r, CheckReply(head, req.header.request_id, Op::kRecall, 1));
+  return ItemStatus(r.items[0].code);
+}
+
 absl::StatusOr<StoreStub::AttendResult> StoreStub::Attend(const std::vector<GatherRequestItem>& items, int group,
                                                           float scale, absl::Span<const float> queries, int head_dim) {
   if (head_dim < 1 || queries.size() % size_t(head_dim) != 0) return absl::InvalidArgumentError("attend: bad query shape");

@@ -50,6 +50,8 @@ class StoreStub {
   };
   absl::StatusOr<AttendResult> Attend(const std::vector<GatherRequestItem>& items, int group, float scale,
                                       absl::Span<const float> queries, int head_dim);
+  // Live-recall samples for the server's metrics (1..kMaxRecallSamples).
+  absl::Status ReportRecall(const std::vector<RecallSample>& samples);
   // Decoded rows (K then V floats, see BlockStore::GatherRows) per item.
   absl::StatusOr<std::vector<absl::StatusOr<std::vector<float>>>> Gather(const std::vector<GatherRequestItem>& items);
 

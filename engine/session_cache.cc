@@ -93,6 +93,8 @@ absl::StatusOr<std::unique_ptr<KvCache>> NewSessionKvCache(const std::string& sp
       centroids = static_cast<int>(x);
     } else if (k == "b" && num && x > 0) {
       b = x;
+    } else if (k == "recall" && num && x >= 0) {
+      o.recall_every = static_cast<int>(x);  // live recall on every x-th step (0: never)
     } else if (k == "nodes") {
       for (absl::string_view n : absl::StrSplit(v, ';', absl::SkipEmpty())) co.nodes.push_back({std::string(n), 1.0});
     } else if (k == "token") {

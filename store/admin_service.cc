@@ -58,6 +58,18 @@ grpc::Status AdminService::Stats(grpc::ServerContext*, const v1::StatsRequest*, 
   FillHistogram(v.del, &(*r->mutable_latency())["delete"]);
   FillHistogram(v.gather, &(*r->mutable_latency())["gather"]);
   FillHistogram(v.attend, &(*r->mutable_latency())["attend"]);
+  v1::RetrievalStats* rs = r->mutable_retrieval();
+  const RecallStats& rc = v.recall;
+  rs->set_samples(rc.samples);
+  if (rc.samples > 0) {
+    rs->set_topk_recall_mean(rc.topk_recall_sum / rc.samples);
+    rs->set_mass_recall_mean(rc.mass_recall_sum / rc.samples);
+    rs->set_output_error_mean(rc.output_error_sum / rc.samples);
+  }
+  for (size_t b = 0; b < RecallStats::kMassBounds.size(); ++b) {
+    rs->add_mass_recall_upper_bounds(RecallStats::kMassBounds[b]);
+    rs->add_mass_recall_counts(rc.mass_counts[b]);
+  }
   for (const NamespaceStats& n : s.namespaces) {
     v1::NamespaceStats* o = r->add_namespaces();
     o->set_name(n.name), o->set_quota_bytes(n.quota_bytes), o->set_host_bytes(n.host_bytes),

@@ -146,6 +146,28 @@ std::string FormatPrometheus(const StoreStats& s, const ServiceStats& v) {
   Histogram(&out, "delete", v.del);
   Histogram(&out, "gather", v.gather);
   Histogram(&out, "attend", v.attend);
+  // Live recall of retrieval sessions (the retrieval SLO).
+  const RecallStats& r = v.recall;
+  absl::StrAppend(&out, "# HELP kvrecall_retrieval_mass_recall Attention mass covered by the selected tokens, per ",
+                  "sampled query head (reported by retrieval sessions).\n",
+                  "# TYPE kvrecall_retrieval_mass_recall histogram\n");
+  uint64_t cum = 0;
+  for (size_t b = 0; b < RecallStats::kMassBounds.size(); ++b) {
+    cum += r.mass_counts[b];
+    absl::StrAppend(&out, "kvrecall_retrieval_mass_recall_bucket{le=\"", RecallStats::kMassBounds[b], "\"} ", cum,
+                    "\n");
+  }
+  absl::StrAppend(&out, "kvrecall_retrieval_mass_recall_bucket{le=\"+Inf\"} ", r.samples, "\n",
+                  "kvrecall_retrieval_mass_recall_sum ", r.mass_recall_sum, "\n",
+                  "kvrecall_retrieval_mass_recall_count ", r.samples, "\n");
+  absl::StrAppend(&out, "# HELP kvrecall_retrieval_topk_recall Share of the selected tokens that are in the exact ",
+                  "top-K, per sampled query head.\n# TYPE kvrecall_retrieval_topk_recall summary\n",
+                  "kvrecall_retrieval_topk_recall_sum ", r.topk_recall_sum, "\n",
+                  "kvrecall_retrieval_topk_recall_count ", r.samples, "\n");
+  absl::StrAppend(&out, "# HELP kvrecall_retrieval_output_error Relative error of the attention output against exact ",
+                  "attention, per sampled query head.\n# TYPE kvrecall_retrieval_output_error summary\n",
+                  "kvrecall_retrieval_output_error_sum ", r.output_error_sum, "\n",
+                  "kvrecall_retrieval_output_error_count ", r.samples, "\n");
   return out;
 }
 

@@ -53,7 +53,7 @@ bool Count(Cursor* c, size_t min_item_bytes, uint32_t* n) {
   return c->Get(n) && *n >= 1 && *n <= kMaxItems && uint64_t(*n) * min_item_bytes <= c->left();
 }
 
-bool IsKnownOp(uint16_t op) { return op >= uint16_t(Op::kPut) && op <= uint16_t(Op::kAttend); }
+bool IsKnownOp(uint16_t op) { return op >= uint16_t(Op::kPut) && op <= kLastOp; }
 
 // Items locate payload ranges: back to back in item order (no gaps, no
 // overlap), inside the payload.
@@ -100,6 +100,14 @@ std::string EncodeRequest(const Request& r) {
         AppendKey(&body, g.key);
         AppendLE<uint32_t>(&body, static_cast<uint32_t>(g.rows.size()));
         for (uint32_t row : g.rows) AppendLE<uint32_t>(&body, row);
+      }
+      break;
+    case Op::kRecall:
+      AppendLE<uint32_t>(&body, static_cast<uint32_t>(r.recall.size()));
+      for (const RecallSample& x : r.recall) {
+        AppendLE<float>(&body, x.topk_recall);
+        AppendLE<float>(&body, x.mass_recall);
+        AppendLE<float>(&body, x.output_error);
       }
       break;
   }
@@ -238,6 +246,20 @@ absl::StatusOr<Request> ParseRequest(absl::Span<const uint8_t> w) {
         for (uint32_t& row : g.rows) c.Get(&row);
       }
       if (r.op() == Op::kGather && h->payload_len != 0) return Malformed("payload on a request that carries none");
+      break;
+    }
+    case Op::kRecall: {
+      if (!Count(&c, 12, &n) || n > kMaxRecallSamples) return Malformed("bad recall sample count");
+      r.recall.resize(n);
+      for (RecallSample& x : r.recall) {
+        c.Get(&x.topk_recall), c.Get(&x.mass_recall), c.Get(&x.output_error);
+        auto unit = [](float v) { return std::isfinite(v) && v >= 0 && v <= 1; };
+        if (!unit(x.topk_recall) || !unit(x.mass_recall) || !std::isfinite(x.output_error) || x.output_error < 0 ||
+            x.output_error > 1e6f) {
+          return Malformed("recall sample out of range");
+        }
+      }
+      if (h->payload_len != 0) return Malformed("payload on a request that carries none");
       break;
     }
   }

@@ -33,6 +33,7 @@ inline constexpr uint64_t kMaxGatherRows = 1u << 22;       // rows per gather re
 inline constexpr uint32_t kMaxErrorBytes = 4096;
 inline constexpr uint64_t kMaxAttendQueryBytes = 16u << 20;
 inline constexpr uint32_t kMaxAttendGroup = 64;
+inline constexpr uint32_t kMaxRecallSamples = 4096;
 
 enum class Op : uint16_t {
   kPut = 1,
@@ -41,7 +42,9 @@ enum class Op : uint16_t {
   kDelete = 4,
   kGather = 5,
   kAttend = 6,
+  kRecall = 7,  // live-recall samples of retrieval sessions, for the server's metrics
 };
+inline constexpr uint16_t kLastOp = uint16_t(Op::kRecall);
 inline constexpr uint16_t kReplyBit = 0x8000;  // op 0 | kReplyBit: error reply to an unreadable request
 
 // Request flags.
@@ -71,6 +74,12 @@ struct GatherItem {
   std::vector<uint32_t> rows;  // token offsets within the block
 };
 
+// One live-recall sample (client/retrieval_session.h): a query head's
+// selection against exact attention. Recalls in [0, 1], error >= 0.
+struct RecallSample {
+  float topk_recall = 0, mass_recall = 0, output_error = 0;
+};
+
 struct Request {
   MessageHeader header;
   std::string token;
@@ -81,6 +90,7 @@ struct Request {
   // ([layer_count][kv_heads][group][head_dim] f32) are the payload.
   uint32_t attend_group = 0;
   float attend_scale = 0;
+  std::vector<RecallSample> recall;  // Recall
   Op op() const { return static_cast<Op>(header.op); }
 };
 

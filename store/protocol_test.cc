@@ -1,5 +1,6 @@
 #include "store/protocol.h"
 
+#include <cmath>
 #include <random>
 
 #include <gtest/gtest.h>
@@ -55,6 +56,31 @@ TEST(Protocol, RequestsRoundTrip) {
   Request bad_scale = attend;
   bad_scale.attend_scale = -1;
   EXPECT_FALSE(ParseRequest(Bytes(EncodeRequest(bad_scale))).ok());
+
+  Request recall;
+  recall.header.op = uint16_t(Op::kRecall);
+  recall.recall = {{0.5f, 0.75f, 0.1f}, {1.0f, 0.0f, 3.0f}};
+  back = ParseRequest(Bytes(EncodeRequest(recall)));
+  ASSERT_TRUE(back.ok()) << back.status();
+  ASSERT_EQ(back->recall.size(), 2u);
+  EXPECT_EQ(back->recall[0].mass_recall, 0.75f);
+  EXPECT_EQ(back->recall[1].output_error, 3.0f);
+  for (const RecallSample bad : {RecallSample{1.5f, 0.5f, 0}, RecallSample{0.5f, -0.1f, 0},
+                                 RecallSample{0.5f, 0.5f, -1}, RecallSample{NAN, 0.5f, 0},
+                                 RecallSample{0.5f, 0.5f, INFINITY}}) {
+    Request r = recall;
+    r.recall[1] = bad;
+    EXPECT_EQ(ParseRequest(Bytes(EncodeRequest(r))).status().code(), absl::StatusCode::kInvalidArgument);
+  }
+  Request none = recall;
+  none.recall.clear();
+  EXPECT_FALSE(ParseRequest(Bytes(EncodeRequest(none))).ok());
+  Request with_payload = recall;
+  with_payload.header.payload_len = 8;
+  EXPECT_FALSE(ParseRequest(Bytes(EncodeRequest(with_payload))).ok());
+  Request too_many = recall;
+  too_many.recall.assign(kMaxRecallSamples + 1, RecallSample{});
+  EXPECT_FALSE(ParseRequest(Bytes(EncodeRequest(too_many))).ok());
 
   Request gather;
   gather.header.op = uint16_t(Op::kGather);

@@ -111,6 +111,10 @@ class StoreExchange final : public Exchange {
         break;
       case Op::kAttend:
         break;  // FinishAttend
+      case Op::kRecall:
+        svc_->RecordRecall(req_.recall);
+        rep.items.push_back({0, 0, 0});
+        break;
       case Op::kGather: {
         uint64_t off = 0;
         const bool compressed = req_.header.flags & kFlagGatherCompressed;
@@ -198,7 +202,7 @@ class StoreExchange final : public Exchange {
       std::memcpy(&op, head.data() + 6, 2);
     }
     op &= static_cast<uint16_t>(~kReplyBit);
-    if (op < uint16_t(Op::kPut) || op > uint16_t(Op::kAttend)) op = 0;
+    if (op < uint16_t(Op::kPut) || op > kLastOp) op = 0;
     head_ = EncodeReply(ErrorReply(id, op, s));
   }
 
@@ -232,12 +236,29 @@ LatencyHistogram* StoreService::HistogramFor(Op op) {
     case Op::kDelete: return &del_;
     case Op::kGather: return &gather_;
     case Op::kAttend: return &attend_;
+    case Op::kRecall: return &recall_latency_;
   }
   return nullptr;
 }
 
+void StoreService::RecordRecall(const std::vector<RecallSample>& samples) {
+  std::lock_guard<std::mutex> l(recall_mu_);
+  for (const RecallSample& x : samples) {
+    ++recall_.samples;
+    recall_.topk_recall_sum += x.topk_recall;
+    recall_.mass_recall_sum += x.mass_recall;
+    recall_.output_error_sum += x.output_error;
+    size_t b = 0;
+    while (b + 1 < RecallStats::kMassBounds.size() && x.mass_recall > RecallStats::kMassBounds[b]) ++b;
+    ++recall_.mass_counts[b];
+  }
+}
+
 ServiceStats StoreService::Stats() const {
-  return {put_.Read(), get_.Read(), exists_.Read(), del_.Read(), gather_.Read(), attend_.Read()};
+  ServiceStats s{put_.Read(), get_.Read(), exists_.Read(), del_.Read(), gather_.Read(), attend_.Read(), {}};
+  std::lock_guard<std::mutex> l(recall_mu_);
+  s.recall = recall_;
+  return s;
 }
 
 }  // namespace kvrecall

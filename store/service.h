@@ -11,8 +11,10 @@
 #ifndef KVRECALL_STORE_SERVICE_H_
 #define KVRECALL_STORE_SERVICE_H_
 
+#include <array>
 #include <atomic>
 #include <memory>
+#include <mutex>
 
 #include "common/env.h"
 #include "common/histogram.h"
@@ -22,8 +24,18 @@
 
 namespace kvrecall {
 
+// Live recall reported by retrieval sessions (the retrieval SLO): sample
+// counts and sums, and the attention-mass recall's distribution.
+struct RecallStats {
+  static constexpr std::array<double, 7> kMassBounds = {0.5, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0};
+  uint64_t samples = 0;
+  double topk_recall_sum = 0, mass_recall_sum = 0, output_error_sum = 0;
+  std::array<uint64_t, kMassBounds.size()> mass_counts{};  // per bucket (not cumulative): mass <= bound
+};
+
 struct ServiceStats {
   LatencyHistogram::Snapshot put, get, exists, del, gather, attend;
+  RecallStats recall;
 };
 
 class StoreService final : public RequestHandler {
@@ -44,7 +56,10 @@ class StoreService final : public RequestHandler {
   LatencyHistogram* HistogramFor(Op op);
   BlockStore* store_;
   Env* env_;
-  LatencyHistogram put_, get_, exists_, del_, gather_, attend_;
+  void RecordRecall(const std::vector<RecallSample>& samples);
+  LatencyHistogram put_, get_, exists_, del_, gather_, attend_, recall_latency_;
+  mutable std::mutex recall_mu_;
+  RecallStats recall_;  // guarded by recall_mu_
   std::atomic<bool> draining_{false};
 };
 

@@ -35,18 +35,6 @@ std::string MakeBlock(int tokens, uint64_t seed) {
   return RandomF16Block(2, 2, 64, tokens, seed);
 }
 
-std::string HttpGet(const std::string& hostport, const std::string& path) {
-  const std::string cmd = absl::StrCat("exec 3<>/dev/tcp/", hostport.substr(0, hostport.find(':')), "/",
-                                       hostport.substr(hostport.find(':') + 1), "; printf 'GET ", path,
-                                       " HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3");
-  FILE* p = popen(absl::StrCat("bash -c \"", cmd, "\"").c_str(), "r");
-  std::string out;
-  char buf[4096];
-  size_t n;
-  while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
-  pclose(p);
-  return out;
-}
 
 TEST(ServerProcess, ControlPlaneDataPlaneMetricsAndDrain) {
   Server s;

@@ -39,6 +39,21 @@ TEST(SessionOnServer, SamePerplexityAsEmbedded) {
   const double remote = ppl(absl::StrCat("session:fetch=attend,topk=0.1,salt=salty,token=session-token-1,nodes=", s.data));
   EXPECT_GT(embedded, 1.0);
   EXPECT_EQ(remote, embedded);
+  // Live recall sampled on the server-backed session lands in the server's metrics.
+  EXPECT_EQ(HttpGet(s.metrics, "/metrics").find("kvrecall_retrieval_mass_recall_count 0\n") != std::string::npos, true);
+  const double sampled =
+      ppl(absl::StrCat("session:fetch=attend,topk=0.1,recall=50,salt=salty,token=session-token-1,nodes=", s.data));
+  EXPECT_EQ(sampled, remote);  // sampling observes, it does not change the result
+  const std::string m = HttpGet(s.metrics, "/metrics");
+  const size_t at = m.find("kvrecall_retrieval_mass_recall_count ");
+  ASSERT_NE(at, std::string::npos) << m;
+  const int64_t samples = std::stoll(m.substr(at + 37));
+  EXPECT_GT(samples, 0);
+  const size_t sum_at = m.find("kvrecall_retrieval_mass_recall_sum ");
+  ASSERT_NE(sum_at, std::string::npos);
+  const double mean = std::stod(m.substr(sum_at + 35)) / samples;
+  EXPECT_GT(mean, 0.5);
+  EXPECT_LE(mean, 1.0);
   EXPECT_TRUE(WIFEXITED(s.Stop(SIGTERM)));
 }
 
