@@ -30,7 +30,8 @@ ABSL_FLAG(int64_t, tokens, 1 << 20, "sequence length");
 ABSL_FLAG(int, kv_heads, 4, "KV heads (4 query heads each, 128-d)");
 ABSL_FLAG(int, steps, 8, "decode steps per mode");
 ABSL_FLAG(double, topk, 0.01, "top-K per query head as a fraction of the offloaded tokens");
-ABSL_FLAG(int, block, 256, "tokens per sequence block");
+ABSL_FLAG(int, block, 256, "tokens per sequence block (one KV head each)");
+ABSL_FLAG(std::string, codec, "f16", "codec of the offloaded blocks (a stateless post-RoPE one: f16, kivi:bits=4, ...)");
 ABSL_FLAG(int, window, 512, "recent-token window");
 ABSL_FLAG(int64_t, host_mib, 256, "host tier of the embedded store (MiB)");
 ABSL_FLAG(int, centroids, 4096, "A²ATS codebook size");
@@ -139,6 +140,7 @@ int Run() {
     o.layout = l;
     o.index = absl::StrCat("a2ats:centroids=", absl::GetFlag(FLAGS_centroids), ",iters=10,b=2048,seed=1");
     o.block_tokens = absl::GetFlag(FLAGS_block);
+    o.codec = absl::GetFlag(FLAGS_codec);
     o.window = absl::GetFlag(FLAGS_window);
     o.topk_fraction = absl::GetFlag(FLAGS_topk);
     o.fetch = fetch;
@@ -201,10 +203,11 @@ int Run() {
   }
   const double full_bytes = double(n) * H * d * 2 * 2;  // f16 K and V read by full attention
   std::string md = absl::StrFormat(
-      "Sequence: %lld tokens, %d KV heads x 4 query heads, head_dim %d, one layer; blocks of %d tokens (f16), window "
-      "%d + 4 sinks local; A²ATS %d centroids (12-bit codes) per KV head; top-K = %.1f%% of the offloaded tokens per "
-      "query head, unioned over the layer's query heads; embedded store: %lld MiB host tier + SSD tier.\n\n",
-      static_cast<long long>(n), H, d, absl::GetFlag(FLAGS_block), absl::GetFlag(FLAGS_window),
+      "Sequence: %lld tokens, %d KV heads x 4 query heads, head_dim %d, one layer; blocks of %d tokens of one KV head "
+      "(codec %s), window %d + 4 sinks local; A²ATS %d centroids (12-bit codes) per KV head; top-K = %.1f%% of the "
+      "offloaded tokens per query head, unioned over the KV head's 4 query heads; rows = (KV head, token) pairs; "
+      "embedded store: %lld MiB host tier + SSD tier.\n\n",
+      static_cast<long long>(n), H, d, absl::GetFlag(FLAGS_block), absl::GetFlag(FLAGS_codec), absl::GetFlag(FLAGS_window),
       absl::GetFlag(FLAGS_centroids), 100 * absl::GetFlag(FLAGS_topk), static_cast<long long>(absl::GetFlag(FLAGS_host_mib)));
   absl::StrAppend(&md, "| mode | step ms | select ms | fetch ms | attend+merge ms | rows fetched/step | bytes moved/step | "
                        "vs gather | vs full KV read | mass recall | top-K recall | output rel err |\n"
@@ -225,7 +228,7 @@ int Run() {
   const ModeResult& a = results[0];
   absl::StrAppend(&md, absl::StrFormat(
       "\nattend-mode step: %.1f ms = %.2fx the time of exact CPU attention over the same tokens (%.1f ms). Memory per token: "
-      "offloaded blocks %.0f B (f16, all KV heads); GPU-resident summary %.0f bits per KV head (12-bit code); append "
+      "offloaded blocks %.0f B (all KV heads); GPU-resident summary %.0f bits per KV head (12-bit code); append "
       "of the whole sequence %.1f s (attend run) / %.1f s (gather run).\n",
       a.step_ms, a.step_ms / std::max(1e-9, full_ms), full_ms, a.block_bytes_per_token, 12.0, a.append_s,
       results.size() > 1 ? results[1].append_s : 0.0));
