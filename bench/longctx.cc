@@ -170,7 +170,7 @@ int Run() {
     for (int step = 0; step < steps; ++step) {
       const size_t q0 = size_t(step) * H * G * d;
       if (absl::Status st = (*s)->Step(0, dq_pre.data() + q0, dq_post.data() + q0, out.data()); !st.ok()) {
-        std::fprintf(stderr, "longctx step: %s\n", st.ToString().c_str());
+        std::fprintf(stderr, "longctx step: %s\nstore metrics:\n%s", st.ToString().c_str(), (*client)->EmbeddedMetrics().c_str());
         return 1;
       }
       for (int h = 0; h < H; ++h) {

@@ -26,6 +26,13 @@ struct LayerState {
   std::vector<float> tail_kpre, tail_k, tail_v;     // [tail tokens][H][d]
   std::vector<std::unique_ptr<RetrievalIndex>> index;  // per KV head, over offloaded tokens
   std::vector<std::vector<int64_t>> last;           // per KV head: positions of the last step
+  // Gather mode with prefetch: per KV head, rows (offloaded indices, sorted)
+  // fetched ahead of this layer's next step, and their K then V.
+  struct Prefetched {
+    std::vector<int64_t> rows;
+    std::future<absl::StatusOr<std::vector<float>>> kv;
+  };
+  std::vector<Prefetched> prefetch;
 };
 
 class SessionImpl final : public RetrievalSession {
@@ -54,6 +61,7 @@ class SessionImpl final : public RetrievalSession {
       s.sink_k.assign(size_t(l.num_kv_heads) * o_.sinks * l.head_dim, 0.0f);
       s.sink_v = s.sink_k;
       s.last.resize(l.num_kv_heads);
+      s.prefetch.resize(l.num_kv_heads);
       for (int h = 0; h < l.num_kv_heads; ++h) {
         ASSIGN_OR_RETURN(std::unique_ptr<RetrievalIndex> idx, MakeRetrievalIndex(o_.index, l));
         TrainingData t;
@@ -125,10 +133,28 @@ class SessionImpl final : public RetrievalSession {
     const float scale = 1.0f / std::sqrt(float(d));
     std::vector<std::future<absl::StatusOr<std::vector<float>>>> gathers(H);
     std::vector<std::future<absl::StatusOr<KvClient::AttendResult>>> attends(H);
+    std::vector<std::vector<int64_t>> missing(H);      // gather: rows not prefetched, asked now
+    std::vector<std::map<int64_t, size_t>> have(H);    // gather: prefetched row -> its index
+    std::vector<std::vector<float>> pre(H);            // gather: the prefetched K then V
     for (int h = 0; h < H; ++h) {
+      LayerState::Prefetched& p = s.prefetch[h];
+      if (p.kv.valid()) {  // consumed (or dropped) by this step either way
+        absl::StatusOr<std::vector<float>> kv = p.kv.get();
+        if (kv.ok() && !rows[h].empty()) {
+          pre[h] = std::move(*kv);
+          stats_.bytes_moved += static_cast<int64_t>(pre[h].size() * sizeof(float));
+          stats_.prefetched_rows += static_cast<int64_t>(p.rows.size());
+          for (size_t i = 0; i < p.rows.size(); ++i) have[h][p.rows[i]] = i;
+        }
+        p.rows.clear();
+      }
       if (rows[h].empty()) continue;
       if (o_.fetch == RetrievalSessionOptions::Fetch::kGather) {
-        gathers[h] = client_->GatherSequence(HeadRef(layer, h), rows[h]);
+        for (int64_t j : rows[h]) {
+          if (have[h].count(j) == 0) missing[h].push_back(j);
+        }
+        stats_.prefetch_hits += static_cast<int64_t>(rows[h].size() - missing[h].size());
+        if (!missing[h].empty()) gathers[h] = client_->GatherSequence(HeadRef(layer, h), missing[h]);
       } else {
         std::map<int64_t, std::vector<uint32_t>> by_block;
         for (int64_t j : rows[h]) by_block[j / o_.block_tokens].push_back(static_cast<uint32_t>(j % o_.block_tokens));
@@ -142,11 +168,26 @@ class SessionImpl final : public RetrievalSession {
     std::vector<KvClient::AttendResult> remote(H);         // attend: [G][d] + [G]
     absl::Status failed;
     for (int h = 0; h < H; ++h) {
-      if (gathers[h].valid()) {
-        auto kv = gathers[h].get();
-        if (!kv.ok()) { failed.Update(kv.status()); continue; }
-        fetched[h] = std::move(*kv);
-        stats_.bytes_moved += static_cast<int64_t>(fetched[h].size() * sizeof(float));
+      if (o_.fetch == RetrievalSessionOptions::Fetch::kGather && !rows[h].empty()) {
+        std::vector<float> got;
+        if (gathers[h].valid()) {
+          auto kv = gathers[h].get();
+          if (!kv.ok()) { failed.Update(kv.status()); continue; }
+          got = std::move(*kv);
+          stats_.bytes_moved += static_cast<int64_t>(got.size() * sizeof(float));
+        }
+        // K then V of rows[h], in order, from the prefetch or this fetch.
+        const size_t nr = rows[h].size(), np = have[h].size(), nm = missing[h].size();
+        fetched[h].resize(2 * nr * d);
+        size_t mi = 0;
+        for (size_t i = 0; i < nr; ++i) {
+          const auto it = have[h].find(rows[h][i]);
+          const float* k = it != have[h].end() ? pre[h].data() + it->second * d : got.data() + mi * d;
+          const float* v = it != have[h].end() ? pre[h].data() + (np + it->second) * d : got.data() + (nm + mi) * d;
+          if (it == have[h].end()) ++mi;
+          std::copy_n(k, d, fetched[h].data() + i * d);
+          std::copy_n(v, d, fetched[h].data() + (nr + i) * d);
+        }
       } else if (attends[h].valid()) {
         auto r = attends[h].get();
         if (!r.ok()) { failed.Update(r.status()); continue; }
@@ -190,6 +231,7 @@ class SessionImpl final : public RetrievalSession {
       }
     }
     stats_.attend_us += us(t0);
+    if (o_.prefetch && o_.fetch == RetrievalSessionOptions::Fetch::kGather) PrefetchNext(layer);
     if (o_.recall_every > 0 && stats_.steps % o_.recall_every == 0) RETURN_IF_ERROR(SampleRecall(layer, q_post, out));
     return absl::OkStatus();
   }
@@ -258,6 +300,23 @@ class SessionImpl final : public RetrievalSession {
   RetrievalSessionStats stats() const override { return stats_; }
 
  private:
+  // Fetches, for the layer stepped next ((layer + 1) mod layers: decode order),
+  // the offloaded rows its previous step used, betting on the selection
+  // changing little between steps; that step fetches only what is new.
+  void PrefetchNext(int layer) {
+    const int next = (layer + 1) % static_cast<int>(layers_.size());
+    LayerState& s = layers_[next];
+    for (int h = 0; h < o_.layout.num_kv_heads; ++h) {
+      LayerState::Prefetched& p = s.prefetch[h];
+      if (p.kv.valid()) continue;  // one in flight already
+      p.rows.clear();
+      for (int64_t pos : s.last[h]) {
+        if (pos >= o_.sinks && pos < s.tail_start) p.rows.push_back(pos - o_.sinks);
+      }
+      if (!p.rows.empty()) p.kv = client_->GatherSequence(HeadRef(next, h), p.rows);
+    }
+  }
+
   // Blocks are per KV head (a sequence per head), so a head's selected rows
   // cost only that head's bytes to fetch and decode.
   absl::Status Offload(int layer) {

@@ -53,6 +53,10 @@ struct RetrievalSessionOptions {
   // false. A failed report is counted, never fails the step.
   int recall_every = 0;
   bool report_recall = true;
+  // Gather mode: after each Step, fetch ahead the rows the next layer's
+  // previous step used (decode order: layer + 1, wrapping), so that step
+  // fetches only the rows its selection adds.
+  bool prefetch = false;
 };
 
 struct RetrievalSessionStats {
@@ -65,6 +69,7 @@ struct RetrievalSessionStats {
   double mass_recall = 0;       // mean Σ_{i∈S} p_i
   double output_error = 0;      // mean relative error of the output vs exact attention
   int64_t recall_reports = 0, recall_report_failures = 0;
+  int64_t prefetched_rows = 0, prefetch_hits = 0;  // gather mode with prefetch
   // Time spent in steps, by phase (microseconds, summed).
   double select_us = 0, fetch_us = 0, attend_us = 0;
 };

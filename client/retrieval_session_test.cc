@@ -127,6 +127,44 @@ TEST(RetrievalSession, LiveRecallIsMeasuredOnSampledSteps) {
   EXPECT_LT((*f)->stats().output_error, 1e-5);
 }
 
+// Gather with prefetch (the next step's rows fetched ahead from the last
+// selection) decodes exactly what gather without it decodes, step after
+// step with tokens appended in between, and most rows come from the prefetch.
+TEST(RetrievalSession, PrefetchChangesNothingButWhereRowsComeFrom) {
+  const Data x = MakeData(3000);
+  auto c = KvClient::Create({});
+  std::unique_ptr<RetrievalSession> plain, ahead;
+  for (bool prefetch : {false, true}) {
+    RetrievalSessionOptions o;
+    o.layout = x.layout;
+    o.index = "oracle";
+    o.block_tokens = 64;
+    o.topk_fraction = 0.05;
+    o.fetch = RetrievalSessionOptions::Fetch::kGather;
+    o.prefetch = prefetch;
+    o.sequence_id = prefetch ? "ahead" : "plain";
+    auto s = RetrievalSession::Open(c->get(), o, {});
+    ASSERT_TRUE(s.ok());
+    ASSERT_TRUE((*s)->Append(0, x.kpre.data(), x.kpost.data(), x.v.data(), 2600).ok());
+    (prefetch ? ahead : plain) = std::move(*s);
+  }
+  std::vector<float> a(size_t(x.G) * x.d), b(a.size());
+  for (int t = 2600; t < 2600 + 8 * 50; t += 50) {
+    for (RetrievalSession* s : {plain.get(), ahead.get()}) {
+      ASSERT_TRUE(s->Append(0, x.kpre.data() + size_t(t) * x.d, x.kpost.data() + size_t(t) * x.d,
+                            x.v.data() + size_t(t) * x.d, 50).ok());
+    }
+    ASSERT_TRUE(plain->Step(0, x.qpre.data(), x.qpost.data(), a.data()).ok());
+    ASSERT_TRUE(ahead->Step(0, x.qpre.data(), x.qpost.data(), b.data()).ok());
+    ASSERT_EQ(a, b) << "at " << t;
+    EXPECT_EQ(plain->last_selection(0), ahead->last_selection(0));
+  }
+  const RetrievalSessionStats st = ahead->stats();
+  EXPECT_EQ(plain->stats().prefetch_hits, 0);
+  EXPECT_GT(st.prefetch_hits, st.fetched_rows / 2) << "the same query selects mostly the same rows";
+  EXPECT_LE(st.prefetch_hits, st.fetched_rows);
+}
+
 TEST(RetrievalSession, EverythingSelectedIsFullAttention) {
   const Data x = MakeData(1500);
   auto c = KvClient::Create({});

@@ -93,6 +93,8 @@ absl::StatusOr<std::unique_ptr<KvCache>> NewSessionKvCache(const std::string& sp
       centroids = static_cast<int>(x);
     } else if (k == "b" && num && x > 0) {
       b = x;
+    } else if (k == "prefetch" && (v == "0" || v == "1")) {
+      o.prefetch = v == "1";  // gather mode: fetch the next layer's last rows ahead
     } else if (k == "recall" && num && x >= 0) {
       o.recall_every = static_cast<int>(x);  // live recall on every x-th step (0: never)
     } else if (k == "nodes") {

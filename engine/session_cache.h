@@ -3,9 +3,10 @@
 // over sinks + window + pending tokens + the retrieved top-K.
 //
 //   session[:fetch=attend|gather,topk=0.1,block=16,window=64,sinks=4,
-//           centroids=N,b=B,recall=N,nodes=host:port;host:port,token=T,salt=S]
+//           centroids=N,b=B,recall=N,prefetch=0|1,nodes=host:port;host:port,token=T,salt=S]
 //
 // recall=N: live recall on every N-th step, reported to the store's metrics.
+// prefetch=1 (gather): the next layer's previous rows are fetched ahead.
 // A²ATS indexes calibrated on `calibration`; embedded store unless `nodes`
 // names kvrecall-server data addresses. Each Begin opens a new sequence.
 #ifndef KVRECALL_ENGINE_SESSION_CACHE_H_

@@ -36,8 +36,10 @@ TEST(SessionCache, AttendEqualsGatherAndEverythingSelectedIsExact) {
   const double exact = Ppl(rm, stories, "exact", nullptr);
   const double attend = Ppl(rm, stories, "session:fetch=attend,topk=0.1", &*cal);
   const double gather = Ppl(rm, stories, "session:fetch=gather,topk=0.1", &*cal);
+  const double prefetched = Ppl(rm, stories, "session:fetch=gather,topk=0.1,prefetch=1", &*cal);
   const double full = Ppl(rm, stories, "session:fetch=attend,topk=1", &*cal);
   EXPECT_NEAR(attend, gather, 1e-4);
+  EXPECT_EQ(prefetched, gather);  // rows fetched ahead are the same rows
   EXPECT_NEAR(full, exact, 2e-3);  // offloaded rows are f16
   EXPECT_LT(attend - exact, 0.05);
   EXPECT_FALSE(MakeKvCache("session:fetch=teleport", KvCacheContext{"m", 5}).ok());
