@@ -114,16 +114,24 @@ HostTier::DemoteFn BlockStore::Demoter() {
   return [this](const TierKey& k, absl::Span<const uint8_t> bytes) {
     auto it = namespaces_.find(k.ns);
     if (it != namespaces_.end()) it->second.host_bytes -= std::min(it->second.host_bytes, HostTier::Charge(bytes.size()));
+    const bool clean = clean_.erase(k) > 0;
     if (!ssd_ || options_.ssd_write != SsdWritePolicy::kWriteBack) return;
-    std::lock_guard<std::mutex> l(demote_mu_);
-    if (demote_bytes_ + bytes.size() > kMaxPendingDemotionBytes || demote_pending_.contains(k)) {
+    if (clean && ssd_->Contains(k)) return;  // the SSD tier still has these bytes
+    std::unique_lock<std::mutex> l(demote_mu_);
+    if (demote_pending_.contains(k)) return;  // the same key (same bytes) is on its way already
+    // Backpressure: wait (holding the store lock: nothing else is admitted
+    // meanwhile) until the writer has made room.
+    const bool room = demote_cv_.wait_for(l, kMaxDemotionWait, [&] {
+      return demote_stop_ || demote_bytes_ == 0 || demote_bytes_ + bytes.size() <= kMaxPendingDemotionBytes;
+    });
+    if (!room || demote_stop_) {
       demotions_dropped_.fetch_add(1);
       return;
     }
     demote_queue_.emplace_back(k, std::string(reinterpret_cast<const char*>(bytes.data()), bytes.size()));
     demote_pending_[k] = &demote_queue_.back().second;
     demote_bytes_ += bytes.size();
-    demote_cv_.notify_one();
+    demote_cv_.notify_all();  // several waiters with different conditions share the variable
   };
 }
 
@@ -135,6 +143,7 @@ void BlockStore::DemoteLoop() {
     std::pair<TierKey, std::string>& front = demote_queue_.front();
     if (front.second.empty()) {  // cancelled by a Delete
       demote_queue_.pop_front();
+      demote_cv_.notify_all();  // Flush may be waiting for the queue to empty
       continue;
     }
     // Write the front entry without the lock; it stays findable meanwhile.
@@ -178,9 +187,11 @@ absl::StatusOr<HostTier::Reservation> BlockStore::ReserveHost(uint32_t ns, size_
   return r;
 }
 
-void BlockStore::CommitHost(uint32_t ns, const BlockKey& key, const HostTier::Reservation& r) {
+void BlockStore::CommitHost(uint32_t ns, const BlockKey& key, const HostTier::Reservation& r, bool clean) {
   const TierKey tk{ns, key};
   absl::MutexLock l(&mu_);
+  if (clean) clean_.insert(tk);
+  else clean_.erase(tk);
   auto it = namespaces_.find(ns);
   if (std::optional<uint64_t> old = host_->LengthOf(tk)) {  // replaced (a re-put of the same key)
     if (host_->PinCount(tk) > 0) it->second.pinned_bytes -= std::min(it->second.pinned_bytes, HostTier::Charge(*old));
@@ -201,7 +212,7 @@ void BlockStore::ReleaseRef(const HostTier::ReadRef& ref) {
   host_->Release(ref);
 }
 
-absl::Status BlockStore::InsertHost(uint32_t ns, const BlockKey& key, absl::Span<const uint8_t> block) {
+absl::Status BlockStore::InsertHost(uint32_t ns, const BlockKey& key, absl::Span<const uint8_t> block, bool clean) {
   ASSIGN_OR_RETURN(HostTier::Reservation r, ReserveHost(ns, block.size()));
   uint8_t* dst;
   {
@@ -209,7 +220,7 @@ absl::Status BlockStore::InsertHost(uint32_t ns, const BlockKey& key, absl::Span
     dst = host_->Data(r).data();
   }
   std::memcpy(dst, block.data(), block.size());
-  CommitHost(ns, key, r);
+  CommitHost(ns, key, r, clean);
   return absl::OkStatus();
 }
 
@@ -297,7 +308,7 @@ absl::Status BlockStore::CommitPut(PendingPut p) {
   const bool to_ssd = ssd_ && (p.durable_ || options_.ssd_write == SsdWritePolicy::kWriteThrough || !p.in_host_);
   if (to_ssd) RETURN_IF_ERROR(ssd_->Put({p.ns_, p.key_}, bytes, p.durable_ || options_.fsync == FsyncPolicy::kAlways));
   if (p.in_host_) {
-    CommitHost(p.ns_, p.key_, p.reservation_);
+    CommitHost(p.ns_, p.key_, p.reservation_, /*clean=*/to_ssd);  // written through: nothing to write back
     p.in_host_ = false;
   }
   p.store_ = nullptr;
@@ -344,6 +355,7 @@ absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key) {
       if (host_->PinCount(tk) > 0) nsr.pinned_bytes -= std::min(nsr.pinned_bytes, HostTier::Charge(*len));
       nsr.host_bytes -= std::min(nsr.host_bytes, HostTier::Charge(*len));
       host_->Erase(tk);
+      clean_.erase(tk);
     }
   }
   if (ssd_) {
@@ -363,7 +375,7 @@ absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key) {
       }
       hits_ssd_.fetch_add(1);
       get_bytes_.fetch_add(b.size());
-      if (FitsHost(b.size()) && InsertHost(ns, key, b).ok()) promotions_.fetch_add(1);
+      if (FitsHost(b.size()) && InsertHost(ns, key, b, /*clean=*/true).ok()) promotions_.fetch_add(1);
       lease.store_ = this;
       lease.owned_ = std::move(*got);
       lease.bytes_ = absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(lease.owned_.data()), lease.owned_.size());
@@ -441,6 +453,7 @@ absl::StatusOr<bool> BlockStore::Delete(uint32_t ns, const BlockKey& key) {
       it->second.host_bytes -= std::min(it->second.host_bytes, HostTier::Charge(*len));
       removed = host_->Erase(tk);
     }
+    clean_.erase(tk);
   }
   if (ssd_) {
     std::unique_lock<std::mutex> l(demote_mu_);
@@ -488,7 +501,7 @@ absl::Status BlockStore::Pin(uint32_t ns, const BlockKey& key) {
     if (!got.ok()) break;
     const absl::Span<const uint8_t> b(reinterpret_cast<const uint8_t*>(got->data()), got->size());
     if (!Verify(b).ok() || !FitsHost(b.size())) break;
-    RETURN_IF_ERROR(InsertHost(ns, key, b));
+    RETURN_IF_ERROR(InsertHost(ns, key, b, /*clean=*/true));
   }
   return absl::NotFoundError("no such block to pin");
 }

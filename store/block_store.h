@@ -22,6 +22,7 @@
 #define KVRECALL_STORE_BLOCK_STORE_H_
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <thread>
@@ -34,6 +35,7 @@
 
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
+#include "absl/container/flat_hash_set.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
@@ -206,11 +208,12 @@ class BlockStore {
   absl::Status AddNamespaceLocked(const NamespaceConfig& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   absl::Status CheckAdmin(absl::string_view token) const;
   // Host-tier insert of verified bytes (two-phase), evicting as needed.
-  absl::Status InsertHost(uint32_t ns, const BlockKey& key, absl::Span<const uint8_t> block);
+  // clean: the SSD tier holds the same bytes (a promotion).
+  absl::Status InsertHost(uint32_t ns, const BlockKey& key, absl::Span<const uint8_t> block, bool clean);
   // Quota + budget eviction and a host reservation for `bytes`.
   absl::StatusOr<HostTier::Reservation> ReserveHost(uint32_t ns, size_t bytes);
   // Publishes a filled, verified reservation.
-  void CommitHost(uint32_t ns, const BlockKey& key, const HostTier::Reservation& r);
+  void CommitHost(uint32_t ns, const BlockKey& key, const HostTier::Reservation& r, bool clean);
   // Drops an uncommitted reservation and its quota charge.
   void AbortHostCharged(uint32_t ns, const HostTier::Reservation& r);
   void ReleaseRef(const HostTier::ReadRef& ref);
@@ -223,15 +226,22 @@ class BlockStore {
   std::unique_ptr<SsdTier> ssd_;  // thread-safe itself
   std::map<uint32_t, Namespace> namespaces_ ABSL_GUARDED_BY(mu_);
   absl::flat_hash_map<std::string, uint32_t> by_token_ ABSL_GUARDED_BY(mu_);
+  // Host blocks promoted from the SSD tier, which still holds them: evicting
+  // one needs no write-back.
+  absl::flat_hash_set<TierKey> clean_ ABSL_GUARDED_BY(mu_);
   std::atomic<uint64_t> puts_{0}, put_bytes_{0}, gets_{0}, get_bytes_{0}, hits_host_{0}, hits_ssd_{0}, misses_{0},
       checksum_failures_{0}, rejected_{0}, demotions_{0}, promotions_{0}, demotions_dropped_{0};
 
   // Write-back demotion runs off the request path: an evicted block is
   // copied (under mu_, a memcpy) into this bounded queue and written to the
   // SSD tier by demote_thread_; reads find it here meanwhile. Over
-  // kMaxPendingDemotionBytes, demotions are dropped (the block is just
-  // evicted) and counted.
+  // kMaxPendingDemotionBytes the evicting request waits for the queue to
+  // drain (backpressure: the store takes data no faster than its SSD tier
+  // absorbs it); only after kMaxDemotionWait is the demotion dropped (the
+  // block just evicted) and counted. Clean blocks (promoted, still on the
+  // SSD tier) are not written back at all.
   static constexpr uint64_t kMaxPendingDemotionBytes = 64ull << 20;
+  static constexpr std::chrono::seconds kMaxDemotionWait{30};
   void DemoteLoop();
   std::mutex demote_mu_;
   std::condition_variable demote_cv_;

@@ -237,7 +237,43 @@ TEST(BlockStore, DemotionsRunOffTheRequestPathAndDeletesWin) {
     EXPECT_EQ(s->Get(a, BlockKey{uint64_t(i), 4}).status().code(), absl::StatusCode::kNotFound) << i;
   }
   EXPECT_EQ(s->Stats().ssd.blocks, 0u);
-  EXPECT_GT(s->Stats().demotions + s->Stats().demotions_dropped, 0u);
+  EXPECT_GT(s->Stats().host.evictions, 0u);
+  EXPECT_EQ(s->Stats().demotions_dropped, 0u);  // a full queue waits, it does not drop
+}
+
+// Blocks promoted from the SSD tier are clean: evicting them again writes
+// nothing back (the SSD copy is still there), and they stay readable.
+TEST(BlockStore, PromotedBlocksAreNotWrittenBackAgain) {
+  const std::string dir = TempDir("store_clean");
+  StoreOptions o;
+  o.host_bytes = 1 << 20;
+  o.ssd_path = dir;
+  o.ssd_bytes = 64 << 20;
+  auto s = OpenStore(o);
+  const uint32_t a = *s->Authenticate("token-of-a-123");
+  std::vector<std::string> blocks;
+  for (int i = 0; i < 80; ++i) {
+    blocks.push_back(MakeBlock(64, 100 + i));
+    ASSERT_TRUE(s->Put(a, BlockKey{uint64_t(i), 5}, B(blocks.back()), false).ok());
+  }
+  ASSERT_TRUE(s->Flush().ok());
+  EXPECT_GT(s->Stats().demotions, 0u);
+  auto read_all = [&] {
+    for (int i = 0; i < 80; ++i) {
+      auto got = s->Get(a, BlockKey{uint64_t(i), 5});
+      ASSERT_TRUE(got.ok()) << i << ": " << got.status();
+      ASSERT_EQ(*got, blocks[i]);
+    }
+    ASSERT_TRUE(s->Flush().ok());
+  };
+  read_all();  // evicts the blocks never demoted (written back now) for promoted ones
+  const StoreStats before = s->Stats();
+  read_all();  // evicts only promoted, clean blocks
+  const StoreStats after = s->Stats();
+  EXPECT_GT(after.promotions, before.promotions);
+  EXPECT_GT(after.host.evictions, before.host.evictions);
+  EXPECT_EQ(after.demotions, before.demotions) << "promoted (clean) blocks were written back again";
+  EXPECT_EQ(after.demotions_dropped, 0u);
 }
 
 TEST(BlockStore, GatherRowsDecodesTheBlocksRows) {
