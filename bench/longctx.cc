@@ -9,6 +9,9 @@
 // mode, and exact CPU attention over all tokens as the reference, in the same
 // run. Reports per-step latency by phase, bytes moved per step, memory per
 // token, and recall against exact attention.
+#include <unistd.h>
+
+
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -90,7 +93,7 @@ int Run() {
     cal[h].q_pre = cal_qpre[h].data(), cal[h].q_post = cal_qpost[h].data(), cal[h].num_queries = cal_n * G;
   }
   const char* tmp = std::getenv("TMPDIR");
-  const std::string ssd = absl::StrCat(tmp ? tmp : "/tmp", "/kvrecall_longctx_ssd");
+  const std::string ssd = absl::StrCat(tmp ? tmp : "/tmp", "/kvrecall_longctx_ssd_", getpid());
   (void)std::system(absl::StrCat("rm -rf ", ssd).c_str());
   KvClient::Options co;
   co.embedded_host_bytes = uint64_t(absl::GetFlag(FLAGS_host_mib)) << 20;

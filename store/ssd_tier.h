@@ -5,6 +5,9 @@
 // Atomicity: a block's payload, metadata and eviction-order record go in
 // one WriteBatch, so after a crash a block is either wholly present or
 // absent; readers verify every payload (block container checksum) anyway.
+// Each payload record carries its key in a trailer, checked on every read
+// (DATA_LOSS when a record does not belong to the key asked for); RocksDB's
+// own record CRC is not recomputed on reads.
 // Durability: a Put with sync=true returns after RocksDB's WAL is fsynced;
 // such a block survives kill -9 and power loss. Unsynced puts skip the WAL
 // (written once, to the blob file, when the memtable flushes) and may be
@@ -53,7 +56,8 @@ class SsdTier {
   // RESOURCE_EXHAUSTED for a block larger than the budget; RocksDB errors
   // (disk full → RESOURCE_EXHAUSTED, I/O → UNAVAILABLE) otherwise.
   absl::Status Put(const TierKey& key, absl::Span<const uint8_t> bytes, bool sync);
-  // NOT_FOUND for a miss. The bytes are not verified here.
+  // NOT_FOUND for a miss; DATA_LOSS for a record that is not this key's. The
+  // payload itself is not verified here (callers check its container).
   absl::StatusOr<std::string> Get(const TierKey& key) const;
   bool Contains(const TierKey& key) const;
   // OK whether or not the key existed.

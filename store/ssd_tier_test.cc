@@ -9,6 +9,7 @@
 #include <vector>
 
 #include <gtest/gtest.h>
+#include <rocksdb/db.h>
 
 namespace kvrecall {
 namespace {
@@ -71,6 +72,50 @@ TEST(SsdTier, BudgetEvictsOldestFirst) {
             absl::StatusCode::kResourceExhausted);
   EXPECT_FALSE(SsdTier::Open({"", 10}).ok());
   EXPECT_FALSE(SsdTier::Open({"/proc/no/such/dir", 10}).ok());
+}
+
+std::string RawKey(uint32_t ns, const BlockKey& k) {  // the tier's 20-byte key layout
+  std::string s(20, '\0');
+  for (int i = 0; i < 4; ++i) s[i] = static_cast<char>(ns >> (24 - 8 * i));
+  for (int i = 0; i < 8; ++i) s[4 + i] = static_cast<char>(k.hi >> (56 - 8 * i));
+  for (int i = 0; i < 8; ++i) s[12 + i] = static_cast<char>(k.lo >> (56 - 8 * i));
+  return s;
+}
+
+// Reads do not recompute RocksDB's record CRC; the key trailer must still
+// refuse a record that is intact but is another key's (what a misdirected
+// index entry would return), and a truncated one.
+TEST(SsdTier, RecordOfAnotherKeyIsRefused) {
+  const std::string dir = TempDir("ssd_misdirect");
+  {
+    auto t = SsdTier::Open({dir, 1 << 20});
+    ASSERT_TRUE(t.ok()) << t.status();
+    ASSERT_TRUE((*t)->Put({1, BlockKey{1, 1}}, Bytes(Payload(1, 9000)), true).ok());
+    ASSERT_TRUE((*t)->Put({1, BlockKey{2, 1}}, Bytes(Payload(2, 9000)), true).ok());
+    ASSERT_TRUE((*t)->Put({1, BlockKey{3, 1}}, Bytes(Payload(3, 9000)), true).ok());
+    ASSERT_TRUE((*t)->Flush().ok());
+  }
+  {
+    rocksdb::Options o;
+    std::vector<rocksdb::ColumnFamilyDescriptor> cfs = {{rocksdb::kDefaultColumnFamilyName, {}},
+                                                        {"data", {}}, {"meta", {}}, {"order", {}}};
+    std::vector<rocksdb::ColumnFamilyHandle*> h;
+    rocksdb::DB* raw = nullptr;
+    ASSERT_TRUE(rocksdb::DB::Open(o, dir, cfs, &h, &raw).ok());
+    std::unique_ptr<rocksdb::DB> db(raw);
+    std::string v;
+    ASSERT_TRUE(db->Get({}, h[1], RawKey(1, {1, 1}), &v).ok());
+    EXPECT_EQ(v.substr(0, 9000), Payload(1, 9000));
+    ASSERT_TRUE(db->Put({}, h[1], RawKey(1, {2, 1}), v).ok());                   // block 1's record under key 2
+    ASSERT_TRUE(db->Put({}, h[1], RawKey(1, {3, 1}), v.substr(0, 9000)).ok());  // no trailer
+    for (auto* c : h) ASSERT_TRUE(db->DestroyColumnFamilyHandle(c).ok());
+    ASSERT_TRUE(db->Close().ok());
+  }
+  auto t = SsdTier::Open({dir, 1 << 20});
+  ASSERT_TRUE(t.ok()) << t.status();
+  EXPECT_EQ(*(*t)->Get({1, BlockKey{1, 1}}), Payload(1, 9000));
+  EXPECT_EQ((*t)->Get({1, BlockKey{2, 1}}).status().code(), absl::StatusCode::kDataLoss);
+  EXPECT_EQ((*t)->Get({1, BlockKey{3, 1}}).status().code(), absl::StatusCode::kDataLoss);
 }
 
 // A child process puts blocks with sync=true and reports each acknowledged
