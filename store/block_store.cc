@@ -252,9 +252,14 @@ BlockLease& BlockLease::operator=(BlockLease&& o) noexcept {
     Reset();
     store_ = o.store_;
     ref_ = o.ref_;
+    const auto* before = reinterpret_cast<const uint8_t*>(o.owned_.data());
     owned_ = std::move(o.owned_);
     bytes_ = ref_ ? o.bytes_ : absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(owned_.data()), owned_.size());
-    o.store_ = nullptr, o.ref_.reset(), o.bytes_ = {};
+    view_ = std::move(o.view_);
+    if (!ref_ && bytes_.data() != before) {  // a small-string move (never for real blocks): rebase the view
+      for (auto& sec : view_.sections) sec = bytes_.subspan(sec.data() - before, sec.size());
+    }
+    o.store_ = nullptr, o.ref_.reset(), o.bytes_ = {}, o.view_ = {};
   }
   return *this;
 }
@@ -263,7 +268,7 @@ BlockLease::~BlockLease() { Reset(); }
 
 void BlockLease::Reset() {
   if (store_ && ref_) store_->ReleaseRef(*ref_);
-  store_ = nullptr, ref_.reset(), bytes_ = {};
+  store_ = nullptr, ref_.reset(), bytes_ = {}, view_ = {};
   owned_.clear();
 }
 
@@ -327,7 +332,24 @@ absl::Status BlockStore::Put(uint32_t ns, const BlockKey& key, absl::Span<const 
   return CommitPut(std::move(p));
 }
 
-absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key) {
+bool BlockStore::SecondRowTouch(const TierKey& key, size_t bytes) {
+  std::lock_guard<std::mutex> l(ghost_mu_);
+  if (ghosts_.erase(key) > 0) return true;
+  ghosts_[key] = ++ghost_gen_;
+  ghost_fifo_.emplace_back(key, bytes, ghost_gen_);
+  ghost_bytes_ += bytes;
+  const uint64_t cap = options_.host_bytes;
+  while (ghost_bytes_ > cap && !ghost_fifo_.empty()) {
+    const auto& [k, n, gen] = ghost_fifo_.front();
+    auto it = ghosts_.find(k);
+    if (it != ghosts_.end() && it->second == gen) ghosts_.erase(it);
+    ghost_bytes_ -= n;
+    ghost_fifo_.pop_front();
+  }
+  return false;
+}
+
+absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key, LeaseFor use) {
   gets_.fetch_add(1);
   const TierKey tk{ns, key};
   BlockLease lease;
@@ -341,7 +363,8 @@ absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key) {
     }
   }
   if (lease.ref_) {
-    if (Verify(lease.bytes_).ok()) {
+    if (absl::StatusOr<BlockView> view = ParseBlock(lease.bytes_); view.ok()) {
+      lease.view_ = *std::move(view);
       hits_host_.fetch_add(1);
       get_bytes_.fetch_add(lease.bytes_.size());
       return lease;
@@ -367,18 +390,22 @@ absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key) {
     }
     if (!got.ok()) got = ssd_->Get(tk);
     if (got.ok()) {
-      const absl::Span<const uint8_t> b(reinterpret_cast<const uint8_t*>(got->data()), got->size());
-      if (absl::Status s = Verify(b); !s.ok()) {
-        checksum_failures_.fetch_add(1);
-        (void)ssd_->Delete(tk);
-        return absl::DataLossError(absl::StrCat("stored block failed verification: ", s.message()));
-      }
-      hits_ssd_.fetch_add(1);
-      get_bytes_.fetch_add(b.size());
-      if (FitsHost(b.size()) && InsertHost(ns, key, b, /*clean=*/true).ok()) promotions_.fetch_add(1);
       lease.store_ = this;
       lease.owned_ = std::move(*got);
       lease.bytes_ = absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(lease.owned_.data()), lease.owned_.size());
+      absl::StatusOr<BlockView> view = ParseBlock(lease.bytes_);
+      if (!view.ok()) {
+        checksum_failures_.fetch_add(1);
+        (void)ssd_->Delete(tk);
+        return absl::DataLossError(absl::StrCat("stored block failed verification: ", view.status().message()));
+      }
+      lease.view_ = *std::move(view);
+      hits_ssd_.fetch_add(1);
+      get_bytes_.fetch_add(lease.bytes_.size());
+      const bool promote = use == LeaseFor::kBlock || SecondRowTouch(tk, lease.bytes_.size());
+      if (promote && FitsHost(lease.bytes_.size()) && InsertHost(ns, key, lease.bytes_, /*clean=*/true).ok()) {
+        promotions_.fetch_add(1);
+      }
       return lease;
     }
     if (got.status().code() == absl::StatusCode::kDataLoss) checksum_failures_.fetch_add(1);
@@ -518,8 +545,8 @@ absl::Status BlockStore::Unpin(uint32_t ns, const BlockKey& key) {
 }
 
 absl::StatusOr<std::vector<float>> BlockStore::GatherRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows) {
-  ASSIGN_OR_RETURN(std::string block, Get(ns, key));
-  ASSIGN_OR_RETURN(BlockView view, ParseBlock(AsBytes(block)));
+  ASSIGN_OR_RETURN(BlockLease lease, Lease(ns, key, LeaseFor::kRows));
+  const BlockView& view = lease.view();
   ASSIGN_OR_RETURN(std::unique_ptr<KvCodec> codec, CodecForBlock(view));
   const BlockHeader& h = view.header;
   const size_t per = size_t(h.layer_count) * h.layout.num_kv_heads * rows.size() * h.layout.head_dim;
@@ -534,8 +561,8 @@ absl::Status BlockStore::Attend(uint32_t ns, const std::vector<AttendItem>& item
   int L = 0, H = 0, d = 0;
   std::vector<float> k, v, part, scratch;
   for (size_t it = 0; it < items.size(); ++it) {
-    ASSIGN_OR_RETURN(BlockLease lease, Lease(ns, items[it].key));
-    ASSIGN_OR_RETURN(BlockView view, ParseBlock(lease.bytes()));
+    ASSIGN_OR_RETURN(BlockLease lease, Lease(ns, items[it].key, LeaseFor::kRows));
+    const BlockView& view = lease.view();
     ASSIGN_OR_RETURN(std::unique_ptr<KvCodec> codec, CodecForBlock(view));
     const BlockHeader& h = view.header;
     if (it == 0) {

@@ -26,6 +26,7 @@
 #include <condition_variable>
 #include <deque>
 #include <thread>
+#include <tuple>
 #include <cstdint>
 #include <map>
 #include <optional>
@@ -40,6 +41,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "codec/block_key.h"
+#include "codec/container.h"
 #include "store/host_tier.h"
 #include "store/ssd_tier.h"
 
@@ -124,15 +126,25 @@ class BlockLease {
   BlockLease& operator=(BlockLease&& o) noexcept;
   ~BlockLease();
   absl::Span<const uint8_t> bytes() const { return bytes_; }
+  // The block, parsed and verified when it was leased (spans into bytes()).
+  const BlockView& view() const { return view_; }
 
  private:
   friend class BlockStore;
   void Reset();
   BlockStore* store_ = nullptr;
   std::optional<HostTier::ReadRef> ref_;
-  std::string owned_;
+  std::string owned_;  // heap-allocated (blocks are larger than any SSO buffer): moves keep view_ valid
   absl::Span<const uint8_t> bytes_;
+  BlockView view_;
 };
+
+// What a lease is for: whole-block reads promote SSD hits into the host tier;
+// row reads (Gather, Attend) promote a block only when it is read again
+// while still remembered in a ghost list as large as the host tier (a
+// decode step scans every block of a long sequence once: promoting each one
+// would copy it into RAM only to evict it before the next step needs it).
+enum class LeaseFor { kBlock, kRows };
 
 class BlockStore {
  public:
@@ -158,7 +170,7 @@ class BlockStore {
   absl::Status CommitPut(PendingPut put);
   // A verified block to read from in place (NOT_FOUND on a miss, DATA_LOSS
   // if the stored copy failed verification).
-  absl::StatusOr<BlockLease> Lease(uint32_t ns, const BlockKey& key);
+  absl::StatusOr<BlockLease> Lease(uint32_t ns, const BlockKey& key, LeaseFor use = LeaseFor::kBlock);
   // Copies a verified block into `dst`; returns its size. NOT_FOUND on a
   // miss; DATA_LOSS if the stored copy failed verification (it is dropped);
   // OUT_OF_RANGE if dst is too small (nothing is written past dst).
@@ -243,6 +255,13 @@ class BlockStore {
   static constexpr uint64_t kMaxPendingDemotionBytes = 64ull << 20;
   static constexpr std::chrono::seconds kMaxDemotionWait{30};
   void DemoteLoop();
+  // Row reads' promotion ghosts (LeaseFor::kRows): FIFO of (key, bytes,
+  // generation) bounded by the host tier's capacity in bytes.
+  bool SecondRowTouch(const TierKey& key, size_t bytes);
+  std::mutex ghost_mu_;
+  std::deque<std::tuple<TierKey, size_t, uint64_t>> ghost_fifo_;  // guarded by ghost_mu_
+  absl::flat_hash_map<TierKey, uint64_t> ghosts_;                 // guarded by ghost_mu_
+  uint64_t ghost_bytes_ = 0, ghost_gen_ = 0;                      // guarded by ghost_mu_
   std::mutex demote_mu_;
   std::condition_variable demote_cv_;
   std::deque<std::pair<TierKey, std::string>> demote_queue_;  // guarded by demote_mu_

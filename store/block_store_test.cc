@@ -276,6 +276,39 @@ TEST(BlockStore, PromotedBlocksAreNotWrittenBackAgain) {
   EXPECT_EQ(after.demotions_dropped, 0u);
 }
 
+// Row reads promote an SSD block only when it is read again within a
+// host tier's worth of other row reads: a scan over more blocks than the
+// host tier holds copies nothing into RAM (it would be evicted before its
+// next use), a block read twice in a row is promoted and then hits RAM.
+TEST(BlockStore, RowReadsPromoteOnlyOnASecondTouch) {
+  const std::string dir = TempDir("store_ghost");
+  StoreOptions o;
+  o.host_bytes = 1 << 20;
+  o.ssd_path = dir;
+  o.ssd_bytes = 64 << 20;
+  auto s = OpenStore(o);
+  const uint32_t a = *s->Authenticate("token-of-a-123");
+  for (int i = 0; i < 80; ++i) ASSERT_TRUE(s->Put(a, BlockKey{uint64_t(i), 6}, B(MakeBlock(64, 300 + i)), false).ok());
+  ASSERT_TRUE(s->Flush().ok());
+  const std::vector<int> rows = {1, 30, 63};
+  const StoreStats s0 = s->Stats();
+  for (int pass = 0; pass < 2; ++pass)
+    for (int i = 0; i < 80; ++i) ASSERT_TRUE(s->GatherRows(a, BlockKey{uint64_t(i), 6}, rows).ok()) << i;
+  const StoreStats s1 = s->Stats();
+  EXPECT_GT(s1.hits_ssd, s0.hits_ssd + 100);
+  EXPECT_EQ(s1.promotions, s0.promotions) << "a scan larger than the host tier was promoted";
+  ASSERT_TRUE(s->GatherRows(a, BlockKey{0, 6}, rows).ok());
+  ASSERT_TRUE(s->GatherRows(a, BlockKey{0, 6}, rows).ok());
+  const StoreStats s2 = s->Stats();
+  EXPECT_EQ(s2.promotions, s1.promotions + 1);
+  auto got = s->GatherRows(a, BlockKey{0, 6}, rows);
+  ASSERT_TRUE(got.ok());
+  EXPECT_EQ(s->Stats().hits_host, s2.hits_host + 1);
+  // Whole-block reads still promote on the first touch.
+  ASSERT_TRUE(s->Get(a, BlockKey{1, 6}).ok());
+  EXPECT_EQ(s->Stats().promotions, s2.promotions + 1);
+}
+
 TEST(BlockStore, GatherRowsDecodesTheBlocksRows) {
   StoreOptions o;
   o.host_bytes = 4 << 20;
