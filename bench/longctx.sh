@@ -23,3 +23,4 @@ bazel run -c opt --ui_event_filters=-info --noshow_progress //bench:longctx -- -
 } > "$out/longctx.md"
 rm -f "$out/longctx.md.part"
 echo "wrote $out/longctx.md"
+/usr/bin/python3 bench/plot_longctx.py "$out/longctx.csv" "$out/longctx.png"
