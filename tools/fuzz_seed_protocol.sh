@@ -19,6 +19,7 @@ seeds = {
   "gather": msg(5, struct.pack("<I", 1) + key(7) + struct.pack("<III", 2, 0, 9), tok, flags=2),
   "attend": msg(6, struct.pack("<If", 2, 0.125) + struct.pack("<I", 1) + key(8) + struct.pack("<II", 1, 3), tok,
                 payload_len=64),
+  "recall": msg(7, struct.pack("<I", 2) + struct.pack("<fff", 0.5, 0.8, 0.2) + struct.pack("<fff", 1.0, 1.0, 0.0), tok),
   "get_reply": msg(0x8002, struct.pack("<I", 2) + struct.pack("<BQI", 0, 0, 64) + struct.pack("<BQI", 5, 0, 0),
                    payload_len=64),
   "exists_reply": msg(0x8003, struct.pack("<III", 3, 2, 0b011) [:9]),
