@@ -39,6 +39,15 @@ std::unique_ptr<BlockStore> OpenStore(StoreOptions o) {
   return std::move(*s);
 }
 
+// A 1 MiB host tier over a 64 MiB SSD tier: most blocks spill.
+std::unique_ptr<BlockStore> OpenSmallHostStore(const std::string& name) {
+  StoreOptions o;
+  o.host_bytes = 1 << 20;
+  o.ssd_path = TempDir(name);
+  o.ssd_bytes = 64 << 20;
+  return OpenStore(o);
+}
+
 TEST(BlockStore, TokensAndAdmin) {
   StoreOptions o;
   o.host_bytes = 4 << 20;
@@ -215,12 +224,7 @@ TEST(BlockStore, SsdDemotionPromotionDurabilityAndCorruption) {
 }
 
 TEST(BlockStore, DemotionsRunOffTheRequestPathAndDeletesWin) {
-  const std::string dir = TempDir("store_demote");
-  StoreOptions o;
-  o.host_bytes = 1 << 20;
-  o.ssd_path = dir;
-  o.ssd_bytes = 64 << 20;
-  auto s = OpenStore(o);
+  auto s = OpenSmallHostStore("store_demote");
   const uint32_t a = *s->Authenticate("token-of-a-123");
   const std::string blk = MakeBlock(64, 9);
   for (int i = 0; i < 60; ++i) ASSERT_TRUE(s->Put(a, BlockKey{uint64_t(i), 4}, B(blk), false).ok());
@@ -244,12 +248,7 @@ TEST(BlockStore, DemotionsRunOffTheRequestPathAndDeletesWin) {
 // Blocks promoted from the SSD tier are clean: evicting them again writes
 // nothing back (the SSD copy is still there), and they stay readable.
 TEST(BlockStore, PromotedBlocksAreNotWrittenBackAgain) {
-  const std::string dir = TempDir("store_clean");
-  StoreOptions o;
-  o.host_bytes = 1 << 20;
-  o.ssd_path = dir;
-  o.ssd_bytes = 64 << 20;
-  auto s = OpenStore(o);
+  auto s = OpenSmallHostStore("store_clean");
   const uint32_t a = *s->Authenticate("token-of-a-123");
   std::vector<std::string> blocks;
   for (int i = 0; i < 80; ++i) {
@@ -281,12 +280,7 @@ TEST(BlockStore, PromotedBlocksAreNotWrittenBackAgain) {
 // host tier holds copies nothing into RAM (it would be evicted before its
 // next use), a block read twice in a row is promoted and then hits RAM.
 TEST(BlockStore, RowReadsPromoteOnlyOnASecondTouch) {
-  const std::string dir = TempDir("store_ghost");
-  StoreOptions o;
-  o.host_bytes = 1 << 20;
-  o.ssd_path = dir;
-  o.ssd_bytes = 64 << 20;
-  auto s = OpenStore(o);
+  auto s = OpenSmallHostStore("store_ghost");
   const uint32_t a = *s->Authenticate("token-of-a-123");
   for (int i = 0; i < 80; ++i) ASSERT_TRUE(s->Put(a, BlockKey{uint64_t(i), 6}, B(MakeBlock(64, 300 + i)), false).ok());
   ASSERT_TRUE(s->Flush().ok());
