@@ -12,6 +12,7 @@
 #include "codec/rope.h"
 #include "gpu/cuda_test_util.h"
 #include "gpu/gather_commvq_kernels.h"
+#include "gpu/stories_trace.h"
 
 namespace kvrecall {
 namespace {
@@ -39,17 +40,13 @@ TEST(GpuGather, RowsFromMappedPinnedMemory) {
   cudaStreamDestroy(st), cudaFree(drows), cudaFree(dst), cudaFreeHost(host);
 }
 
-TEST(GpuCommVq, ScoresFromCodesMatchTheCpuCodebook) {
-  KVR_REQUIRE_GPU();
-  const int d = 64, n = 3000;
-  std::mt19937 rng(4);
-  std::normal_distribution<float> n01;
-  std::vector<float> keys(size_t(n) * d);
-  for (float& x : keys) x = n01(rng);
-  CommVqTrainOptions o;
-  o.stages = 3, o.digit_bits = 4, o.iters = 3;
-  auto cb = CommVqKeyCodebook::Train(d, RopeStyle::kHalfSplit, keys.data(), n, o);
-  ASSERT_TRUE(cb.ok());
+// Trains a CommVQ key codebook on keys [n][d], encodes them, and checks the
+// GPU scores (one query, per-token RoPE rotation by position) against the
+// CPU codebook's Score for every token.
+void CheckCommVqScores(const std::vector<float>& keys, int n, int d, RopeStyle style, const std::vector<float>& q,
+                       double theta, const CommVqTrainOptions& o) {
+  auto cb = CommVqKeyCodebook::Train(d, style, keys.data(), n, o);
+  ASSERT_TRUE(cb.ok()) << cb.status();
   std::vector<uint16_t> codes(size_t(n) * o.stages);
   std::vector<float> norms(n);
   std::vector<uint32_t> c32(o.stages);
@@ -58,29 +55,65 @@ TEST(GpuCommVq, ScoresFromCodesMatchTheCpuCodebook) {
     for (int r = 0; r < o.stages; ++r) codes[size_t(t) * o.stages + r] = static_cast<uint16_t>(c32[r]);
     norms[t] = 0.5f + (t % 7) * 0.1f;
   }
-  std::vector<float> q(d), table(cb->table_size());
-  for (float& x : q) x = n01(rng);
+  std::vector<float> table(cb->table_size());
   cb->QueryTable(q.data(), table.data());
-  const std::vector<double> inv = RopeInvFreq(d, 10000.0);
+  const std::vector<double> inv = RopeInvFreq(d, theta);
   std::vector<float> invf(inv.begin(), inv.end());
   CommVqScoreArgs a;
   a.table = Upload(table), a.codes = Upload(codes), a.norms = Upload(norms), a.inv_freq = Upload(invf);
-  a.n = n, a.stages = o.stages, a.digit_bits = o.digit_bits, a.pairs = d / 2, a.inv_sqrt_d = 1.0f / std::sqrt(8.0f);
+  a.n = n, a.stages = o.stages, a.digit_bits = o.digit_bits, a.pairs = d / 2, a.inv_sqrt_d = 1.0f / std::sqrt(float(d));
   float* scores = nullptr;
-  ASSERT_EQ(cudaMalloc(&scores, n * 4), cudaSuccess);
+  ASSERT_EQ(cudaMalloc(&scores, size_t(n) * 4), cudaSuccess);
   a.scores = scores;
   ASSERT_EQ(LaunchCommVqScore(a, nullptr), cudaSuccess);
   std::vector<float> got(n);
-  ASSERT_EQ(cudaMemcpy(got.data(), scores, n * 4, cudaMemcpyDeviceToHost), cudaSuccess);
-  for (int t = 0; t < n; t += 37) {
+  ASSERT_EQ(cudaMemcpy(got.data(), scores, size_t(n) * 4, cudaMemcpyDeviceToHost), cudaSuccess);
+  for (int t = 0; t < n; ++t) {
     RopeAngles ang;
     ang.Compute(inv, t);
     std::vector<uint32_t> ct(codes.begin() + size_t(t) * o.stages, codes.begin() + size_t(t + 1) * o.stages);
     const float ref = norms[t] * a.inv_sqrt_d * cb->Score(table.data(), ct.data(), ang.cos.data(), ang.sin.data());
-    EXPECT_NEAR(got[t], ref, 1e-3 * (1 + std::fabs(ref))) << t;
+    ASSERT_NEAR(got[t], ref, 1e-3 * (1 + std::fabs(ref))) << t;
   }
   cudaFree(const_cast<float*>(a.table)), cudaFree(const_cast<uint16_t*>(a.codes));
   cudaFree(const_cast<float*>(a.norms)), cudaFree(const_cast<float*>(a.inv_freq)), cudaFree(scores);
+}
+
+TEST(GpuCommVq, ScoresFromCodesMatchTheCpuCodebook) {
+  KVR_REQUIRE_GPU();
+  const int d = 64, n = 3000;
+  std::mt19937 rng(4);
+  std::normal_distribution<float> n01;
+  std::vector<float> keys(size_t(n) * d), q(d);
+  for (float& x : keys) x = n01(rng);
+  for (float& x : q) x = n01(rng);
+  CommVqTrainOptions o;
+  o.stages = 3, o.digit_bits = 4, o.iters = 3;
+  CheckCommVqScores(keys, n, d, RopeStyle::kHalfSplit, q, 10000.0, o);
+}
+
+// Real keys and queries: every layer and KV head of a stories260K story
+// (pre-RoPE keys, the head group's first query at the last position), with
+// one and two stages of 3-bit digits.
+TEST(GpuCommVq, RealStoriesTraceScoresMatchTheCpuCodebook) {
+  KVR_REQUIRE_GPU();
+  KVR_REQUIRE_STORIES_TRACE(trace, 5, 300);
+  const KvLayout& l = trace.layout;
+  const int d = l.head_dim, Hq = l.num_q_heads, Hk = l.num_kv_heads, G = Hq / Hk;
+  for (const KvTraceRecord& r : trace.records) {
+    const int T = static_cast<int>(r.tokens);
+    for (int h = 0; h < Hk; ++h) {
+      const std::vector<float> keys = HeadRows(r.k_pre_rope, T, Hk, d, h);
+      const std::vector<float> q(r.q_pre_rope.begin() + (size_t(T - 1) * Hq + h * G) * d,
+                                 r.q_pre_rope.begin() + (size_t(T - 1) * Hq + h * G + 1) * d);
+      for (int stages : {1, 2}) {
+        CommVqTrainOptions o;
+        o.stages = stages, o.digit_bits = 3, o.iters = 3;
+        SCOPED_TRACE(testing::Message() << "layer " << r.layer << " head " << h << " stages " << stages);
+        CheckCommVqScores(keys, T, d, l.rope_style, q, l.rope_theta, o);
+      }
+    }
+  }
 }
 
 }  // namespace
