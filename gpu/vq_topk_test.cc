@@ -105,21 +105,35 @@ void CheckSelection(const std::vector<float>& kpre, const std::vector<float>& kp
   cudaFree(dy), cudaFree(dcent), cudaFree(dtable), cudaFree(dcodes), cudaFree(mask), cudaFree(sel), cudaFree(count);
 }
 
+// One synthetic KV head with its query group: n tokens of pre/post-RoPE keys
+// and queries, and the one-KV-head layout they belong to.
+struct SyntheticGroup {
+  SyntheticGroup(int n, int kv_head) : gen(Config(n), kv_head) {
+    const SyntheticConfig& c = Config(n);
+    d = c.head_dim, G = c.group_size;
+    kpre.resize(size_t(n) * d), kpost.resize(kpre.size()), qpre.resize(size_t(n) * G * d), qpost.resize(qpre.size());
+    gen.Next(n, kpre.data(), kpost.data(), nullptr, qpre.data(), qpost.data());
+    layout.num_layers = 1, layout.num_q_heads = G, layout.num_kv_heads = 1, layout.head_dim = d;
+    layout.rope_style = c.rope_style, layout.rope_theta = c.rope_theta;
+  }
+  static SyntheticConfig Config(int n) {
+    SyntheticConfig c;
+    c.total_tokens = n;
+    return c;
+  }
+  SyntheticHead gen;
+  int d = 0, G = 0;
+  std::vector<float> kpre, kpost, qpre, qpost;
+  KvLayout layout;
+};
+
 TEST(GpuVqTopK, SelectsExactlyWhatTheCpuIndexSelects) {
   KVR_REQUIRE_GPU();
   const int n = 20000;
-  SyntheticConfig cfg;
-  cfg.total_tokens = n;
-  SyntheticHead gen(cfg, 0);
-  const int d = cfg.head_dim, G = cfg.group_size;
-  std::vector<float> kpre(size_t(n) * d), kpost(kpre.size()), qpre(size_t(n) * G * d), qpost(qpre.size());
-  gen.Next(n, kpre.data(), kpost.data(), nullptr, qpre.data(), qpost.data());
-  std::vector<float> dq_pre(size_t(G) * d), dq_post(dq_pre.size());
-  gen.Next(1, nullptr, nullptr, nullptr, dq_pre.data(), dq_post.data());
-  KvLayout l;
-  l.num_layers = 1, l.num_q_heads = G, l.num_kv_heads = 1, l.head_dim = d;
-  l.rope_style = cfg.rope_style, l.rope_theta = cfg.rope_theta;
-  CheckSelection(kpre, kpost, qpre, qpost, dq_pre, dq_post, n, G, l, 64, n / 2, {1, 37, 600, n});
+  SyntheticGroup s(n, 0);
+  std::vector<float> dq_pre(size_t(s.G) * s.d), dq_post(dq_pre.size());
+  s.gen.Next(1, nullptr, nullptr, nullptr, dq_pre.data(), dq_post.data());
+  CheckSelection(s.kpre, s.kpost, s.qpre, s.qpost, dq_pre, dq_post, n, s.G, s.layout, 64, n / 2, {1, 37, 600, n});
 }
 
 // Every (layer, KV head) of a real story: the last token's query group
@@ -158,27 +172,15 @@ TEST(GpuVqTopK, PackingRoundTrips) {
   }
 }
 
-}  // namespace
-}  // namespace kvrecall
-
-namespace kvrecall {
-namespace {
-
 // New keys encoded on the GPU get the CPU index's codes (up to exact ties),
 // appended into a packed buffer at an odd offset without touching neighbours.
 TEST(GpuVqTopK, EncodeMatchesTheCpuIndex) {
   KVR_REQUIRE_GPU();
   const int n = 4000, C = 256, m = 301;
-  SyntheticConfig cfg;
-  cfg.total_tokens = n;
-  SyntheticHead gen(cfg, 1);
-  const int d = cfg.head_dim, G = cfg.group_size;
-  std::vector<float> kpre(size_t(n) * d), kpost(kpre.size()), qpre(size_t(n) * G * d), qpost(qpre.size());
-  gen.Next(n, kpre.data(), kpost.data(), nullptr, qpre.data(), qpost.data());
-  KvLayout l;
-  l.num_layers = 1, l.num_q_heads = G, l.num_kv_heads = 1, l.head_dim = d;
-  l.rope_style = cfg.rope_style, l.rope_theta = cfg.rope_theta;
-  auto idx = MakeRetrievalIndex("a2ats:b=64,centroids=256,iters=4,seed=2", l);
+  SyntheticGroup s(n, 1);
+  const int d = s.d, G = s.G;
+  const std::vector<float>&kpre = s.kpre, &kpost = s.kpost, &qpre = s.qpre, &qpost = s.qpost;
+  auto idx = MakeRetrievalIndex("a2ats:b=64,centroids=256,iters=4,seed=2", s.layout);
   TrainingData t;
   t.dim = d, t.k_pre = kpre.data(), t.k_post = kpost.data(), t.num_keys = n;
   t.q_pre = qpre.data(), t.q_post = qpost.data(), t.num_queries = int64_t(n) * G;
