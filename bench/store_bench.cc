@@ -9,7 +9,8 @@
 // throughput (GB/s of block bytes) and p50/p99 latency through the real data
 // path (StoreStub -> UCX -> StoreService -> BlockStore host tier; verified
 // f16 block containers; the server runs in this process on its own UCX
-// worker and progress thread). Same run: `ucx_perftest` (ucp_am_bw and
+// worker and progress thread; requesters share one client transport, each
+// driving its own lane). Same run: `ucx_perftest` (ucp_am_bw and
 // ucp_am_lat at the same size and transport) as the ceiling, and Redis
 // (Debian's redis-server on loopback, SET/GET of the same bytes, one
 // connection per requester) as the peer. Then the SSD tier: write and read
@@ -136,7 +137,10 @@ Result Drive(int threads, double seconds, uint64_t bytes, Fn op) {
 std::vector<double> PerftestFinal(const std::string& tls, const std::string& test, uint64_t size, int iters) {
   static int port = 13500;
   ++port;
-  const std::string env = absl::StrCat("UCX_TLS=", tls, " UCX_NET_DEVICES=lo ");
+  // The same UCX settings kvrecall's transport applies (UcxTuning), so the
+  // ceiling is measured with them too.
+  std::string env = absl::StrCat("UCX_TLS=", tls, " UCX_NET_DEVICES=lo ");
+  for (const auto& [name, value] : UcxTuning(tls)) absl::StrAppend(&env, "UCX_", name, "=", value, " ");
   const std::string server = absl::StrCat(env, "timeout 60 ucx_perftest -p ", port, " >/dev/null 2>&1 &");
   if (std::system(server.c_str()) != 0) return {};
   std::this_thread::sleep_for(std::chrono::milliseconds(400));

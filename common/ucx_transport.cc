@@ -25,6 +25,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
+#include "absl/strings/str_split.h"
 #include "common/ucx_status.h"
 
 namespace kvrecall {
@@ -44,6 +45,29 @@ struct WireHeader {
 };
 static_assert(sizeof(WireHeader) == 16, "wire header is 16 bytes");
 
+}  // namespace
+
+std::vector<std::pair<std::string, std::string>> UcxTuning(const std::string& tls) {
+  std::vector<std::pair<std::string, std::string>> out;
+  bool tcp_only = !tls.empty();  // empty: UCX's default, every transport
+  for (absl::string_view t : absl::StrSplit(tls, ',', absl::SkipEmpty())) tcp_only &= t == "tcp" || t == "self";
+  if (tcp_only) out.push_back({"RNDV_THRESH", "256K"});
+  return out;
+}
+
+namespace {
+
+// UCX's configuration from the environment, with UcxTuning for what the
+// environment leaves unset.
+absl::Status ReadUcxConfig(ucp_config_t** config) {
+  if (ucs_status_t st = ucp_config_read(nullptr, nullptr, config); st != UCS_OK) return FromUcsStatus(st, "ucp_config_read");
+  const char* tls = std::getenv("UCX_TLS");
+  for (const auto& [name, value] : UcxTuning(tls ? tls : "")) {
+    if (std::getenv(absl::StrCat("UCX_", name).c_str()) == nullptr) (void)ucp_config_modify(*config, name.c_str(), value.c_str());
+  }
+  return absl::OkStatus();
+}
+
 // A UCP context + worker owned by one progress thread.
 struct Worker {
   ucp_context_h ctx = nullptr;
@@ -55,7 +79,7 @@ struct Worker {
 
   absl::Status Init(ucs_thread_mode_t mode = UCS_THREAD_MODE_SINGLE) {
     ucp_config_t* config = nullptr;
-    if (ucs_status_t st = ucp_config_read(nullptr, nullptr, &config); st != UCS_OK) return FromUcsStatus(st, "ucp_config_read");
+    if (absl::Status s = ReadUcxConfig(&config); !s.ok()) return s;
     ucp_params_t params{};
     params.field_mask = UCP_PARAM_FIELD_FEATURES;
     params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
@@ -198,6 +222,24 @@ MutableIov DiscardIov(std::vector<uint8_t>* buf, uint64_t n) {
   return v;
 }
 
+// Receives and drops a rendezvous payload. (Receiving it, rather than
+// ucp_am_data_release, completes the sender's request the ordinary way:
+// with UCX 1.13 over shared memory a released rendezvous message made the
+// sender's worker see an acknowledgement for a request it had freed.)
+void DiscardRndv(ucp_worker_h worker, void* desc, size_t length) {
+  auto* buf = new std::vector<uint8_t>(length);
+  ucp_request_param_t p{};
+  p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
+  p.cb.recv_am = [](void* request, ucs_status_t, size_t, void* user_data) {
+    delete static_cast<std::vector<uint8_t>*>(user_data);
+    ucp_request_free(request);
+  };
+  p.user_data = buf;
+  p.datatype = ucp_dt_make_contig(1);
+  ucs_status_ptr_t r = ucp_am_recv_data_nbx(worker, desc, buf->data(), length, &p);
+  if (r == nullptr || UCS_PTR_IS_ERR(r)) delete buf;
+}
+
 bool WriteAll(int fd, const void* p, size_t n) {
   const char* c = static_cast<const char*>(p);
   while (n > 0) {
@@ -245,6 +287,7 @@ struct ServerCall {
   uint64_t payload_len = 0;
   std::vector<uint8_t> send_header;
   std::vector<ucp_dt_iov_t> send_iov;
+  absl::Status payload_status;
 };
 
 class UcxServerImpl final : public UcxServer {
@@ -375,8 +418,7 @@ class UcxServerImpl final : public UcxServer {
       MutableIov dest = call->ex->PayloadDestination();
       if (IovBytes(dest) != length) dest = DiscardIov(&call->discard, length);  // refused: absorb and drop
       if (!rndv) {
-        call->ex->Finish(length == 0 ? absl::OkStatus() : Scatter(static_cast<const uint8_t*>(data), length, dest));
-        self->Reply(call);
+        self->Complete(call, length == 0 ? absl::OkStatus() : Scatter(static_cast<const uint8_t*>(data), length, dest));
         return UCS_OK;
       }
       call->recv_iov = ToUcpIov(dest);
@@ -386,9 +428,8 @@ class UcxServerImpl final : public UcxServer {
     // Head travels in the data: take the whole message, then split.
     if (wh.head_len > length) {
       call->ex = self->handler_->Begin({}, 0);  // malformed: an error reply
-      call->ex->Finish(absl::OkStatus());
-      if (rndv) ucp_am_data_release(self->w_.worker, data);
-      self->Reply(call);
+      if (rndv) DiscardRndv(self->w_.worker, data, length);
+      self->Complete(call, absl::OkStatus());
       return UCS_OK;
     }
     call->whole.resize(length);
@@ -409,9 +450,9 @@ class UcxServerImpl final : public UcxServer {
     call->ex = handler_->Begin({p, head_len}, n);
     MutableIov dest = call->ex->PayloadDestination();
     if (IovBytes(dest) != n) dest = DiscardIov(&call->discard, n);
-    call->ex->Finish(n == 0 ? absl::OkStatus() : Scatter(p + head_len, n, dest));
+    const absl::Status st = n == 0 ? absl::OkStatus() : Scatter(p + head_len, n, dest);
     call->whole.clear();
-    Reply(call);
+    Complete(call, st);
   }
 
   void ReceiveRndv(ServerCall* call, void* desc) {
@@ -440,24 +481,31 @@ class UcxServerImpl final : public UcxServer {
     if (!call->whole.empty() || (call->ex == nullptr)) {
       if (status != UCS_OK) {
         call->ex = handler_->Begin({}, 0);
-        call->ex->Finish(FromUcsStatus(status, "receive"));
-        Reply(call);
+        Complete(call, FromUcsStatus(status, "receive"));
         return;
       }
       SplitWhole(call, static_cast<uint32_t>(call->payload_len));
       return;
     }
-    call->ex->Finish(FromUcsStatus(status, "payload receive"));
-    Reply(call);
+    Complete(call, FromUcsStatus(status, "payload receive"));
   }
 
-  void Reply(ServerCall* call) { replies_.push_back(call); }
+  // The payload arrived (or failed to): the handler's Finish and the reply
+  // run from the loop, outside UCX's callbacks, so that UCX completes the
+  // transfer (a rendezvous acknowledgement) before a slow handler runs.
+  void Complete(ServerCall* call, absl::Status payload_status) {
+    call->payload_status = std::move(payload_status);
+    replies_.push_back(call);
+  }
 
   bool FlushReplies() {
     if (replies_.empty()) return false;
     std::deque<ServerCall*> q;
     q.swap(replies_);
-    for (ServerCall* call : q) SendReply(call);
+    for (ServerCall* call : q) {
+      call->ex->Finish(call->payload_status);
+      SendReply(call);
+    }
     return true;
   }
 
@@ -514,20 +562,30 @@ class UcxServerImpl final : public UcxServer {
 
 // ---------------------------------------------------------------------------
 // Client.
+//
+// Lanes: a lane is a UCP worker and an endpoint to the server, used by one
+// calling thread at a time. The caller drives its lane itself (sends,
+// progresses, waits on the worker's event fd), so a call crosses threads
+// twice (caller -> server progress thread -> caller), as a blocking socket
+// client does, with no client progress thread and no lock shared between
+// callers while a call is in flight. Lanes are created on demand, up to
+// kMaxLanes; a thread prefers the lane it used last.
 
-class UcxClient;
+constexpr size_t kMaxLanes = 64;
 
-struct ClientCall {
-  UcxClient* client = nullptr;
+struct Lane;
+
+// One call on a lane. UCX callbacks reach it through the lane (`cur`) or the
+// request's user data; it lives until UCX holds nothing of it.
+struct LaneCall {
+  Lane* lane = nullptr;
   uint64_t id = 0;
-  CallArgs args;
+  CallArgs* args = nullptr;
   std::vector<uint8_t> header;
   std::vector<ucp_dt_iov_t> iov;
   absl::Status status;
   std::string reply_head;
-  bool send_done = false, reply_done = false, receiving = false, sent = false;
-  bool abandon = false;  // the caller gave up; the loop finishes it
-  std::condition_variable cv;  // its caller waits here (with UcxClient::mu_)
+  bool send_done = false, reply_done = false, receiving = false;
   std::vector<uint8_t> discard;
   std::vector<ucp_dt_iov_t> recv_iov;
   std::string whole;
@@ -535,105 +593,160 @@ struct ClientCall {
   bool finished() const { return send_done && reply_done; }
 };
 
+struct Lane {
+  ucp_worker_h worker = nullptr;
+  ucp_ep_h ep = nullptr;
+  int efd = -1;
+  size_t max_am_header = 0;
+  bool broken = false;
+  absl::Status broken_status;
+  uint64_t next_id = 0;
+  LaneCall* cur = nullptr;  // the call in flight, if any
+  bool busy = false;        // guarded by UcxClient::lanes_mu_
+};
+
 class UcxClient final : public ClientTransport {
  public:
   UcxClient(std::string address, UcxClientOptions o) : address_(std::move(address)), opts_(o) {}
   ~UcxClient() override {
-    stop_ = true;
-    w_.Wake();
-    if (thread_.joinable()) thread_.join();
-    for (ucp_mem_h m : mems_) ucp_mem_unmap(w_.ctx, m);
-    w_.Close();
+    for (auto& lane : lanes_) {
+      if (lane->worker == nullptr) continue;
+      CloseEp(lane.get());
+      ucp_worker_destroy(lane->worker);
+    }
+    lanes_.clear();
+    for (ucp_mem_h m : mems_) ucp_mem_unmap(ctx_, m);
+    if (ctx_) ucp_cleanup(ctx_);
   }
 
   absl::Status Init() {
-    // Serialized: the loop thread and calling threads take turns (worker_mu_).
-    if (absl::Status s = w_.Init(UCS_THREAD_MODE_SERIALIZED); !s.ok()) return s;
-    w_.SetAmHandler(kAmReply, &UcxClient::OnReply, this);
-    thread_ = std::thread([this] { Loop(); });
-    // Connect eagerly so a wrong address fails at creation.
-    std::promise<absl::Status> done;
-    RunOnLoop([&] { done.set_value(Connect()); });
-    return done.get_future().get();
+    std::string host;
+    int port;
+    if (absl::Status s = ParseHostPort(address_, &host, &port); !s.ok()) return s;
+    ucp_config_t* config = nullptr;
+    if (absl::Status s = ReadUcxConfig(&config); !s.ok()) return s;
+    ucp_params_t params{};
+    params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
+    params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+    params.mt_workers_shared = 1;  // lanes' workers are driven from different threads
+    const ucs_status_t st = ucp_init(&params, config, &ctx_);
+    ucp_config_release(config);
+    if (st != UCS_OK) return FromUcsStatus(st, "ucp_init");
+    // One lane up front, so that a wrong address fails at creation.
+    absl::StatusOr<Lane*> lane = Acquire();
+    if (!lane.ok()) return lane.status();
+    Release(*lane);
+    return absl::OkStatus();
   }
 
   std::string peer() const override { return address_; }
 
   absl::Status RegisterMemory(absl::Span<uint8_t> region) override {
-    std::lock_guard<std::mutex> wl(worker_mu_);
-    return w_.MapMemory(region, &mems_);
+    ucp_mem_map_params_t p{};
+    p.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+    p.address = region.data();
+    p.length = region.size();
+    ucp_mem_h mem = nullptr;
+    const ucs_status_t st = ucp_mem_map(ctx_, &p, &mem);
+    if (st != UCS_OK) return FromUcsStatus(st, "ucp_mem_map");
+    std::lock_guard<std::mutex> l(lanes_mu_);
+    mems_.push_back(mem);
+    return absl::OkStatus();
   }
 
   absl::StatusOr<std::string> Call(CallArgs args) override {
-    auto call = std::make_shared<ClientCall>();
-    call->client = this;
-    const absl::Duration timeout = args.timeout;
-    call->args = std::move(args);
-    const auto deadline = std::chrono::steady_clock::now() + absl::ToChronoNanoseconds(timeout);
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      call->id = ++next_id_;
-      submit_.push_back(call);
-    }
-    // A lone caller drives the worker itself (no thread hop out or back);
-    // with several calls in flight the loop thread drives for all of them.
-    bool alone;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      alone = calls_.empty() && submit_.size() == 1;
-    }
-    if (!alone) w_.Wake();
-    for (;;) {
-      {
-        std::lock_guard<std::mutex> l(mu_);
-        if (call->finished()) break;
-        alone = alone && calls_.size() + submit_.size() <= 1;
-      }
-      const auto now = std::chrono::steady_clock::now();
-      if (now >= deadline) break;
-      if (alone && worker_mu_.try_lock()) {
-        const auto until = std::min(deadline, now + std::chrono::microseconds(300));
-        bool done = false;
-        while (!done && std::chrono::steady_clock::now() < until) {
-          Step();
-          std::lock_guard<std::mutex> l(mu_);
-          done = call->finished();
-        }
-        worker_mu_.unlock();
-        if (!done) w_.Wake();
-        continue;
-      }
-      std::unique_lock<std::mutex> l(mu_);
-      call->cv.wait_until(l, alone ? std::min(deadline, now + std::chrono::microseconds(300)) : deadline,
-                          [&] { return call->finished(); });
-    }
-    std::unique_lock<std::mutex> l(mu_);
-    if (!call->finished()) {
-      // Past the deadline: the loop detaches the call and makes sure UCX is
-      // done with the caller's buffers before we return.
-      call->abandon = true;
-      l.unlock();
-      w_.Wake();
-      l.lock();
-      call->cv.wait(l, [&] { return call->finished(); });
-      if (call->status.ok() && call->reply_done && !call->reply_head.empty()) return call->reply_head;
-      return absl::DeadlineExceededError(absl::StrCat("no reply from ", address_, " within ", absl::FormatDuration(timeout)));
-    }
-    if (!call->status.ok()) return call->status;
-    return call->reply_head;
+    absl::StatusOr<Lane*> lane = Acquire();
+    if (!lane.ok()) return lane.status();
+    absl::StatusOr<std::string> r = CallOn(*lane, &args);
+    Release(*lane);
+    return r;
   }
 
  private:
-  void RunOnLoop(std::function<void()> fn) {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      tasks_.push_back(std::move(fn));
+  // A free lane (the caller's last one if free), a new one, or the first to
+  // be released.
+  absl::StatusOr<Lane*> Acquire() {
+    thread_local const UcxClient* last_client = nullptr;
+    thread_local size_t last_lane = 0;
+    std::unique_lock<std::mutex> l(lanes_mu_);
+    for (;;) {
+      const size_t n = lanes_.size();
+      const size_t start = last_client == this && last_lane < n ? last_lane : 0;
+      for (size_t k = 0; k < n; ++k) {
+        const size_t i = (start + k) % n;
+        if (!lanes_[i]->busy) {
+          lanes_[i]->busy = true;
+          ++active_;
+          last_client = this, last_lane = i;
+          return lanes_[i].get();
+        }
+      }
+      if (n < kMaxLanes) {
+        auto lane = std::make_unique<Lane>();
+        if (absl::Status s = OpenWorker(lane.get()); !s.ok()) return s;
+        if (absl::Status s = Connect(lane.get()); !s.ok()) {
+          ucp_worker_destroy(lane->worker);
+          return s;
+        }
+        lane->busy = true;
+        ++active_;
+        lanes_.push_back(std::move(lane));
+        last_client = this, last_lane = n;
+        return lanes_.back().get();
+      }
+      lanes_cv_.wait(l);
     }
-    w_.Wake();
   }
 
-  // Bootstrap + endpoint, on the loop thread.
-  absl::Status Connect() {
+  void Release(Lane* lane) {
+    {
+      std::lock_guard<std::mutex> l(lanes_mu_);
+      lane->busy = false;
+      --active_;
+    }
+    lanes_cv_.notify_one();
+  }
+
+  // A fresh worker for the lane; on failure the lane has none.
+  absl::Status OpenWorker(Lane* lane) {
+    absl::Status s = OpenWorkerOrFail(lane);
+    if (!s.ok() && lane->worker != nullptr) {
+      ucp_worker_destroy(lane->worker);
+      lane->worker = nullptr;
+    }
+    return s;
+  }
+
+  absl::Status OpenWorkerOrFail(Lane* lane) {
+    ucp_worker_params_t wp{};
+    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+    wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;  // one thread at a time (the lane's holder)
+    if (ucs_status_t st = ucp_worker_create(ctx_, &wp, &lane->worker); st != UCS_OK) {
+      lane->worker = nullptr;
+      return FromUcsStatus(st, "ucp_worker_create");
+    }
+    ucp_worker_attr_t attr{};
+    attr.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
+    if (ucs_status_t st = ucp_worker_query(lane->worker, &attr); st != UCS_OK) return FromUcsStatus(st, "ucp_worker_query");
+    lane->max_am_header = attr.max_am_header;
+    if (ucs_status_t st = ucp_worker_get_efd(lane->worker, &lane->efd); st != UCS_OK) {
+      return FromUcsStatus(st, "ucp_worker_get_efd");
+    }
+    ucp_am_handler_param_t p{};
+    p.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
+                   UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+    p.id = kAmReply;
+    p.cb = &UcxClient::OnReply;
+    p.arg = lane;
+    p.flags = UCP_AM_FLAG_WHOLE_MSG;
+    if (ucs_status_t st = ucp_worker_set_am_recv_handler(lane->worker, &p); st != UCS_OK) {
+      return FromUcsStatus(st, "ucp_worker_set_am_recv_handler");
+    }
+    return absl::OkStatus();
+  }
+
+  // Bootstrap (the server's worker address over TCP) + endpoint.
+  absl::Status Connect(Lane* lane) {
     std::string host;
     int port;
     if (absl::Status s = ParseHostPort(address_, &host, &port); !s.ok()) return s;
@@ -662,216 +775,216 @@ class UcxClient final : public ClientTransport {
     ep.address = reinterpret_cast<const ucp_address_t*>(blob.data());
     ep.err_mode = UCP_ERR_HANDLING_MODE_PEER;
     ep.err_handler.cb = &UcxClient::OnEpError;
-    ep.err_handler.arg = this;
+    ep.err_handler.arg = lane;
     ucp_ep_h h = nullptr;
-    ucs_status_t st = ucp_ep_create(w_.worker, &ep, &h);
+    ucs_status_t st = ucp_ep_create(lane->worker, &ep, &h);
     if (st != UCS_OK) {
       // Shared-memory transports can not detect a dead peer (no PEER error
       // mode); there deadlines are what fail calls to a dead server.
       ep.err_mode = UCP_ERR_HANDLING_MODE_NONE;
-      st = ucp_ep_create(w_.worker, &ep, &h);
+      st = ucp_ep_create(lane->worker, &ep, &h);
     }
     if (st != UCS_OK) return FromUcsStatus(st, absl::StrCat("ucp_ep_create to ", address_));
-    ep_ = h;
+    lane->ep = h;
+    lane->broken = false;
     return absl::OkStatus();
   }
 
   static void OnEpError(void* arg, ucp_ep_h, ucs_status_t status) {
-    auto* self = static_cast<UcxClient*>(arg);
-    self->broken_ = true;
-    self->broken_status_ = FromUcsStatus(status, absl::StrCat("connection to ", self->address_));
+    auto* lane = static_cast<Lane*>(arg);
+    lane->broken = true;
+    lane->broken_status = FromUcsStatus(status, "connection to the server");
   }
 
-  void CloseEp() {
-    if (ep_ == nullptr) return;
+  // Closes the endpoint; UCX completes its outstanding operations (with
+  // errors) before this returns.
+  static void CloseEp(Lane* lane) {
+    if (lane->ep == nullptr) return;
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_FLAGS;
     p.flags = UCP_EP_CLOSE_FLAG_FORCE;
-    void* r = ucp_ep_close_nbx(ep_, &p);
-    while (r != nullptr && UCS_PTR_IS_PTR(r) && ucp_request_check_status(r) == UCS_INPROGRESS) ucp_worker_progress(w_.worker);
+    void* r = ucp_ep_close_nbx(lane->ep, &p);
+    while (r != nullptr && UCS_PTR_IS_PTR(r) && ucp_request_check_status(r) == UCS_INPROGRESS) {
+      ucp_worker_progress(lane->worker);
+    }
     if (r != nullptr && UCS_PTR_IS_PTR(r)) ucp_request_free(r);
-    ep_ = nullptr;
+    lane->ep = nullptr;
   }
 
-  // One round of work on the worker. REQUIRES: worker_mu_ held.
-  bool Step() {
-    bool busy = false;
-    std::deque<std::shared_ptr<ClientCall>> submit;
-    std::deque<std::function<void()>> tasks;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      submit.swap(submit_);
-      tasks.swap(tasks_);
+  absl::StatusOr<std::string> CallOn(Lane* lane, CallArgs* args) {
+    using Clock = std::chrono::steady_clock;
+    const auto deadline = Clock::now() + absl::ToChronoNanoseconds(args->timeout);
+    if (lane->broken) CloseEp(lane);
+    if (lane->worker == nullptr) {
+      if (absl::Status s = OpenWorker(lane); !s.ok()) return s;
     }
-    for (auto& t : tasks) t(), busy = true;
-    if (broken_) HandleBroken(), busy = true;
-    for (auto& c : submit) Send(c), busy = true;
-    busy |= HandleAbandoned();
-    while (ucp_worker_progress(w_.worker) > 0) busy = true;
-    return busy;
-  }
-
-  void Loop() {
-    while (!stop_) {
-      bool sleep = false;
-      {
-        std::lock_guard<std::mutex> wl(worker_mu_);
-        bool busy = Step();
-        for (int i = 0; !busy && i < 64; ++i) busy = ucp_worker_progress(w_.worker) > 0;
-        sleep = !busy && ucp_worker_arm(w_.worker) == UCS_OK;
+    if (lane->ep == nullptr) {
+      if (absl::Status s = Connect(lane); !s.ok()) return s;
+    }
+    auto c = std::make_unique<LaneCall>();
+    c->lane = lane;
+    c->id = ++lane->next_id;
+    c->args = args;
+    lane->cur = c.get();
+    Send(c.get());
+    // Spin on the worker a little before sleeping on its event fd: a reply
+    // usually follows within microseconds and a wakeup costs more. Spin
+    // when this is the only call in flight (up to 200 us: nobody else wants
+    // the CPU); with several, not at all: the server needs the cores (over
+    // TCP every idle progress is a syscall).
+    const auto spin = std::chrono::microseconds(active_.load(std::memory_order_relaxed) <= 1 ? 200 : 0);
+    auto idle_since = Clock::now();
+    bool timed_out = false;
+    while (!c->finished()) {
+      if (lane->broken) {
+        if (c->status.ok()) c->status = lane->broken_status;
+        CloseEp(lane);  // completes (with errors) what UCX still holds of this call
+        Drain(lane, c.get(), std::chrono::milliseconds(200));
+        break;
       }
-      if (sleep) w_.Sleep(20);
-    }
-    std::lock_guard<std::mutex> wl(worker_mu_);
-    broken_status_ = absl::UnavailableError("transport shut down");
-    HandleBroken();
-  }
-
-  // The endpoint failed: every call waiting for a reply fails; calls with a
-  // send or receive still in UCX's hands finish when UCX completes them.
-  void HandleBroken() {
-    broken_ = false;
-    CloseEp();  // completes outstanding operations with errors
-    std::lock_guard<std::mutex> l(mu_);
-    for (auto& [id, c] : calls_) {
-      if (c->status.ok()) c->status = broken_status_;
-      c->send_done = true;
-      if (!c->receiving) c->reply_done = true;
-      c->cv.notify_one();
-    }
-    for (auto it = calls_.begin(); it != calls_.end();) it = it->second->finished() ? calls_.erase(it) : std::next(it);
-  }
-
-  bool HandleAbandoned() {
-    std::vector<std::shared_ptr<ClientCall>> stuck;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      for (auto it = calls_.begin(); it != calls_.end();) {
-        ClientCall& c = *it->second;
-        if (!c.abandon || c.finished()) {
-          ++it;
-          continue;
-        }
-        if (c.send_done && !c.receiving) {  // nothing of the caller's in UCX: detach
-          c.reply_done = true;
-          if (c.status.ok()) c.status = absl::DeadlineExceededError("deadline");
-          c.reply_head.clear();
-          c.cv.notify_one();
-          it = calls_.erase(it);
-          continue;
-        }
-        if (!c.send_done) stuck.push_back(it->second);
-        ++it;
+      if (ucp_worker_progress(lane->worker) > 0) {
+        idle_since = Clock::now();
+        continue;
       }
+      const auto now = Clock::now();
+      if (now >= deadline) {
+        timed_out = true;
+        break;
+      }
+      if (now - idle_since < spin) continue;
+      if (ucp_worker_arm(lane->worker) != UCS_OK) continue;  // events pending
+      const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - now).count() + 1;
+      pollfd pfd{lane->efd, POLLIN, 0};
+      (void)poll(&pfd, 1, static_cast<int>(std::min<int64_t>(left, 100)));
+      idle_since = Clock::now();
     }
-    if (stuck.empty()) return false;
-    // A send UCX still holds past its deadline: the peer is not taking data.
-    broken_status_ = absl::DeadlineExceededError("send did not complete before the deadline");
-    HandleBroken();
-    return true;
+    lane->cur = nullptr;  // a late reply finds no call and is dropped
+    if (timed_out) {
+      if (!c->send_done || c->receiving) {
+        // UCX still holds the caller's buffers (the peer is not taking or
+        // not finishing data): close the endpoint; the next call reconnects.
+        CloseEp(lane);
+        Drain(lane, c.get(), std::chrono::milliseconds(2));
+      }
+      if (!Detach(lane, std::move(c))) {
+        return absl::DeadlineExceededError(absl::StrCat("no reply from ", address_, " within ",
+                                                        absl::FormatDuration(args->timeout), " (connection closed)"));
+      }
+      return absl::DeadlineExceededError(
+          absl::StrCat("no reply from ", address_, " within ", absl::FormatDuration(args->timeout)));
+    }
+    if (!c->status.ok()) {
+      absl::Status st = c->status;
+      Detach(lane, std::move(c));
+      return st;
+    }
+    return std::move(c->reply_head);
   }
 
-  void Send(const std::shared_ptr<ClientCall>& c) {
-    if (ep_ == nullptr) {
-      absl::Status s = Connect();
-      if (!s.ok()) return Fail(c, s);
-    }
-    const std::string& head = c->args.head;
+  // Frees a finished call. When UCX still holds a call after its endpoint
+  // was force-closed (UCX 1.13 leaves a rendezvous send pending, and a late
+  // acknowledgement from a live server then trips an assertion in the
+  // worker), the lane's worker goes too (the next call opens a fresh one)
+  // and the call's memory is left allocated: nothing can reach the caller's
+  // buffers any more. Returns whether the call had finished.
+  static bool Detach(Lane* lane, std::unique_ptr<LaneCall> c) {
+    if (c->send_done && !c->receiving) c->reply_done = true;
+    if (c->finished()) return true;
+    CloseEp(lane);
+    ucp_worker_destroy(lane->worker);
+    lane->worker = nullptr;
+    lane->efd = -1;
+    (void)c.release();
+    return false;
+  }
+
+  // Progresses until the call's UCX requests have completed (after the
+  // endpoint was closed they complete with errors); bounded.
+  static void Drain(Lane* lane, LaneCall* c, std::chrono::milliseconds limit) {
+    const auto until = std::chrono::steady_clock::now() + limit;
+    while (!(c->send_done && !c->receiving) && std::chrono::steady_clock::now() < until) ucp_worker_progress(lane->worker);
+    if (c->send_done && !c->receiving) c->reply_done = true;
+  }
+
+  void Send(LaneCall* c) {
+    Lane* lane = c->lane;
+    const std::string& head = c->args->head;
     WireHeader wh{c->id, static_cast<uint32_t>(head.size()), 0};
-    const bool in_header = sizeof(WireHeader) + head.size() <= w_.max_am_header;
+    const bool in_header = sizeof(WireHeader) + head.size() <= lane->max_am_header;
     if (in_header) wh.flags |= kHeadInHeader;
     c->header.resize(sizeof(WireHeader) + (in_header ? head.size() : 0));
     std::memcpy(c->header.data(), &wh, sizeof(wh));
     if (in_header) std::memcpy(c->header.data() + sizeof(wh), head.data(), head.size());
     else c->iov.push_back({const_cast<char*>(head.data()), head.size()});
-    for (const auto& s : c->args.payload) {
+    for (const auto& s : c->args->payload) {
       if (!s.empty()) c->iov.push_back({const_cast<uint8_t*>(s.data()), s.size()});
-    }
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      calls_[c->id] = c;
     }
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE |
                      UCP_OP_ATTR_FIELD_FLAGS;
     p.cb.send = &UcxClient::OnSendDone;
-    p.user_data = c.get();
+    p.user_data = c;
     p.flags = UCP_AM_SEND_FLAG_REPLY;
     void* buf;
     size_t count;
     SetBuffer(c->iov, &p, &buf, &count);
-    ucs_status_ptr_t r = ucp_am_send_nbx(ep_, kAmRequest, c->header.data(), c->header.size(), buf, count, &p);
+    ucs_status_ptr_t r = ucp_am_send_nbx(lane->ep, kAmRequest, c->header.data(), c->header.size(), buf, count, &p);
     if (r == nullptr) {
-      SendDone(c.get(), UCS_OK);
+      SendDone(c, UCS_OK);
     } else if (UCS_PTR_IS_ERR(r)) {
-      SendDone(c.get(), UCS_PTR_STATUS(r));
+      SendDone(c, UCS_PTR_STATUS(r));
     }
-  }
-
-  void Fail(const std::shared_ptr<ClientCall>& c, const absl::Status& s) {
-    std::lock_guard<std::mutex> l(mu_);
-    c->status = s;
-    c->send_done = c->reply_done = true;
-    calls_.erase(c->id);
-    c->cv.notify_one();
   }
 
   static void OnSendDone(void* request, ucs_status_t status, void* user_data) {
-    auto* c = static_cast<ClientCall*>(user_data);
-    c->client->SendDone(c, status);
+    SendDone(static_cast<LaneCall*>(user_data), status);
     ucp_request_free(request);
   }
 
-  void SendDone(ClientCall* c, ucs_status_t status) {
-    std::lock_guard<std::mutex> l(mu_);
+  static void SendDone(LaneCall* c, ucs_status_t status) {
     c->send_done = true;
     if (status != UCS_OK) {
-      if (c->status.ok()) c->status = FromUcsStatus(status, absl::StrCat("send to ", address_));
+      if (c->status.ok()) c->status = FromUcsStatus(status, "send to the server");
+      if (!c->lane->broken) c->lane->broken = true, c->lane->broken_status = c->status;  // reconnect next time
       if (!c->receiving) c->reply_done = true;
     }
-    if (c->finished()) calls_.erase(c->id);
-    c->cv.notify_one();
   }
 
   static ucs_status_t OnReply(void* arg, const void* header, size_t header_length, void* data, size_t length,
                               const ucp_am_recv_param_t* param) {
-    auto* self = static_cast<UcxClient*>(arg);
+    auto* lane = static_cast<Lane*>(arg);
     const bool rndv = param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV;
-    if (header_length < sizeof(WireHeader)) {
-      if (rndv) ucp_am_data_release(self->w_.worker, data);
-      return UCS_OK;
-    }
-    WireHeader wh;
-    std::memcpy(&wh, header, sizeof(wh));
-    std::shared_ptr<ClientCall> c;
-    {
-      std::lock_guard<std::mutex> l(self->mu_);
-      auto it = self->calls_.find(wh.call_id);
-      if (it != self->calls_.end() && !it->second->reply_done && !it->second->receiving) c = it->second;
-    }
-    if (c == nullptr) {  // late reply to an abandoned call: drop it
-      if (rndv) ucp_am_data_release(self->w_.worker, data);
+    WireHeader wh{};
+    if (header_length >= sizeof(WireHeader)) std::memcpy(&wh, header, sizeof(wh));
+    LaneCall* c = lane->cur;
+    if (header_length < sizeof(WireHeader) || c == nullptr || wh.call_id != c->id || c->reply_done || c->receiving) {
+      if (rndv) DiscardRndv(lane->worker, data, length);  // a late reply to an abandoned call: drop it
       return UCS_OK;
     }
     if (wh.flags & kHeadInHeader) {
       c->reply_head.assign(static_cast<const char*>(header) + sizeof(WireHeader), header_length - sizeof(WireHeader));
-      self->Deliver(c, data, length, rndv);
+      Deliver(c, data, length, rndv);
       return UCS_OK;
     }
-    if (wh.head_len > length) return self->Complete(c, absl::InternalError("reply head longer than the message")), UCS_OK;
+    if (wh.head_len > length) {
+      if (rndv) DiscardRndv(lane->worker, data, length);
+      if (c->status.ok()) c->status = absl::InternalError("reply head longer than the message");
+      c->reply_done = true;
+      return UCS_OK;
+    }
     c->whole.resize(length);
     c->whole_head_len = wh.head_len;
     if (!rndv) {
       std::memcpy(c->whole.data(), data, length);
-      self->SplitWhole(c);
+      SplitWhole(c);
       return UCS_OK;
     }
     c->recv_iov = {{c->whole.data(), c->whole.size()}};
-    self->Receive(c, data);
+    Receive(c, data);
     return UCS_OK;
   }
 
-  void SplitWhole(const std::shared_ptr<ClientCall>& c) {
+  static void SplitWhole(LaneCall* c) {
     c->reply_head = c->whole.substr(0, c->whole_head_len);
     std::string rest = c->whole.substr(c->whole_head_len);
     c->whole.clear();
@@ -879,12 +992,12 @@ class UcxClient final : public ClientTransport {
   }
 
   // Routes the reply payload into the sink's buffers.
-  void Deliver(const std::shared_ptr<ClientCall>& c, void* data, size_t length, bool rndv) {
+  static void Deliver(LaneCall* c, void* data, size_t length, bool rndv) {
     MutableIov dest;
     absl::Status st;
-    if (c->args.sink) {
+    if (c->args->sink) {
       absl::StatusOr<MutableIov> d =
-          c->args.sink({reinterpret_cast<const uint8_t*>(c->reply_head.data()), c->reply_head.size()}, length);
+          c->args->sink({reinterpret_cast<const uint8_t*>(c->reply_head.data()), c->reply_head.size()}, length);
       if (d.ok()) dest = *d;
       else st = d.status();
     } else if (length > 0) {
@@ -892,81 +1005,53 @@ class UcxClient final : public ClientTransport {
     }
     if (st.ok() && IovBytes(dest) != length) st = absl::InvalidArgumentError("sink buffers do not match the reply payload");
     if (!st.ok()) dest = DiscardIov(&c->discard, length);
+    if (!st.ok() && c->status.ok()) c->status = st;
     if (!rndv) {
       if (length > 0) (void)Scatter(static_cast<const uint8_t*>(data), length, dest);
-      Complete(c, st);
+      c->reply_done = true;
       return;
     }
     c->recv_iov = ToUcpIov(dest);
-    c->status = st;
     Receive(c, data);
   }
 
-  void Receive(const std::shared_ptr<ClientCall>& c, void* desc) {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      c->receiving = true;
-    }
+  static void Receive(LaneCall* c, void* desc) {
+    c->receiving = true;
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
     p.cb.recv_am = &UcxClient::OnRecvDone;
-    p.user_data = c.get();
+    p.user_data = c;
     void* buf;
     size_t count;
     SetBuffer(c->recv_iov, &p, &buf, &count);
-    ucs_status_ptr_t r = ucp_am_recv_data_nbx(w_.worker, desc, buf, count, &p);
-    if (r == nullptr) RecvDone(c.get(), UCS_OK);
-    else if (UCS_PTR_IS_ERR(r)) RecvDone(c.get(), UCS_PTR_STATUS(r));
+    ucs_status_ptr_t r = ucp_am_recv_data_nbx(c->lane->worker, desc, buf, count, &p);
+    if (r == nullptr) RecvDone(c, UCS_OK);
+    else if (UCS_PTR_IS_ERR(r)) RecvDone(c, UCS_PTR_STATUS(r));
   }
 
   static void OnRecvDone(void* request, ucs_status_t status, size_t, void* user_data) {
-    auto* c = static_cast<ClientCall*>(user_data);
-    c->client->RecvDone(c, status);
+    RecvDone(static_cast<LaneCall*>(user_data), status);
     ucp_request_free(request);
   }
 
-  void RecvDone(ClientCall* c, ucs_status_t status) {
-    std::shared_ptr<ClientCall> keep;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      auto it = calls_.find(c->id);
-      if (it != calls_.end()) keep = it->second;
-      c->receiving = false;
-    }
-    if (!c->whole.empty() && status == UCS_OK && keep) {
-      SplitWhole(keep);
+  static void RecvDone(LaneCall* c, ucs_status_t status) {
+    c->receiving = false;
+    if (!c->whole.empty() && status == UCS_OK) {
+      SplitWhole(c);
       return;
     }
-    std::lock_guard<std::mutex> l(mu_);
     if (status != UCS_OK && c->status.ok()) c->status = FromUcsStatus(status, "reply payload");
     c->reply_done = true;
-    if (c->finished()) calls_.erase(c->id);
-    c->cv.notify_one();
-  }
-
-  void Complete(const std::shared_ptr<ClientCall>& c, const absl::Status& st) {
-    std::lock_guard<std::mutex> l(mu_);
-    if (!st.ok() && c->status.ok()) c->status = st;
-    c->reply_done = true;
-    if (c->finished()) calls_.erase(c->id);
-    c->cv.notify_one();
   }
 
   std::string address_;
   UcxClientOptions opts_;
-  Worker w_;
-  ucp_ep_h ep_ = nullptr;  // guarded by worker_mu_
-  std::mutex worker_mu_;   // whoever holds it drives the UCP worker
-  std::vector<ucp_mem_h> mems_;  // guarded by worker_mu_
-  std::thread thread_;
-  std::atomic<bool> stop_{false};
-  std::atomic<bool> broken_{false};
-  absl::Status broken_status_;  // loop thread only
-  std::mutex mu_;
-  uint64_t next_id_ = 0;
-  std::deque<std::shared_ptr<ClientCall>> submit_;
-  std::deque<std::function<void()>> tasks_;
-  std::map<uint64_t, std::shared_ptr<ClientCall>> calls_;
+  ucp_context_h ctx_ = nullptr;
+  std::mutex lanes_mu_;
+  std::condition_variable lanes_cv_;
+  std::vector<std::unique_ptr<Lane>> lanes_;  // guarded by lanes_mu_ (a lane's insides: by its holder)
+  std::atomic<int> active_{0};                // lanes held by callers
+  std::vector<ucp_mem_h> mems_;               // guarded by lanes_mu_
 };
 
 }  // namespace

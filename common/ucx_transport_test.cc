@@ -153,6 +153,46 @@ TEST_P(UcxTransport, DeadlinesAndAServerThatGoesAway) {
   EXPECT_EQ(ConnectUcx("nonsense").status().code(), absl::StatusCode::kInvalidArgument);
 }
 
+TEST(UcxTuning, RendezvousThresholdOnlyWhenTcpIsTheOnlyTransport) {
+  auto has = [](const std::string& tls, const std::string& name) {
+    for (const auto& [n, v] : UcxTuning(tls)) {
+      if (n == name) return true;
+    }
+    return false;
+  };
+  EXPECT_TRUE(has("tcp", "RNDV_THRESH"));
+  EXPECT_TRUE(has("tcp,self", "RNDV_THRESH"));
+  EXPECT_FALSE(has("shm,self", "RNDV_THRESH"));
+  EXPECT_FALSE(has("tcp,cma", "RNDV_THRESH"));
+  EXPECT_FALSE(has("", "RNDV_THRESH"));  // UCX picks the transports
+}
+
+// More callers than one lane: each gets its own lane, and a call that times
+// out (closing its lane's endpoint) does not disturb the others.
+TEST_P(UcxTransport, ATimedOutLaneReconnectsWhileOthersRun) {
+  std::atomic<int> bad{0};
+  std::vector<std::thread> ts;
+  for (int t = 0; t < 3; ++t) {
+    ts.emplace_back([&, t] {
+      std::string rp;
+      for (int i = 0; i < 30; ++i) {
+        const std::string p = Pattern(300 << 10, t + i);
+        auto r = EchoCall(client_.get(), "n" + std::to_string(i), p, &rp);
+        if (!r.ok() || rp != PlusOne(p)) ++bad;
+      }
+    });
+  }
+  std::string rp;
+  auto r = EchoCall(client_.get(), "sleep", Pattern(1 << 20, 5), &rp, absl::Milliseconds(50));
+  EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();
+  for (auto& t : ts) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  r = EchoCall(client_.get(), "again", Pattern(1 << 20, 6), &rp);
+  ASSERT_TRUE(r.ok()) << r.status();
+  EXPECT_TRUE(rp == PlusOne(Pattern(1 << 20, 6)));
+}
+
 INSTANTIATE_TEST_SUITE_P(Tls, UcxTransport, ::testing::Values("tcp", "shm,self", "tcp,cma"),
                          [](const ::testing::TestParamInfo<const char*>& i) {
                            std::string n = i.param;
