@@ -18,6 +18,9 @@ bazel run -c opt --ui_event_filters=-info --noshow_progress //bench:longctx -- -
   echo "- attend: the store computes each query head's attention over the selected rows (output + LSE), merged with the"
   echo "  local part; gather: the store returns the selected K/V rows and attention runs in the session. Bytes moved ="
   echo "  payload the store returns; full attention reads every token's K and V (f16)."
+  echo "- reference: exact CPU attention over all tokens held in RAM as f32, one thread, each KV head's query heads in"
+  echo "  one pass over its K and V (codec/attention.h AttendGroup; until 2026-11-23 it made one pass per query head,"
+  echo "  reading K and V four times: the ratios in older tables are against that slower reference)."
   echo
   cat "$out/longctx.md.part"
 } > "$out/longctx.md"

@@ -5,6 +5,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <vector>
 
 namespace kvrecall {
 
@@ -29,6 +30,46 @@ float AttendRows(const float* q, const float* k, const float* v, int64_t n, int 
     Axpy(p, v + r * stride, out, d);
   }
   return mx + static_cast<float>(std::log(sum));
+}
+
+void AttendGroup(const float* q, int G, const float* k, const float* v, int64_t n, int d, int64_t stride,
+                 float scale, float* out, float* lse) {
+  constexpr int64_t kChunk = 512;  // G x 512 scores stay in L1/L2
+  const float kNegInf = -std::numeric_limits<float>::infinity();
+  std::fill(out, out + size_t(G) * d, 0.0f);
+  std::fill(lse, lse + G, kNegInf);
+  if (n <= 0 || G <= 0) return;
+  std::vector<float> s(size_t(G) * kChunk), m(G, kNegInf);
+  std::vector<double> l(G, 0.0);
+  for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
+    const int64_t cn = std::min(kChunk, n - c0);
+    for (int64_t r = 0; r < cn; ++r) {
+      const float* kr = k + (c0 + r) * stride;
+      for (int g = 0; g < G; ++g) s[size_t(g) * kChunk + r] = Dot(q + size_t(g) * d, kr, d) * scale;
+    }
+    for (int g = 0; g < G; ++g) {
+      float* sg = s.data() + size_t(g) * kChunk;
+      const float cm = *std::max_element(sg, sg + cn);
+      if (cm > m[g]) {  // rescale what was accumulated under the old max
+        const float f = std::isinf(m[g]) ? 0.0f : std::exp(m[g] - cm);
+        for (int c = 0; c < d; ++c) out[size_t(g) * d + c] *= f;
+        l[g] *= f;
+        m[g] = cm;
+      }
+      double sum = 0;
+      for (int64_t r = 0; r < cn; ++r) sum += (sg[r] = std::exp(sg[r] - m[g]));
+      l[g] += sum;
+    }
+    for (int64_t r = 0; r < cn; ++r) {
+      const float* vr = v + (c0 + r) * stride;
+      for (int g = 0; g < G; ++g) Axpy(s[size_t(g) * kChunk + r], vr, out + size_t(g) * d, d);
+    }
+  }
+  for (int g = 0; g < G; ++g) {
+    const float inv = static_cast<float>(1.0 / l[g]);
+    for (int c = 0; c < d; ++c) out[size_t(g) * d + c] *= inv;
+    lse[g] = m[g] + static_cast<float>(std::log(l[g]));
+  }
 }
 
 void MergeAttention(float* out_a, float* lse_a, const float* out_b, float lse_b, int d) {

@@ -14,6 +14,15 @@ namespace kvrecall {
 float AttendRows(const float* q, const float* k, const float* v, int64_t n, int d, int64_t stride,
                  float scale, float* out, float* scratch);
 
+// The same for the G query heads of a group sharing one K/V (grouped-query
+// attention), in one pass over K and V: rows are taken in chunks, each K and
+// V row is read once for all G queries, and the softmax is computed online
+// (running max and sum per query). q and out are [G][d]; lse gets G values
+// (-inf and zeroed outputs when n == 0). The decode kernel a CPU full-attention
+// baseline should use: G separate AttendRows passes read K and V G times.
+void AttendGroup(const float* q, int G, const float* k, const float* v, int64_t n, int d, int64_t stride,
+                 float scale, float* out, float* lse);
+
 // Merges a partial result (out_b, lse_b) into (out_a, lse_a) in place: the
 // attention over the union of two disjoint row sets.
 void MergeAttention(float* out_a, float* lse_a, const float* out_b, float lse_b, int d);

@@ -1,5 +1,6 @@
 #include "codec/attention.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -21,6 +22,35 @@ TEST(Attention, HandComputedCase) {
   EXPECT_NEAR(lse, std::log(4.0f), 1e-6);
   EXPECT_TRUE(std::isinf(AttendRows(q, k, v, 0, 2, 2, 1.0f, out, scratch)));
   EXPECT_EQ(out[0], 0.0f);
+}
+
+// One pass for a query group equals G separate passes, across chunk
+// boundaries, with a row stride, for peaked logits (the running max moves)
+// and for no rows at all.
+TEST(Attention, GroupPassEqualsSeparatePasses) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> n01;
+  for (int G : {1, 4}) {
+    for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{511}, int64_t{513}, int64_t{3000}}) {
+      const int d = 64, stride = 80;
+      std::vector<float> q(size_t(G) * d), k(size_t(std::max<int64_t>(n, 1)) * stride), v(k.size());
+      for (auto* x : {&q, &k, &v}) for (float& f : *x) f = n01(rng);
+      for (int64_t r = 0; r < n; r += 997) k[size_t(r) * stride] = 40.0f;  // a few peaks, late ones larger
+      for (int g = 0; g < G; ++g) q[size_t(g) * d] = 1.0f + g;
+      std::vector<float> out(size_t(G) * d), lse(G), ref(d), scratch(std::max<int64_t>(n, 1));
+      AttendGroup(q.data(), G, k.data(), v.data(), n, d, stride, 0.125f, out.data(), lse.data());
+      for (int g = 0; g < G; ++g) {
+        const float lr = AttendRows(q.data() + size_t(g) * d, k.data(), v.data(), n, d, stride, 0.125f, ref.data(),
+                                    scratch.data());
+        if (n == 0) {
+          EXPECT_TRUE(std::isinf(lse[g]) && lse[g] < 0);
+        } else {
+          EXPECT_NEAR(lse[g], lr, 1e-4 * std::max(1.0f, std::abs(lr))) << "G=" << G << " n=" << n;
+        }
+        for (int c = 0; c < d; ++c) EXPECT_NEAR(out[size_t(g) * d + c], ref[c], 1e-5) << "G=" << G << " n=" << n;
+      }
+    }
+  }
 }
 
 TEST(Attention, MergeOfSplitsEqualsTheWhole) {

@@ -559,7 +559,7 @@ absl::Status BlockStore::Attend(uint32_t ns, const std::vector<AttendItem>& item
                                absl::Span<const float> queries, std::vector<float>* out, std::vector<float>* lse) {
   if (items.empty() || group < 1) return absl::InvalidArgumentError("attend: no rows or bad group");
   int L = 0, H = 0, d = 0;
-  std::vector<float> k, v, part, scratch;
+  std::vector<float> k, v, part, part_lse;
   for (size_t it = 0; it < items.size(); ++it) {
     ASSIGN_OR_RETURN(BlockLease lease, Lease(ns, items[it].key, LeaseFor::kRows));
     const BlockView& view = lease.view();
@@ -573,22 +573,22 @@ absl::Status BlockStore::Attend(uint32_t ns, const std::vector<AttendItem>& item
       }
       out->assign(queries.size(), 0.0f);
       lse->assign(size_t(L) * H * group, -INFINITY);
-      part.resize(d);
+      part.resize(size_t(group) * d), part_lse.resize(group);
     } else if (static_cast<int>(h.layer_count) != L || h.layout.num_kv_heads != H || h.layout.head_dim != d) {
       return absl::InvalidArgumentError("attend: blocks of different shapes");
     }
     const std::vector<int>& rows = items[it].rows;
     const int R = static_cast<int>(rows.size());
     if (R == 0) continue;
-    k.resize(size_t(L) * H * R * d), v.resize(k.size()), scratch.resize(R);
+    k.resize(size_t(L) * H * R * d), v.resize(k.size());
     RETURN_IF_ERROR(codec->DecodeRows(view, rows, k.data(), v.data()));  // INVALID_ARGUMENT for bad rows
     for (int lh = 0; lh < L * H; ++lh) {
       const float* kr = k.data() + size_t(lh) * R * d;
       const float* vr = v.data() + size_t(lh) * R * d;
+      const size_t q0 = size_t(lh) * group;
+      AttendGroup(queries.data() + q0 * d, group, kr, vr, R, d, d, scale, part.data(), part_lse.data());
       for (int g = 0; g < group; ++g) {
-        const size_t qi = size_t(lh) * group + g;
-        const float l = AttendRows(queries.data() + qi * d, kr, vr, R, d, d, scale, part.data(), scratch.data());
-        MergeAttention(out->data() + qi * d, &(*lse)[qi], part.data(), l, d);
+        MergeAttention(out->data() + (q0 + g) * d, &(*lse)[q0 + g], part.data() + size_t(g) * d, part_lse[g], d);
       }
     }
   }
