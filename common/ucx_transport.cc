@@ -681,17 +681,23 @@ class UcxClient final : public ClientTransport {
           return lanes_[i].get();
         }
       }
-      if (n < kMaxLanes) {
+      if (n + creating_ < kMaxLanes) {
+        // A new lane, made outside the lock (the bootstrap connects over TCP).
+        ++creating_;
+        l.unlock();
         auto lane = std::make_unique<Lane>();
-        if (absl::Status s = OpenWorker(lane.get()); !s.ok()) return s;
-        if (absl::Status s = Connect(lane.get()); !s.ok()) {
-          ucp_worker_destroy(lane->worker);
+        absl::Status s = OpenWorker(lane.get());
+        if (s.ok() && !(s = Connect(lane.get())).ok()) ucp_worker_destroy(lane->worker);
+        l.lock();
+        --creating_;
+        if (!s.ok()) {
+          lanes_cv_.notify_all();
           return s;
         }
         lane->busy = true;
         ++active_;
         lanes_.push_back(std::move(lane));
-        last_client = this, last_lane = n;
+        last_client = this, last_lane = lanes_.size() - 1;
         return lanes_.back().get();
       }
       lanes_cv_.wait(l);
@@ -1050,6 +1056,7 @@ class UcxClient final : public ClientTransport {
   std::mutex lanes_mu_;
   std::condition_variable lanes_cv_;
   std::vector<std::unique_ptr<Lane>> lanes_;  // guarded by lanes_mu_ (a lane's insides: by its holder)
+  size_t creating_ = 0;                       // lanes being made; guarded by lanes_mu_
   std::atomic<int> active_{0};                // lanes held by callers
   std::vector<ucp_mem_h> mems_;               // guarded by lanes_mu_
 };
