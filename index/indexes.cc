@@ -190,23 +190,23 @@ class A2atsIndex final : public RetrievalIndex {
   absl::Status Score(const float* q_pre, const float*, int64_t, absl::Span<float> scores, int threads) const override {
     if (!trained()) return absl::FailedPreconditionError("a2ats index is not trained");
     RETURN_IF_ERROR(CheckQuery(*this, q_pre, scores));
-    // y = L⁻¹ (R_b q): then q̃·c = y·c_w for whitened centroids c_w.
-    std::vector<float> q(q_pre, q_pre + d_);
-    ApplyRope(q.data(), layout_, b_);
-    std::vector<float> y(d_);
-    for (int i = 0; i < d_; ++i) {
-      double s = q[i];
-      for (int j = 0; j < i; ++j) s -= l_[size_t(i) * d_ + j] * y[j];
-      y[i] = static_cast<float>(s / l_[size_t(i) * d_ + i]);
-    }
     std::vector<float> table(k_);
-    const float scale = 1.0f / std::sqrt(float(d_));
-    for (int j = 0; j < k_; ++j) table[j] = Dot(y.data(), centroids_.data() + size_t(j) * d_, d_) * scale;
+    Table(q_pre, table.data());
     const float* t = table.data();
     const uint16_t* c = codes_.data();
     ParallelFor(size(), threads, kMinTokensPerThread, [&](int64_t b, int64_t e, int) {
       for (int64_t i = b; i < e; ++i) scores[i] = t[c[i]];
     });
+    return absl::OkStatus();
+  }
+
+  int num_codes() const override { return trained() ? k_ : 0; }
+  const uint16_t* codes() const override { return codes_.data(); }
+  absl::Status CodeScores(const float* q_pre, const float*, absl::Span<float> table) const override {
+    if (!trained()) return absl::FailedPreconditionError("a2ats index is not trained");
+    if (table.size() != size_t(k_)) return absl::InvalidArgumentError("a2ats: table size != centroids");
+    RETURN_IF_ERROR(CheckFinite(q_pre, 1, d_, "query"));
+    Table(q_pre, table.data());
     return absl::OkStatus();
   }
 
@@ -262,6 +262,20 @@ class A2atsIndex final : public RetrievalIndex {
   }
 
  private:
+  // The query's score per centroid: y = L⁻¹ (R_b q), then q̃·c = y·c_w for
+  // whitened centroids c_w, scaled by 1/√d.
+  void Table(const float* q_pre, float* table) const {
+    std::vector<float> q(q_pre, q_pre + d_);
+    ApplyRope(q.data(), layout_, b_);
+    std::vector<float> y(d_);
+    for (int i = 0; i < d_; ++i) {
+      double s = q[i];
+      for (int j = 0; j < i; ++j) s -= l_[size_t(i) * d_ + j] * y[j];
+      y[i] = static_cast<float>(s / l_[size_t(i) * d_ + i]);
+    }
+    const float scale = 1.0f / std::sqrt(float(d_));
+    for (int j = 0; j < k_; ++j) table[j] = Dot(y.data(), centroids_.data() + size_t(j) * d_, d_) * scale;
+  }
   // w = Lᵀ k (row vector k·L): the space where (k−c)ᵀH(k−c) is Euclidean.
   void Whiten(const float* k, int64_t n, float* w) const {
     for (int64_t r = 0; r < n; ++r) {

@@ -9,6 +9,7 @@
 #include "codec/bytes.h"
 #include "common/hash.h"
 #include "common/parallel.h"
+#include "common/status.h"
 
 namespace kvrecall {
 
@@ -49,7 +50,62 @@ float KthLargest(const float* x, int64_t n, int64_t k, std::vector<float>* scrat
   return (*scratch)[r];
 }
 
+// Selection for an index with per-token codes: chosen[i] |= picked by any
+// query head, for tokens [begin, end). Each head's threshold is the k-th
+// largest score over the histogram of codes; its ties at the threshold go to
+// the first tokens in position order, as in the per-token path.
+absl::Status SelectByCode(const RetrievalIndex& index, const float* q_pre, const float* q_post, int group,
+                          int64_t begin, int64_t end, int64_t k, char* chosen) {
+  const int nc = index.num_codes(), d = index.dim();
+  const uint16_t* codes = index.codes();
+  std::vector<int64_t> hist(nc, 0);
+  for (int64_t i = begin; i < end; ++i) ++hist[codes[i]];
+  // Per code: the heads that take all of its tokens, and the heads for which
+  // it sits at the threshold (taking up to quota[g] of its tokens).
+  std::vector<uint32_t> all(nc, 0), tie(nc, 0);
+  std::vector<int64_t> quota(group, 0);
+  std::vector<float> table(nc);
+  std::vector<int> order(nc);
+  for (int g = 0; g < group; ++g) {
+    RETURN_IF_ERROR(index.CodeScores(q_pre ? q_pre + size_t(g) * d : nullptr, q_post ? q_post + size_t(g) * d : nullptr,
+                                     absl::MakeSpan(table)));
+    for (int c = 0; c < nc; ++c) order[c] = c;
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return table[a] > table[b]; });
+    int64_t seen = 0;
+    float threshold = table[order[0]];
+    for (int c : order) {
+      if (hist[c] == 0) continue;
+      seen += hist[c];
+      if (seen >= k) {
+        threshold = table[c];
+        break;
+      }
+    }
+    int64_t above = 0;
+    for (int c = 0; c < nc; ++c) {
+      if (hist[c] == 0) continue;
+      if (table[c] > threshold) all[c] |= 1u << g, above += hist[c];
+      else if (table[c] == threshold) tie[c] |= 1u << g;
+    }
+    quota[g] = k - above;
+  }
+  for (int64_t i = begin; i < end; ++i) {
+    const uint16_t c = codes[i];
+    char pick = all[c] != 0;
+    for (uint32_t t = tie[c]; t != 0; t &= t - 1) {
+      const int g = __builtin_ctz(t);
+      if (quota[g] > 0) --quota[g], pick = 1;
+    }
+    chosen[i] |= pick;
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
+
+absl::Status RetrievalIndex::CodeScores(const float*, const float*, absl::Span<float>) const {
+  return absl::UnimplementedError(absl::StrCat(name(), " has no per-token codes"));
+}
 
 absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, const float* q_pre,
                                                   const float* q_post, int group, int64_t pos,
@@ -71,6 +127,14 @@ absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, c
   k = std::min(k, middle);
   if (k > 0) {
     if (!index.trained()) return absl::FailedPreconditionError(absl::StrCat(index.name(), " index is not trained"));
+    if (cfg.by_code && index.num_codes() > 0 && index.codes() != nullptr && group <= 32) {
+      RETURN_IF_ERROR(SelectByCode(index, q_pre, q_post, group, sink_end, window_begin, k, chosen.data()));
+      std::vector<int64_t> out;
+      for (int64_t i = 0; i < n; ++i) {
+        if (chosen[i]) out.push_back(i);
+      }
+      return out;
+    }
     const int d = index.dim();
     // Each query head scores and thresholds on its own; with threads, the
     // group's heads run in parallel first (one thread start per call), and

@@ -60,6 +60,16 @@ class RetrievalIndex {
   }
   virtual int64_t size() const = 0;
   virtual void Reset() = 0;
+
+  // Indexes whose score is a function of one small code per token (A²ATS:
+  // score = table[code]) expose the codes (size() of them, each below
+  // num_codes()) and a query's table, and SelectTokens thresholds on a
+  // histogram of codes in one pass instead of scoring and ranking every
+  // token per query head (same selection, ties included). 0 / nullptr /
+  // UNIMPLEMENTED for the others.
+  virtual int num_codes() const { return 0; }
+  virtual const uint16_t* codes() const { return nullptr; }
+  virtual absl::Status CodeScores(const float* q_pre, const float* q_post, absl::Span<float> table) const;
   // Bits of per-token summary (what a GPU would keep per token and KV head).
   virtual double BitsPerToken() const = 0;
   // Bytes of per-sequence-independent state (codebooks, whitening, ...).
@@ -86,6 +96,7 @@ struct SelectionConfig {
   int64_t topk = 0;           // tokens per query head, if > 0
   double topk_fraction = 0.03;  // else this fraction of the context
   int threads = 1;            // scoring threads (0 = all cores)
+  bool by_code = true;        // use the code histogram where the index has codes (false: score every token)
 };
 
 // Token ids (sorted) attention should run over for the query heads q [G][dim]

@@ -125,6 +125,41 @@ TEST(Retrieval, CommVqScoresTrackExactLogits) {
   EXPECT_EQ(fine->BitsPerToken(), 6 * 8 + 16);
 }
 
+// A²ATS selection from the code histogram picks exactly the tokens that
+// scoring and ranking every token picks, ties at the threshold included
+// (few centroids: many tokens share each score), for several seeds, budgets,
+// positions and group sizes.
+TEST(Retrieval, SelectionByCodeEqualsPerTokenRanking) {
+  for (uint64_t seed : {3, 4, 5}) {
+    const Sequence s = MakeSequence(seed, int(seed % 2), 6000, 2);
+    for (const char* spec : {"a2ats:centroids=8,iters=3", "a2ats:centroids=256,iters=4"}) {
+      auto idx = Build(spec, s);
+      ASSERT_GT(idx->num_codes(), 0);
+      for (int64_t topk : {int64_t{1}, int64_t{37}, int64_t{600}, int64_t{5000}}) {
+        for (int group : {1, 4}) {
+          for (int64_t pos : {int64_t{s.n - 1}, int64_t{2500}}) {
+            SelectionConfig cfg;
+            cfg.topk = topk;
+            cfg.sinks = 4;
+            cfg.window = 64;
+            cfg.by_code = true;
+            auto fast = SelectTokens(*idx, s.dq_pre.data(), s.dq_post.data(), group, pos, cfg);
+            cfg.by_code = false;
+            auto slow = SelectTokens(*idx, s.dq_pre.data(), s.dq_post.data(), group, pos, cfg);
+            ASSERT_TRUE(fast.ok() && slow.ok()) << fast.status() << slow.status();
+            EXPECT_EQ(*fast, *slow) << spec << " seed " << seed << " topk " << topk << " group " << group << " pos " << pos;
+          }
+        }
+      }
+    }
+  }
+  // Indexes without codes say so.
+  auto quest = Build("quest", MakeSequence(3, 0, 600, 1));
+  std::vector<float> table(4);
+  EXPECT_EQ(quest->num_codes(), 0);
+  EXPECT_EQ(quest->CodeScores(nullptr, nullptr, absl::MakeSpan(table)).code(), absl::StatusCode::kUnimplemented);
+}
+
 TEST(Retrieval, FullBudgetSelectsEverythingAndSinksWindowAlways) {
   const Sequence s = MakeSequence(2, 1, 512, 1);
   auto idx = Build("a2ats:centroids=64,iters=5", s);
