@@ -18,7 +18,6 @@
 #include <deque>
 #include <functional>
 #include <future>
-#include <map>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -26,6 +25,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "common/status.h"
 #include "common/ucx_status.h"
 
 namespace kvrecall {
@@ -68,7 +68,64 @@ absl::Status ReadUcxConfig(ucp_config_t** config) {
   return absl::OkStatus();
 }
 
-// A UCP context + worker owned by one progress thread.
+// A UCP context for active messages with wakeup; `shared`: its workers are
+// driven from different threads.
+absl::Status NewContext(bool shared, ucp_context_h* ctx) {
+  ucp_config_t* config = nullptr;
+  if (absl::Status s = ReadUcxConfig(&config); !s.ok()) return s;
+  ucp_params_t params{};
+  params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
+  params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
+  params.mt_workers_shared = shared ? 1 : 0;
+  const ucs_status_t st = ucp_init(&params, config, ctx);
+  ucp_config_release(config);
+  return FromUcsStatus(st, "ucp_init");
+}
+
+// A worker with its AM header limit and event fd, and `cb` as the handler of
+// whole active messages `am_id`. On failure *worker is null.
+absl::Status NewWorker(ucp_context_h ctx, ucs_thread_mode_t mode, unsigned am_id, ucp_am_recv_callback_t cb, void* arg,
+                       ucp_worker_h* worker, size_t* max_am_header, int* efd) {
+  ucp_worker_params_t wp{};
+  wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
+  wp.thread_mode = mode;
+  if (ucs_status_t st = ucp_worker_create(ctx, &wp, worker); st != UCS_OK) {
+    *worker = nullptr;
+    return FromUcsStatus(st, "ucp_worker_create");
+  }
+  ucp_worker_attr_t attr{};
+  attr.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
+  ucp_am_handler_param_t p{};
+  p.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
+                 UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
+  p.id = am_id;
+  p.cb = cb;
+  p.arg = arg;
+  p.flags = UCP_AM_FLAG_WHOLE_MSG;
+  absl::Status s = FromUcsStatus(ucp_worker_query(*worker, &attr), "ucp_worker_query");
+  if (s.ok()) s = FromUcsStatus(ucp_worker_get_efd(*worker, efd), "ucp_worker_get_efd");
+  if (s.ok()) s = FromUcsStatus(ucp_worker_set_am_recv_handler(*worker, &p), "ucp_worker_set_am_recv_handler");
+  if (!s.ok()) {
+    ucp_worker_destroy(*worker);
+    *worker = nullptr;
+    return s;
+  }
+  *max_am_header = attr.max_am_header;
+  return absl::OkStatus();
+}
+
+// Registers `region` with the context.
+absl::StatusOr<ucp_mem_h> MapRegion(ucp_context_h ctx, absl::Span<uint8_t> region) {
+  ucp_mem_map_params_t p{};
+  p.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
+  p.address = region.data();
+  p.length = region.size();
+  ucp_mem_h mem = nullptr;
+  if (ucs_status_t st = ucp_mem_map(ctx, &p, &mem); st != UCS_OK) return FromUcsStatus(st, "ucp_mem_map");
+  return mem;
+}
+
+// The server's UCP context + worker, owned by its progress thread.
 struct Worker {
   ucp_context_h ctx = nullptr;
   ucp_worker_h worker = nullptr;
@@ -77,24 +134,12 @@ struct Worker {
   int epoll_fd = -1;
   size_t max_am_header = 0;
 
-  absl::Status Init(ucs_thread_mode_t mode = UCS_THREAD_MODE_SINGLE) {
-    ucp_config_t* config = nullptr;
-    if (absl::Status s = ReadUcxConfig(&config); !s.ok()) return s;
-    ucp_params_t params{};
-    params.field_mask = UCP_PARAM_FIELD_FEATURES;
-    params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
-    ucs_status_t st = ucp_init(&params, config, &ctx);
-    ucp_config_release(config);
-    if (st != UCS_OK) return FromUcsStatus(st, "ucp_init");
-    ucp_worker_params_t wp{};
-    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-    wp.thread_mode = mode;
-    if ((st = ucp_worker_create(ctx, &wp, &worker)) != UCS_OK) return FromUcsStatus(st, "ucp_worker_create");
-    ucp_worker_attr_t attr{};
-    attr.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
-    if ((st = ucp_worker_query(worker, &attr)) != UCS_OK) return FromUcsStatus(st, "ucp_worker_query");
-    max_am_header = attr.max_am_header;
-    if ((st = ucp_worker_get_efd(worker, &efd)) != UCS_OK) return FromUcsStatus(st, "ucp_worker_get_efd");
+  absl::Status Init(unsigned am_id, ucp_am_recv_callback_t cb, void* arg) {
+    if (absl::Status st = NewContext(/*shared=*/false, &ctx); !st.ok()) return st;
+    if (absl::Status st = NewWorker(ctx, UCS_THREAD_MODE_SINGLE, am_id, cb, arg, &worker, &max_am_header, &efd);
+        !st.ok()) {
+      return st;
+    }
     wake_fd = eventfd(0, EFD_NONBLOCK);
     epoll_fd = epoll_create1(0);
     if (wake_fd < 0 || epoll_fd < 0) return absl::InternalError("eventfd/epoll");
@@ -134,39 +179,6 @@ struct Worker {
         (void)!read(wake_fd, &v, sizeof(v));
       }
     }
-  }
-  // Registers `region` with the context; the handle is appended to `mems`.
-  absl::Status MapMemory(absl::Span<uint8_t> region, std::vector<ucp_mem_h>* mems) {
-    ucp_mem_map_params_t p{};
-    p.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
-    p.address = region.data();
-    p.length = region.size();
-    ucp_mem_h mem = nullptr;
-    const ucs_status_t st = ucp_mem_map(ctx, &p, &mem);
-    if (st == UCS_OK) mems->push_back(mem);
-    return FromUcsStatus(st, "ucp_mem_map");
-  }
-
-  // Waits for an event or `ms` (call after ucp_worker_arm returned UCS_OK).
-  void Sleep(int ms) {
-    epoll_event evs[4];
-    const int n = epoll_wait(epoll_fd, evs, 4, ms);
-    for (int i = 0; i < n; ++i) {
-      if (evs[i].data.fd == wake_fd) {
-        uint64_t v;
-        (void)!read(wake_fd, &v, sizeof(v));
-      }
-    }
-  }
-  void SetAmHandler(unsigned id, ucp_am_recv_callback_t cb, void* arg) {
-    ucp_am_handler_param_t p{};
-    p.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
-                   UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
-    p.id = id;
-    p.cb = cb;
-    p.arg = arg;
-    p.flags = UCP_AM_FLAG_WHOLE_MSG;
-    ucp_worker_set_am_recv_handler(worker, &p);
   }
   void Close() {
     if (worker) ucp_worker_destroy(worker);
@@ -296,7 +308,7 @@ class UcxServerImpl final : public UcxServer {
   ~UcxServerImpl() override { Shutdown(); }
 
   absl::Status Init(const UcxServerOptions& o) {
-    if (absl::Status s = w_.Init(); !s.ok()) return s;
+    if (absl::Status s = w_.Init(kAmRequest, &UcxServerImpl::OnRequest, this); !s.ok()) return s;
     ucp_address_t* addr = nullptr;
     size_t len = 0;
     if (ucs_status_t st = ucp_worker_get_address(w_.worker, &addr, &len); st != UCS_OK) {
@@ -304,7 +316,6 @@ class UcxServerImpl final : public UcxServer {
     }
     address_blob_.assign(reinterpret_cast<const char*>(addr), len);
     ucp_worker_release_address(w_.worker, addr);
-    w_.SetAmHandler(kAmRequest, &UcxServerImpl::OnRequest, this);
     listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     int one = 1;
     setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -331,7 +342,11 @@ class UcxServerImpl final : public UcxServer {
 
   absl::Status RegisterMemory(absl::Span<uint8_t> region) override {
     std::promise<absl::Status> done;
-    RunOnLoop([&] { done.set_value(w_.MapMemory(region, &mems_)); });
+    RunOnLoop([&] {
+      absl::StatusOr<ucp_mem_h> mem = MapRegion(w_.ctx, region);
+      if (mem.ok()) mems_.push_back(*mem);
+      done.set_value(mem.status());
+    });
     return done.get_future().get();
   }
 
@@ -623,15 +638,8 @@ class UcxClient final : public ClientTransport {
     std::string host;
     int port;
     if (absl::Status s = ParseHostPort(address_, &host, &port); !s.ok()) return s;
-    ucp_config_t* config = nullptr;
-    if (absl::Status s = ReadUcxConfig(&config); !s.ok()) return s;
-    ucp_params_t params{};
-    params.field_mask = UCP_PARAM_FIELD_FEATURES | UCP_PARAM_FIELD_MT_WORKERS_SHARED;
-    params.features = UCP_FEATURE_AM | UCP_FEATURE_WAKEUP;
-    params.mt_workers_shared = 1;  // lanes' workers are driven from different threads
-    const ucs_status_t st = ucp_init(&params, config, &ctx_);
-    ucp_config_release(config);
-    if (st != UCS_OK) return FromUcsStatus(st, "ucp_init");
+    // Lanes' workers are driven from different threads.
+    if (absl::Status s = NewContext(/*shared=*/true, &ctx_); !s.ok()) return s;
     // One lane up front, so that a wrong address fails at creation.
     absl::StatusOr<Lane*> lane = Acquire();
     if (!lane.ok()) return lane.status();
@@ -642,13 +650,7 @@ class UcxClient final : public ClientTransport {
   std::string peer() const override { return address_; }
 
   absl::Status RegisterMemory(absl::Span<uint8_t> region) override {
-    ucp_mem_map_params_t p{};
-    p.field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH;
-    p.address = region.data();
-    p.length = region.size();
-    ucp_mem_h mem = nullptr;
-    const ucs_status_t st = ucp_mem_map(ctx_, &p, &mem);
-    if (st != UCS_OK) return FromUcsStatus(st, "ucp_mem_map");
+    ASSIGN_OR_RETURN(ucp_mem_h mem, MapRegion(ctx_, region));
     std::lock_guard<std::mutex> l(lanes_mu_);
     mems_.push_back(mem);
     return absl::OkStatus();
@@ -713,42 +715,11 @@ class UcxClient final : public ClientTransport {
     lanes_cv_.notify_one();
   }
 
-  // A fresh worker for the lane; on failure the lane has none.
+  // A fresh worker for the lane (one thread at a time: its holder); on
+  // failure the lane has none.
   absl::Status OpenWorker(Lane* lane) {
-    absl::Status s = OpenWorkerOrFail(lane);
-    if (!s.ok() && lane->worker != nullptr) {
-      ucp_worker_destroy(lane->worker);
-      lane->worker = nullptr;
-    }
-    return s;
-  }
-
-  absl::Status OpenWorkerOrFail(Lane* lane) {
-    ucp_worker_params_t wp{};
-    wp.field_mask = UCP_WORKER_PARAM_FIELD_THREAD_MODE;
-    wp.thread_mode = UCS_THREAD_MODE_SERIALIZED;  // one thread at a time (the lane's holder)
-    if (ucs_status_t st = ucp_worker_create(ctx_, &wp, &lane->worker); st != UCS_OK) {
-      lane->worker = nullptr;
-      return FromUcsStatus(st, "ucp_worker_create");
-    }
-    ucp_worker_attr_t attr{};
-    attr.field_mask = UCP_WORKER_ATTR_FIELD_MAX_AM_HEADER;
-    if (ucs_status_t st = ucp_worker_query(lane->worker, &attr); st != UCS_OK) return FromUcsStatus(st, "ucp_worker_query");
-    lane->max_am_header = attr.max_am_header;
-    if (ucs_status_t st = ucp_worker_get_efd(lane->worker, &lane->efd); st != UCS_OK) {
-      return FromUcsStatus(st, "ucp_worker_get_efd");
-    }
-    ucp_am_handler_param_t p{};
-    p.field_mask = UCP_AM_HANDLER_PARAM_FIELD_ID | UCP_AM_HANDLER_PARAM_FIELD_CB | UCP_AM_HANDLER_PARAM_FIELD_ARG |
-                   UCP_AM_HANDLER_PARAM_FIELD_FLAGS;
-    p.id = kAmReply;
-    p.cb = &UcxClient::OnReply;
-    p.arg = lane;
-    p.flags = UCP_AM_FLAG_WHOLE_MSG;
-    if (ucs_status_t st = ucp_worker_set_am_recv_handler(lane->worker, &p); st != UCS_OK) {
-      return FromUcsStatus(st, "ucp_worker_set_am_recv_handler");
-    }
-    return absl::OkStatus();
+    return NewWorker(ctx_, UCS_THREAD_MODE_SERIALIZED, kAmReply, &UcxClient::OnReply, lane, &lane->worker,
+                     &lane->max_am_header, &lane->efd);
   }
 
   // Bootstrap (the server's worker address over TCP) + endpoint.

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstring>
+#include <functional>
 #include <thread>
 
 #include <gtest/gtest.h>
@@ -77,6 +78,25 @@ std::string PlusOne(std::string s) {
   return s;
 }
 
+// `threads` threads making `calls` echo calls each (payload sizes from
+// `size(t, i)`); every wrong head, payload or error counts in *bad.
+std::vector<std::thread> StartEchoCallers(ClientTransport* client, int threads, int calls,
+                                          std::function<size_t(int, int)> size, std::atomic<int>* bad) {
+  std::vector<std::thread> ts;
+  for (int t = 0; t < threads; ++t) {
+    ts.emplace_back([=] {
+      std::string rp;
+      for (int i = 0; i < calls; ++i) {
+        const std::string head = "c" + std::to_string(t) + "." + std::to_string(i);
+        const std::string p = Pattern(size(t, i), t * 100 + i);
+        auto r = EchoCall(client, head, p, &rp);
+        if (!r.ok() || *r != "re:" + head || rp != PlusOne(p)) ++*bad;
+      }
+    });
+  }
+  return ts;
+}
+
 class UcxTransport : public ::testing::TestWithParam<const char*> {
  protected:
   void SetUp() override {
@@ -117,17 +137,8 @@ TEST_P(UcxTransport, SmallLargeAndHugeHeadMessages) {
 
 TEST_P(UcxTransport, ConcurrentCallers) {
   std::atomic<int> bad{0};
-  std::vector<std::thread> ts;
-  for (int t = 0; t < 4; ++t) {
-    ts.emplace_back([&, t] {
-      std::string rp;
-      for (int i = 0; i < 40; ++i) {
-        const std::string p = Pattern((i % 3 == 0 ? 300 << 10 : 1000) + t, t * 100 + i);
-        auto r = EchoCall(client_.get(), "c" + std::to_string(t) + "." + std::to_string(i), p, &rp);
-        if (!r.ok() || *r != "re:c" + std::to_string(t) + "." + std::to_string(i) || rp != PlusOne(p)) ++bad;
-      }
-    });
-  }
+  std::vector<std::thread> ts =
+      StartEchoCallers(client_.get(), 4, 40, [](int t, int i) { return size_t((i % 3 == 0 ? 300 << 10 : 1000) + t); }, &bad);
   for (auto& t : ts) t.join();
   EXPECT_EQ(bad.load(), 0);
   EXPECT_EQ(echo_.calls.load(), 160);
@@ -171,17 +182,7 @@ TEST(UcxTuning, RendezvousThresholdOnlyWhenTcpIsTheOnlyTransport) {
 // out (closing its lane's endpoint) does not disturb the others.
 TEST_P(UcxTransport, ATimedOutLaneReconnectsWhileOthersRun) {
   std::atomic<int> bad{0};
-  std::vector<std::thread> ts;
-  for (int t = 0; t < 3; ++t) {
-    ts.emplace_back([&, t] {
-      std::string rp;
-      for (int i = 0; i < 30; ++i) {
-        const std::string p = Pattern(300 << 10, t + i);
-        auto r = EchoCall(client_.get(), "n" + std::to_string(i), p, &rp);
-        if (!r.ok() || rp != PlusOne(p)) ++bad;
-      }
-    });
-  }
+  std::vector<std::thread> ts = StartEchoCallers(client_.get(), 3, 30, [](int, int) { return size_t{300} << 10; }, &bad);
   std::string rp;
   auto r = EchoCall(client_.get(), "sleep", Pattern(1 << 20, 5), &rp, absl::Milliseconds(50));
   EXPECT_EQ(r.status().code(), absl::StatusCode::kDeadlineExceeded) << r.status();

@@ -101,6 +101,49 @@ absl::Status SelectByCode(const RetrievalIndex& index, const float* q_pre, const
   return absl::OkStatus();
 }
 
+// Selection by scoring every token: chosen[i] |= picked by any query head,
+// for tokens [begin, end). Each head keeps the tokens above its k-th largest
+// score and the first of those equal to it.
+absl::Status SelectByScore(const RetrievalIndex& index, const float* q_pre, const float* q_post, int group,
+                           int64_t pos, int64_t sink_end, int64_t window_begin, int64_t k, int threads, char* chosen) {
+  const int64_t middle = window_begin - sink_end;
+  const int d = index.dim();
+  // Each query head scores and thresholds on its own; with threads, the
+  // group's heads run in parallel first (one thread start per call), and
+  // what is left of the threads splits each head's scoring.
+  const int workers = std::min(group, MaxWorkers(threads));
+  const int inner = std::max(1, MaxWorkers(threads) / workers);
+  std::vector<std::vector<char>> picks(group);
+  std::vector<absl::Status> errors(group);
+  ParallelFor(group, workers, 1, [&](int64_t g0, int64_t g1, int) {
+    std::vector<float> scores(index.size()), middle_scores;
+    middle_scores.reserve(middle);
+    for (int64_t g = g0; g < g1; ++g) {
+      absl::Status s = index.Score(q_pre ? q_pre + size_t(g) * d : nullptr, q_post ? q_post + size_t(g) * d : nullptr,
+                                   pos, absl::MakeSpan(scores), inner);
+      if (!s.ok()) {
+        errors[g] = s;
+        continue;
+      }
+      const float threshold = KthLargest(scores.data() + sink_end, middle, k, &middle_scores);
+      std::vector<char>& pick = picks[g];
+      pick.assign(middle, 0);
+      int64_t taken = 0;
+      for (int64_t i = sink_end; i < window_begin; ++i) {
+        if (scores[i] > threshold) pick[i - sink_end] = 1, ++taken;
+      }
+      for (int64_t i = sink_end; i < window_begin && taken < k; ++i) {
+        if (scores[i] == threshold) pick[i - sink_end] = 1, ++taken;
+      }
+    }
+  });
+  for (int g = 0; g < group; ++g) {
+    if (!errors[g].ok()) return errors[g];
+    for (int64_t i = 0; i < middle; ++i) chosen[sink_end + i] |= picks[g][i];
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status RetrievalIndex::CodeScores(const float*, const float*, absl::Span<float>) const {
@@ -129,45 +172,9 @@ absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, c
     if (!index.trained()) return absl::FailedPreconditionError(absl::StrCat(index.name(), " index is not trained"));
     if (cfg.by_code && index.num_codes() > 0 && index.codes() != nullptr && group <= 32) {
       RETURN_IF_ERROR(SelectByCode(index, q_pre, q_post, group, sink_end, window_begin, k, chosen.data()));
-      std::vector<int64_t> out;
-      for (int64_t i = 0; i < n; ++i) {
-        if (chosen[i]) out.push_back(i);
-      }
-      return out;
-    }
-    const int d = index.dim();
-    // Each query head scores and thresholds on its own; with threads, the
-    // group's heads run in parallel first (one thread start per call), and
-    // what is left of the threads splits each head's scoring.
-    const int workers = std::min(group, MaxWorkers(cfg.threads));
-    const int inner = std::max(1, MaxWorkers(cfg.threads) / workers);
-    std::vector<std::vector<char>> picks(group);
-    std::vector<absl::Status> errors(group);
-    ParallelFor(group, workers, 1, [&](int64_t g0, int64_t g1, int) {
-      std::vector<float> scores(index.size()), middle_scores;
-      middle_scores.reserve(middle);
-      for (int64_t g = g0; g < g1; ++g) {
-        absl::Status s = index.Score(q_pre ? q_pre + size_t(g) * d : nullptr, q_post ? q_post + size_t(g) * d : nullptr,
-                                     pos, absl::MakeSpan(scores), inner);
-        if (!s.ok()) {
-          errors[g] = s;
-          continue;
-        }
-        const float threshold = KthLargest(scores.data() + sink_end, middle, k, &middle_scores);
-        std::vector<char>& pick = picks[g];
-        pick.assign(middle, 0);
-        int64_t taken = 0;
-        for (int64_t i = sink_end; i < window_begin; ++i) {
-          if (scores[i] > threshold) pick[i - sink_end] = 1, ++taken;
-        }
-        for (int64_t i = sink_end; i < window_begin && taken < k; ++i) {
-          if (scores[i] == threshold) pick[i - sink_end] = 1, ++taken;
-        }
-      }
-    });
-    for (int g = 0; g < group; ++g) {
-      if (!errors[g].ok()) return errors[g];
-      for (int64_t i = 0; i < middle; ++i) chosen[sink_end + i] |= picks[g][i];
+    } else {
+      RETURN_IF_ERROR(SelectByScore(index, q_pre, q_post, group, pos, sink_end, window_begin, k, cfg.threads,
+                                    chosen.data()));
     }
   }
   std::vector<int64_t> out;
