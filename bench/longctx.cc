@@ -3,11 +3,12 @@
 //   bazel run -c opt //bench:longctx -- --out_dir bench/results [--tokens 1048576]
 //
 // Streams a synthetic sequence (codec/synthetic_kv.h: --kv_heads KV heads of
-// 128 dims, 4 query heads each) through a session into the embedded store,
-// whose host tier (--host_mib) is smaller than the sequence so the SSD tier
-// holds the rest; then runs --steps decode steps in attend mode and in gather
-// mode, and exact CPU attention over all tokens as the reference, in the same
-// run. Reports per-step latency by phase, bytes moved per step, memory per
+// 128 dims, 4 query heads each) through a session into the embedded store or,
+// with --server, a kvrecall-server process on loopback (UCX); the store's host
+// tier (--host_mib) is smaller than the sequence so the SSD tier holds the
+// rest. Then runs --steps decode steps in attend mode and in gather mode
+// (--modes), and exact CPU attention over all tokens as the reference, in the
+// same run. Reports per-step latency by phase, bytes moved per step, memory per
 // token, and recall against exact attention.
 #include <unistd.h>
 
@@ -24,11 +25,14 @@
 #include "absl/flags/parse.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
+#include "absl/strings/str_split.h"
 #include "bench/results_io.h"
 #include "client/retrieval_session.h"
 #include "codec/attention.h"
 #include "codec/metrics.h"
 #include "codec/synthetic_kv.h"
+#include "common/parallel.h"
+#include "tests/server_process.h"
 
 ABSL_FLAG(int64_t, tokens, 1 << 20, "sequence length");
 ABSL_FLAG(int, kv_heads, 4, "KV heads (4 query heads each, 128-d)");
@@ -40,6 +44,10 @@ ABSL_FLAG(int, window, 512, "recent-token window");
 ABSL_FLAG(int64_t, host_mib, 256, "host tier of the embedded store (MiB)");
 ABSL_FLAG(int, centroids, 4096, "A²ATS codebook size");
 ABSL_FLAG(int64_t, train_tokens, 65536, "calibration tokens");
+ABSL_FLAG(bool, server, false,
+          "keep the KV in a kvrecall-server child process on loopback (UCX) instead of the embedded store");
+ABSL_FLAG(int, ref_threads, 0, "threads of the exact-attention reference (0: one per core)");
+ABSL_FLAG(std::string, modes, "attend,gather", "fetch modes to run, in order (attend, gather)");
 ABSL_FLAG(std::string, out_dir, "", "write longctx.{md,csv} here");
 
 namespace kvrecall {
@@ -100,6 +108,20 @@ int Run() {
   co.embedded_host_bytes = uint64_t(absl::GetFlag(FLAGS_host_mib)) << 20;
   co.embedded_ssd_path = ssd;
   co.embedded_ssd_bytes = uint64_t(n) * H * d * 2 * 2 * 2 + (1ull << 30);
+  Server server;  // --server: the same store in its own process, over UCX on loopback
+  if (absl::GetFlag(FLAGS_server)) {
+    co.namespace_token = "longctx-token", co.namespace_salt = "longctx-salt";
+    if (!server.Start({absl::StrCat("--host_bytes=", co.embedded_host_bytes), "--ssd_path=" + ssd,
+                       absl::StrCat("--ssd_bytes=", co.embedded_ssd_bytes),
+                       absl::StrCat("--namespace_spec=longctx:", co.namespace_token, ":", 1ull << 50, ":",
+                                    co.namespace_salt)})) {
+      std::fprintf(stderr, "longctx: could not start %s\n", ServerBinary().c_str());
+      return 1;
+    }
+    co.nodes = {{server.data, 1.0}};
+    co.timeout = absl::Seconds(60);
+    std::fprintf(stderr, "[longctx] kvrecall-server at %s (pid %d)\n", server.data.c_str(), server.pid);
+  }
   auto client = KvClient::Create(co);
   if (!client.ok()) {
     std::fprintf(stderr, "longctx: %s\n", client.status().ToString().c_str());
@@ -133,22 +155,42 @@ int Run() {
   // The reference: exact attention over all n tokens for one step's queries,
   // per KV head, the head's G query heads in one pass over its K and V (a GQA
   // decode kernel); out gets [H][G][d].
-  auto exact_step = [&](int step, float* out) {
-    std::vector<float> lse(G);
-    for (int h = 0; h < H; ++h) {
-      const size_t q0 = (size_t(step) * H + h) * G;
-      AttendGroup(dq_post.data() + q0 * d, G, kh[h].data(), vh[h].data(), n, d, d, 1 / std::sqrt(float(d)),
-                  out + size_t(h) * G * d, lse.data());
-    }
+  // KV heads are split over `threads` threads (the store side may use every
+  // core too: the server's workers, the embedded client's I/O threads).
+  const int ref_threads = absl::GetFlag(FLAGS_ref_threads) > 0 ? absl::GetFlag(FLAGS_ref_threads) : HardwareThreads();
+  auto exact_step = [&](int step, float* out, int threads) {
+    ParallelFor(H, threads, 1, [&](int64_t h0, int64_t h1, int) {
+      std::vector<float> lse(G);
+      for (int64_t h = h0; h < h1; ++h) {
+        const size_t q0 = (size_t(step) * H + h) * G;
+        AttendGroup(dq_post.data() + q0 * d, G, kh[h].data(), vh[h].data(), n, d, d, 1 / std::sqrt(float(d)),
+                    out + size_t(h) * G * d, lse.data());
+      }
+    });
   };
+  double one_thread_ms = 0;
   {
-    const auto t0 = Clock::now();
-    for (int s = 0; s < steps; ++s) exact_step(s, exact_out.data() + size_t(s) * H * G * d);
+    auto t0 = Clock::now();
+    for (int s = 0; s < steps; ++s) exact_step(s, exact_out.data() + size_t(s) * H * G * d, 1);
+    one_thread_ms = Ms(t0) / steps;
+    t0 = Clock::now();
+    for (int s = 0; s < steps; ++s) exact_step(s, exact_out.data() + size_t(s) * H * G * d, ref_threads);
     full_ms = Ms(t0) / steps;
-    std::fprintf(stderr, "[longctx] exact CPU attention over %lld tokens: %.1f ms per step\n",
-                 static_cast<long long>(n), full_ms);
+    std::fprintf(stderr, "[longctx] exact CPU attention over %lld tokens: %.1f ms per step (%d threads), %.1f ms (1)\n",
+                 static_cast<long long>(n), full_ms, ref_threads, one_thread_ms);
   }
-  for (auto fetch : {RetrievalSessionOptions::Fetch::kAttend, RetrievalSessionOptions::Fetch::kGather}) {
+  std::vector<RetrievalSessionOptions::Fetch> modes;
+  for (absl::string_view m : absl::StrSplit(absl::GetFlag(FLAGS_modes), ',')) {
+    if (m == "attend") {
+      modes.push_back(RetrievalSessionOptions::Fetch::kAttend);
+    } else if (m == "gather") {
+      modes.push_back(RetrievalSessionOptions::Fetch::kGather);
+    } else {
+      std::fprintf(stderr, "longctx: unknown mode '%s' in --modes (attend, gather)\n", std::string(m).c_str());
+      return 1;
+    }
+  }
+  for (auto fetch : modes) {
     ModeResult r;
     r.mode = fetch == RetrievalSessionOptions::Fetch::kAttend ? "attend" : "gather";
     RetrievalSessionOptions o;
@@ -187,14 +229,15 @@ int Run() {
       const size_t q0 = size_t(step) * H * G * d;
       const auto ts = Clock::now();
       if (absl::Status st = (*s)->Step(0, dq_pre.data() + q0, dq_post.data() + q0, out.data()); !st.ok()) {
-        std::fprintf(stderr, "longctx step: %s\nstore metrics:\n%s", st.ToString().c_str(), (*client)->EmbeddedMetrics().c_str());
+        std::fprintf(stderr, "longctx step: %s\n%s", st.ToString().c_str(),
+                     server.pid > 0 ? "" : ("store metrics:\n" + (*client)->EmbeddedMetrics()).c_str());
         return 1;
       }
       r.step_wall.push_back(Ms(ts));
       {
         std::vector<float> ref(size_t(H) * G * d);
         const auto tr = Clock::now();
-        exact_step(step, ref.data());
+        exact_step(step, ref.data(), ref_threads);
         r.ref_wall.push_back(Ms(tr));
       }
       for (int h = 0; h < H; ++h) {
@@ -235,18 +278,27 @@ int Run() {
       "Sequence: %lld tokens, %d KV heads x 4 query heads, head_dim %d, one layer; blocks of %d tokens of one KV head "
       "(codec %s), window %d + 4 sinks local; A²ATS %d centroids (12-bit codes) per KV head; top-K = %.1f%% of the "
       "offloaded tokens per query head, unioned over the KV head's 4 query heads; rows = (KV head, token) pairs; "
-      "embedded store: %lld MiB host tier + SSD tier.\n\n",
+      "%s: %lld MiB host tier + SSD tier.\n\n",
       static_cast<long long>(n), H, d, absl::GetFlag(FLAGS_block), absl::GetFlag(FLAGS_codec), absl::GetFlag(FLAGS_window),
-      absl::GetFlag(FLAGS_centroids), 100 * absl::GetFlag(FLAGS_topk), static_cast<long long>(absl::GetFlag(FLAGS_host_mib)));
+      absl::GetFlag(FLAGS_centroids), 100 * absl::GetFlag(FLAGS_topk),
+      server.pid > 0 ? absl::StrCat("a kvrecall-server process over UCX on loopback (UCX_TLS=",
+                                    std::getenv("UCX_TLS") ? std::getenv("UCX_TLS") : "UCX's choice", ")")
+                     : std::string("embedded store"),
+      static_cast<long long>(absl::GetFlag(FLAGS_host_mib)));
   absl::StrAppend(&md, "| mode | step ms | select ms | fetch ms | attend+merge ms | rows fetched/step | bytes moved/step | "
                        "vs gather | vs full KV read | mass recall | top-K recall | output rel err |\n"
                        "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   std::string csv = "mode,step_ms,select_ms,fetch_ms,attend_ms,rows,bytes,mass_recall,topk_recall,out_err\n";
-  const double gather_bytes = results.size() > 1 ? results[1].bytes : 0;
+  const ModeResult* gather = nullptr;
+  const ModeResult* attend = &results[0];
+  for (const auto& r : results) (r.mode == "gather" ? gather : attend) = &r;
+  const double gather_bytes = gather ? gather->bytes : 0;
   for (const auto& r : results) {
-    absl::StrAppend(&md, absl::StrFormat("| %s | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f | 1/%.0f | 1/%.0f | %.3f | %.3f | %.3f |\n",
+    const std::string vs_gather =
+        gather ? absl::StrFormat("1/%.0f", gather_bytes / std::max(1.0, r.bytes)) : std::string("–");
+    absl::StrAppend(&md, absl::StrFormat("| %s | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f | %s | 1/%.0f | %.3f | %.3f | %.3f |\n",
                                          r.mode, r.step_ms, r.select_ms, r.fetch_ms, r.attend_ms, r.rows, r.bytes,
-                                         gather_bytes / std::max(1.0, r.bytes), full_bytes / std::max(1.0, r.bytes),
+                                         vs_gather, full_bytes / std::max(1.0, r.bytes),
                                          r.mass, r.topk, r.out_err));
     absl::StrAppend(&csv, absl::StrFormat("%s,%.3f,%.3f,%.3f,%.3f,%.0f,%.0f,%.5f,%.5f,%.5f\n", r.mode, r.step_ms,
                                           r.select_ms, r.fetch_ms, r.attend_ms, r.rows, r.bytes, r.mass, r.topk, r.out_err));
@@ -254,17 +306,19 @@ int Run() {
   absl::StrAppend(&md, absl::StrFormat("| full attention (CPU, exact) | %.1f | – | – | %.1f | %.0f | %.0f | – | 1/1 | 1 | 1 | 0 |\n",
                                        full_ms, full_ms, double(n) * H, full_bytes));
   absl::StrAppend(&csv, absl::StrFormat("full,%.3f,0,0,%.3f,%.0f,%.0f,1,1,0\n", full_ms, full_ms, double(n) * H, full_bytes));
-  const ModeResult& a = results[0];
+  const ModeResult& a = *attend;
   std::vector<double> ratios;
   for (size_t i = 0; i < a.step_wall.size() && i < a.ref_wall.size(); ++i) ratios.push_back(a.step_wall[i] / a.ref_wall[i]);
   absl::StrAppend(&md, absl::StrFormat(
-      "\nattend-mode step: %.2fx the time of exact CPU attention over the same tokens (median over %d steps of the "
+      "\n%s-mode step: %.2fx the time of exact CPU attention over the same tokens (median over %d steps of the "
       "step's wall time, %.1f ms median, divided by exact attention for the same step timed right after it, %.1f ms "
-      "median; the table's full-attention row is the median of both modes' paired timings). Memory per token: "
+      "median, on %d threads, one KV head per thread at a time; %.1f ms on one thread, timed before the session; the "
+      "table's full-attention row is the median of all modes' paired timings). Memory per token: "
       "offloaded blocks %.0f B (all KV heads); GPU-resident summary %.0f bits per KV head (12-bit code); append "
-      "of the whole sequence %.1f s (attend run) / %.1f s (gather run).\n",
-      median(ratios), static_cast<int>(ratios.size()), median(a.step_wall), median(a.ref_wall), a.block_bytes_per_token,
-      12.0, a.append_s, results.size() > 1 ? results[1].append_s : 0.0));
+      "of the whole sequence %.1f s (%s run)%s.\n",
+      a.mode, median(ratios), static_cast<int>(ratios.size()), median(a.step_wall), median(a.ref_wall), ref_threads,
+      one_thread_ms, a.block_bytes_per_token,
+      12.0, a.append_s, a.mode, gather && gather != &a ? absl::StrFormat(" / %.1f s (gather run)", gather->append_s) : ""));
   std::printf("%s", md.c_str());
   if (!WriteResults(absl::GetFlag(FLAGS_out_dir), "longctx", md, csv)) return 1;
   (void)std::system(absl::StrCat("rm -rf ", ssd).c_str());

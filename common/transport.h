@@ -53,6 +53,10 @@ class Exchange {
   virtual MutableIov PayloadDestination() = 0;
   // The payload arrived (or failed to); compute the reply.
   virtual void Finish(const absl::Status& payload_status) = 0;
+  // True when Finish does enough work (many blocks, attention) that a server
+  // should run it on a worker thread rather than on its progress thread.
+  // Finish must then be safe to run concurrently with other exchanges.
+  virtual bool Heavy() const { return false; }
   // Valid after Finish, until the exchange is destroyed (after the send).
   virtual absl::string_view reply_head() const = 0;
   virtual ConstIov reply_payload() const = 0;

@@ -26,6 +26,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
 #include "common/status.h"
+#include "common/thread_pool.h"
 #include "common/ucx_status.h"
 
 namespace kvrecall {
@@ -333,6 +334,8 @@ class UcxServerImpl final : public UcxServer {
     port_ = ntohs(sa.sin_port);
     host_ = o.bind_address;
     w_.Watch(listen_fd_);
+    const int workers = o.workers == 0 ? static_cast<int>(std::thread::hardware_concurrency()) : o.workers;
+    if (workers > 0) pool_ = std::make_unique<ThreadPool>(workers);
     thread_ = std::thread([this] { Loop(); });
     return absl::OkStatus();
   }
@@ -375,22 +378,28 @@ class UcxServerImpl final : public UcxServer {
     w_.Wake();
   }
 
+  bool RunTasks() {
+    std::deque<std::function<void()>> tasks;
+    {
+      std::lock_guard<std::mutex> l(tasks_mu_);
+      tasks.swap(tasks_);
+    }
+    for (auto& t : tasks) t();
+    return !tasks.empty();
+  }
+
   void Loop() {
     while (!stop_) {
-      bool busy = false;
-      std::deque<std::function<void()>> tasks;
-      {
-        std::lock_guard<std::mutex> l(tasks_mu_);
-        tasks.swap(tasks_);
-      }
-      for (auto& t : tasks) t(), busy = true;
+      bool busy = RunTasks();
       busy |= Accept();
       busy |= FlushReplies();
       w_.ProgressOrWait(busy, 50);
     }
+    pool_.reset();  // finishes the heavy exchanges in progress; their replies queue as tasks
     // Let outstanding sends finish or fail before the worker goes.
     for (int i = 0; i < 1000 && in_flight_.load() > 0; ++i) {
       ucp_worker_progress(w_.worker);
+      RunTasks();
       FlushReplies();
     }
   }
@@ -518,6 +527,13 @@ class UcxServerImpl final : public UcxServer {
     std::deque<ServerCall*> q;
     q.swap(replies_);
     for (ServerCall* call : q) {
+      if (pool_ && call->ex->Heavy()) {
+        pool_->Submit([this, call] {
+          call->ex->Finish(call->payload_status);
+          RunOnLoop([this, call] { SendReply(call); });
+        });
+        continue;
+      }
       call->ex->Finish(call->payload_status);
       SendReply(call);
     }
@@ -570,6 +586,7 @@ class UcxServerImpl final : public UcxServer {
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> in_flight_{0};
   std::deque<ServerCall*> replies_;  // progress thread only
+  std::unique_ptr<ThreadPool> pool_;  // heavy exchanges' Finish; owned by the progress thread once it runs
   std::vector<ucp_mem_h> mems_;
   std::mutex tasks_mu_;
   std::deque<std::function<void()>> tasks_;

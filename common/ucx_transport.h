@@ -16,7 +16,8 @@
 // Small (eager) payloads are copied once out of UCX's receive buffer.
 //
 // Threads: the server runs one progress thread that owns its UCP worker;
-// the handler runs on it. The client has no thread of its own: it keeps
+// the handler runs on it, except heavy exchanges' Finish (Exchange::Heavy),
+// which runs on a pool of worker threads and hands the reply back to it. The client has no thread of its own: it keeps
 // lanes (a UCP worker + endpoint each, created on demand, up to 64), and a
 // caller takes a free lane and drives it itself, so a call crosses threads
 // only to the server and back. A call past its deadline returns
@@ -45,6 +46,9 @@ namespace kvrecall {
 struct UcxServerOptions {
   std::string bind_address = "127.0.0.1";
   int port = 0;  // 0: an ephemeral port (see UcxServer::port)
+  // Threads that run heavy exchanges' Finish (Exchange::Heavy); the rest run
+  // on the progress thread. 0: one per core; negative: none (all inline).
+  int workers = 0;
 };
 
 class UcxServer {

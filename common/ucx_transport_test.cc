@@ -16,11 +16,19 @@
 namespace kvrecall {
 namespace {
 
+// Released by tests: a "heavy" exchange's Finish waits for it (at most 10 s).
+struct Gate {
+  std::atomic<bool> open{false};
+  std::atomic<std::thread::id> heavy_thread{}, light_thread{};
+};
+
 // Echo: reply head = "re:" + head; reply payload = request payload with
-// every byte + 1. A head starting with "sleep" stalls the server 400 ms.
+// every byte + 1. A head starting with "sleep" stalls the server 400 ms; one
+// starting with "heavy" is Exchange::Heavy and waits for the gate.
 class EchoExchange final : public Exchange {
  public:
-  EchoExchange(std::string head, uint64_t n) : head_(std::move(head)), buf_(n) {}
+  EchoExchange(std::string head, uint64_t n, Gate* gate) : head_(std::move(head)), buf_(n), gate_(gate) {}
+  bool Heavy() const override { return head_.rfind("heavy", 0) == 0; }
   MutableIov PayloadDestination() override {
     if (buf_.empty()) return {};
     const size_t half = buf_.size() / 2;  // two spans: scatter works
@@ -28,6 +36,12 @@ class EchoExchange final : public Exchange {
   }
   void Finish(const absl::Status& s) override {
     if (head_.rfind("sleep", 0) == 0) std::this_thread::sleep_for(std::chrono::milliseconds(400));
+    if (Heavy()) {
+      gate_->heavy_thread = std::this_thread::get_id();
+      for (int i = 0; i < 10000 && !gate_->open; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    } else {
+      gate_->light_thread = std::this_thread::get_id();
+    }
     status_ = s;
     for (uint8_t& b : buf_) ++b;
     reply_ = "re:" + head_ + (s.ok() ? "" : ":payload-failed");
@@ -41,6 +55,7 @@ class EchoExchange final : public Exchange {
  private:
   std::string head_, reply_;
   std::vector<uint8_t> buf_;
+  Gate* gate_;
   absl::Status status_;
 };
 
@@ -48,9 +63,11 @@ class Echo final : public RequestHandler {
  public:
   std::unique_ptr<Exchange> Begin(absl::Span<const uint8_t> head, uint64_t n) override {
     ++calls;
-    return std::make_unique<EchoExchange>(std::string(reinterpret_cast<const char*>(head.data()), head.size()), n);
+    return std::make_unique<EchoExchange>(std::string(reinterpret_cast<const char*>(head.data()), head.size()), n,
+                                          &gate);
   }
   std::atomic<int> calls{0};
+  Gate gate;
 };
 
 absl::StatusOr<std::string> EchoCall(ClientTransport* t, const std::string& head, const std::string& payload,
@@ -192,6 +209,45 @@ TEST_P(UcxTransport, ATimedOutLaneReconnectsWhileOthersRun) {
   r = EchoCall(client_.get(), "again", Pattern(1 << 20, 6), &rp);
   ASSERT_TRUE(r.ok()) << r.status();
   EXPECT_TRUE(rp == PlusOne(Pattern(1 << 20, 6)));
+}
+
+// A heavy exchange's Finish runs on a worker thread: while it waits, light
+// calls are answered by the progress thread; then it answers too. A heavy
+// call still in progress at shutdown is finished, not dropped.
+TEST_P(UcxTransport, HeavyExchangesRunOffTheProgressThread) {
+  std::string heavy_reply;
+  absl::StatusOr<std::string> heavy = absl::UnknownError("not run");
+  std::thread h([&] { heavy = EchoCall(client_.get(), "heavy", Pattern(300 << 10, 7), &heavy_reply); });
+  while (echo_.gate.heavy_thread.load() == std::thread::id()) std::this_thread::yield();
+  std::string rp;
+  for (int i = 0; i < 5; ++i) {
+    auto r = EchoCall(client_.get(), "light", Pattern(1000, i), &rp, absl::Seconds(5));
+    ASSERT_TRUE(r.ok()) << r.status();  // the heavy one holds a worker, not the progress thread
+    EXPECT_EQ(rp, PlusOne(Pattern(1000, i)));
+  }
+  EXPECT_NE(echo_.gate.heavy_thread.load(), echo_.gate.light_thread.load());
+  echo_.gate.open = true;
+  h.join();
+  ASSERT_TRUE(heavy.ok()) << heavy.status();
+  EXPECT_EQ(*heavy, "re:heavy");
+  EXPECT_TRUE(heavy_reply == PlusOne(Pattern(300 << 10, 7)));
+}
+
+TEST_P(UcxTransport, ShutdownFinishesHeavyExchangesInProgress) {
+  echo_.gate.open = false;
+  std::string rp;
+  absl::StatusOr<std::string> heavy = absl::UnknownError("not run");
+  std::thread h([&] { heavy = EchoCall(client_.get(), "heavy", "", &rp, absl::Seconds(20)); });
+  while (echo_.gate.heavy_thread.load() == std::thread::id()) std::this_thread::yield();
+  std::thread opener([&] {
+    std::this_thread::sleep_for(std::chrono::milliseconds(100));
+    echo_.gate.open = true;
+  });
+  server_->Shutdown();  // waits for the worker, then sends what it can
+  opener.join();
+  h.join();
+  // Either answered before the worker went, or failed cleanly: never a hang or a crash.
+  if (heavy.ok()) EXPECT_EQ(*heavy, "re:heavy");
 }
 
 INSTANTIATE_TEST_SUITE_P(Tls, UcxTransport, ::testing::Values("tcp", "shm,self", "tcp,cma"),

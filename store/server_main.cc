@@ -37,6 +37,7 @@ ABSL_FLAG(std::string, bind, "127.0.0.1", "IPv4 address to listen on (all three 
 ABSL_FLAG(int, port, 7400, "UCX bootstrap port (0: any free port)");
 ABSL_FLAG(int, grpc_port, 7401, "gRPC control-plane port (0: any free port)");
 ABSL_FLAG(int, metrics_port, 7402, "Prometheus /metrics port (0: any free port, -1: off)");
+ABSL_FLAG(int, workers, 0, "threads for attention and row gathers (0: one per core; -1: none, all on the UCX thread)");
 ABSL_FLAG(uint64_t, host_bytes, 256ull << 20, "host-tier arena bytes");
 ABSL_FLAG(std::string, eviction, "s3fifo", "host-tier eviction: lru or s3fifo");
 ABSL_FLAG(double, max_host_block_fraction, 0.25, "blocks larger than this fraction of the host tier go to SSD only");
@@ -94,6 +95,7 @@ int Main() {
   UcxServerOptions uo;
   uo.bind_address = absl::GetFlag(FLAGS_bind);
   uo.port = absl::GetFlag(FLAGS_port);
+  uo.workers = absl::GetFlag(FLAGS_workers);
   absl::StatusOr<std::unique_ptr<UcxServer>> ucx = UcxServer::Start(&service, uo);
   if (!ucx.ok()) return Usage(ucx.status().ToString());
   // (The arena is registered lazily by UCX's registration cache on first

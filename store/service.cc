@@ -160,6 +160,9 @@ class StoreExchange final : public Exchange {
     if (LatencyHistogram* h = svc_->HistogramFor(req_.op())) h->Record(double(svc_->env_->NowMicros() - start_us_));
   }
 
+  // Attention and row gathers read and decode many blocks: off the progress thread.
+  bool Heavy() const override { return !failed_ && (req_.op() == Op::kAttend || req_.op() == Op::kGather); }
+
   absl::string_view reply_head() const override { return head_; }
   ConstIov reply_payload() const override { return payload_; }
 

@@ -1,10 +1,11 @@
-// Test helper: a kvrecall-server child process (the //store:kvrecall-server
-// binary from the test's runfiles) on ephemeral loopback ports; its "ready"
-// line gives the addresses. Killed on destruction.
+// A kvrecall-server child process (the //store:kvrecall-server binary from the
+// caller's runfiles) on ephemeral loopback ports, for tests and benchmarks;
+// its "ready" line gives the addresses. Killed on destruction.
 #ifndef KVRECALL_TESTS_SERVER_PROCESS_H_
 #define KVRECALL_TESTS_SERVER_PROCESS_H_
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -20,10 +21,13 @@ namespace kvrecall {
 
 inline constexpr char kAdmin[] = "test-admin-token";
 
+// Under `bazel test` (TEST_SRCDIR), `bazel run` (the runfiles tree is the
+// working directory) or from the workspace root after a build.
 inline std::string ServerBinary() {
   const char* srcdir = std::getenv("TEST_SRCDIR");
   const char* ws = std::getenv("TEST_WORKSPACE");
   if (srcdir && ws) return absl::StrCat(srcdir, "/", ws, "/store/kvrecall-server");
+  if (access("store/kvrecall-server", X_OK) == 0) return "store/kvrecall-server";
   return "bazel-bin/store/kvrecall-server";
 }
 
@@ -61,6 +65,7 @@ struct Server {
     if (pipe(fds) != 0) return false;
     pid = fork();
     if (pid == 0) {
+      prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive the test or benchmark that started it
       dup2(fds[1], 1);
       close(fds[0]);
       if (file_limit > 0) {
