@@ -220,6 +220,12 @@ class RawCodec final : public KvCodec {
     return id_ == CodecId::kF16 ? HalfToFloat(h) : Bf16ToFloat(h);
   }
 
+  // n consecutive values from element i.
+  void LoadN(const uint8_t* p, size_t i, size_t n, float* out) const {
+    if (id_ == CodecId::kF16) return HalfToFloatN(p + 2 * i, out, n);
+    for (size_t j = 0; j < n; ++j) out[j] = Load(p, i + j);
+  }
+
   absl::Status Check(const std::vector<absl::Span<const uint8_t>>& s, const Shape& shape) const {
     const size_t want = size_t(shape.heads) * shape.tokens * shape.dim * Width();
     if (s.size() != 2 || s[0].size() != want || s[1].size() != want) {
@@ -232,7 +238,8 @@ class RawCodec final : public KvCodec {
                               float* v) const override {
     RETURN_IF_ERROR(Check(s, shape));
     const size_t n = size_t(shape.heads) * shape.tokens * shape.dim;
-    for (size_t i = 0; i < n; ++i) k[i] = Load(s[0].data(), i), v[i] = Load(s[1].data(), i);
+    LoadN(s[0].data(), 0, n, k);
+    LoadN(s[1].data(), 0, n, v);
     return absl::OkStatus();
   }
 
@@ -243,7 +250,8 @@ class RawCodec final : public KvCodec {
       for (size_t r = 0; r < rows.size(); ++r) {
         const size_t src = (size_t(h) * shape.tokens + rows[r]) * shape.dim;
         const size_t dst = (size_t(h) * rows.size() + r) * shape.dim;
-        for (int c = 0; c < shape.dim; ++c) k[dst + c] = Load(s[0].data(), src + c), v[dst + c] = Load(s[1].data(), src + c);
+        LoadN(s[0].data(), src, shape.dim, k + dst);
+        LoadN(s[1].data(), src, shape.dim, v + dst);
       }
     }
     return absl::OkStatus();

@@ -67,6 +67,12 @@ inline uint16_t FloatToBf16(float f) {
 
 inline float Bf16ToFloat(uint16_t b) { return BitsFloat(static_cast<uint32_t>(b) << 16); }
 
+// dst[i] = HalfToFloat(src[i]) for n halves stored little-endian (unaligned
+// is fine): F16C where the CPU has it (8 at a time), the scalar code
+// otherwise. Same results as HalfToFloat, except that a signalling NaN comes
+// out quiet on the F16C path.
+void HalfToFloatN(const uint8_t* src, float* dst, size_t n);
+
 }  // namespace kvrecall
 
 #endif  // KVRECALL_CODEC_HALF_H_

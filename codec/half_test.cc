@@ -3,6 +3,7 @@
 #include <cmath>
 #include <limits>
 #include <random>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -83,6 +84,30 @@ TEST(Bf16, KnownValuesAndRoundTrip) {
     const float f = Bf16ToFloat(static_cast<uint16_t>(b));
     if (std::isnan(f)) continue;
     ASSERT_EQ(FloatToBf16(f), b);
+  }
+}
+
+// The bulk conversion (F16C where present) agrees with the scalar one on
+// every half, at every offset and tail length.
+TEST(Half, BulkConversionMatchesScalar) {
+  std::vector<uint8_t> src(2 * 65536 + 2);
+  for (uint32_t h = 0; h < 65536; ++h) src[2 * h + 1] = uint8_t(h), src[2 * h + 2] = uint8_t(h >> 8);  // unaligned
+  std::vector<float> out(65536);
+  HalfToFloatN(src.data() + 1, out.data(), out.size());
+  for (uint32_t h = 0; h < 65536; ++h) {
+    const float want = HalfToFloat(static_cast<uint16_t>(h));
+    if (std::isnan(want)) {
+      ASSERT_TRUE(std::isnan(out[h])) << h;
+      ASSERT_EQ(std::signbit(out[h]), std::signbit(want)) << h;
+    } else {
+      ASSERT_EQ(FloatBits(out[h]), FloatBits(want)) << h;
+    }
+  }
+  for (size_t n = 0; n < 20; ++n) {  // tails shorter than a vector
+    std::vector<float> t(n + 1, -7.0f);
+    HalfToFloatN(src.data() + 1 + 2 * 15360, t.data(), n);  // from 1.0 upward
+    for (size_t i = 0; i < n; ++i) ASSERT_EQ(t[i], HalfToFloat(static_cast<uint16_t>(15360 + i)));
+    ASSERT_EQ(t[n], -7.0f);  // nothing past the end
   }
 }
 

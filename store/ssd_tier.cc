@@ -80,6 +80,7 @@ absl::StatusOr<std::unique_ptr<SsdTier>> SsdTier::Open(const SsdTierOptions& o) 
   opts.create_if_missing = true;
   opts.create_missing_column_families = true;
   opts.paranoid_checks = true;
+  opts.allow_mmap_reads = o.mmap_reads;
   rocksdb::ColumnFamilyOptions data_opts;
   data_opts.enable_blob_files = true;
   data_opts.min_blob_size = o.blob_min_bytes;

@@ -39,6 +39,9 @@ struct SsdTierOptions {
   std::string path;
   uint64_t budget_bytes = 0;   // payload bytes kept; older blocks evicted beyond it
   uint64_t blob_min_bytes = 4096;  // payloads at least this big go to blob files
+  // Read files through mmap: a read is one copy out of the page cache
+  // instead of a pread into RocksDB's buffer and a copy out of that.
+  bool mmap_reads = true;
 };
 
 struct SsdTierStats {
