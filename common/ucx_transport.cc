@@ -828,12 +828,11 @@ class UcxClient final : public ClientTransport {
     // TCP every idle progress is a syscall).
     const auto spin = std::chrono::microseconds(active_.load(std::memory_order_relaxed) <= 1 ? 200 : 0);
     auto idle_since = Clock::now();
-    bool timed_out = false;
+    bool timed_out = false, broken = false;
     while (!c->finished()) {
       if (lane->broken) {
         if (c->status.ok()) c->status = lane->broken_status;
-        CloseEp(lane);  // completes (with errors) what UCX still holds of this call
-        Drain(lane, c.get(), std::chrono::milliseconds(200));
+        broken = true;
         break;
       }
       if (ucp_worker_progress(lane->worker) > 0) {
@@ -853,13 +852,16 @@ class UcxClient final : public ClientTransport {
       idle_since = Clock::now();
     }
     lane->cur = nullptr;  // a late reply finds no call and is dropped
+    if ((timed_out || broken) && (!c->send_done || c->receiving)) {
+      // Abandoned while UCX still holds the caller's buffers (the peer is
+      // not taking or not finishing data, or the connection failed): close
+      // the endpoint, which completes what UCX holds with errors; the next
+      // call reconnects. A failed connection completes at once; a live but
+      // stalled peer gets 2 ms before Detach gives up the lane's worker.
+      CloseEp(lane);
+      Drain(lane, c.get(), std::chrono::milliseconds(broken ? 200 : 2));
+    }
     if (timed_out) {
-      if (!c->send_done || c->receiving) {
-        // UCX still holds the caller's buffers (the peer is not taking or
-        // not finishing data): close the endpoint; the next call reconnects.
-        CloseEp(lane);
-        Drain(lane, c.get(), std::chrono::milliseconds(2));
-      }
       if (!Detach(lane, std::move(c))) {
         return absl::DeadlineExceededError(absl::StrCat("no reply from ", address_, " within ",
                                                         absl::FormatDuration(args->timeout), " (connection closed)"));
