@@ -266,6 +266,15 @@ void RowScales(const uint8_t* scales, const TensorShape& s, const GroupQuantSpec
   if (spec.per_channel) {
     const int ng = NumGroups(s, spec);
     const size_t base = 2 * (size_t(h) * ng + t / spec.group) * s.dim;
+    if (!f32) {  // (m, Δ) interleaved: convert the 2 x dim halves at once, then split
+      float pairs[2 * 1024];
+      for (int c0 = 0; c0 < s.dim; c0 += 1024) {
+        const int cn = std::min(1024, s.dim - c0);
+        HalfToFloatN(scales + 2 * (base + 2 * size_t(c0)), pairs, 2 * size_t(cn));
+        for (int c = 0; c < cn; ++c) m[c0 + c] = pairs[2 * c], delta[c0 + c] = pairs[2 * c + 1];
+      }
+      return;
+    }
     for (int c = 0; c < s.dim; ++c) {
       m[c] = LoadScale(scales, base + 2 * c, f32);
       delta[c] = LoadScale(scales, base + 2 * c + 1, f32);
@@ -450,9 +459,13 @@ void DequantizeRows(absl::Span<const uint8_t> scales, absl::Span<const uint8_t> 
                     float* out) {
   std::vector<float> m(s.dim), delta(s.dim);
   for (int h = 0; h < s.heads; ++h) {
+    int cached_group = -1;  // per-channel scales: the token group m/delta hold (rows often share one)
     for (size_t r = 0; r < rows.size(); ++r) {
       const int t = rows[r];
-      RowScales(scales.data(), s, spec, h, t, m.data(), delta.data());
+      if (!spec.per_channel || t / spec.group != cached_group) {
+        RowScales(scales.data(), s, spec, h, t, m.data(), delta.data());
+        cached_group = spec.per_channel ? t / spec.group : -1;
+      }
       DecodeRow(codes.data(), codes.size(), spec.bits, (int64_t(h) * s.tokens + t) * s.dim, s.dim, m.data(),
                 delta.data(), out + (size_t(h) * rows.size() + r) * s.dim);
     }
