@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates bench/results/longctx.{md,csv}: a 1M-token sequence through a
-# RetrievalSession (attend and gather modes) against exact CPU attention.
+# RetrievalSession (attend and gather modes; --modes, --server) against exact
+# CPU attention.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/setup.sh
@@ -18,9 +19,11 @@ bazel run -c opt --ui_event_filters=-info --noshow_progress //bench:longctx -- -
   echo "- attend: the store computes each query head's attention over the selected rows (output + LSE), merged with the"
   echo "  local part; gather: the store returns the selected K/V rows and attention runs in the session. Bytes moved ="
   echo "  payload the store returns; full attention reads every token's K and V (f16)."
-  echo "- reference: exact CPU attention over all tokens held in RAM as f32, one thread, each KV head's query heads in"
-  echo "  one pass over its K and V (codec/attention.h AttendGroup; until 2026-11-23 it made one pass per query head,"
-  echo "  reading K and V four times: the ratios in older tables are against that slower reference)."
+  echo "- store: the embedded one, or with --server a kvrecall-server child process over UCX on loopback (its"
+  echo "  attention on worker threads, one per core)."
+  echo "- reference: exact CPU attention over all tokens held in RAM as f32, on every core (KV heads split over"
+  echo "  threads; --ref_threads), each KV head's query heads in one pass over its K and V (codec/attention.h"
+  echo "  AttendGroup), timed right after each session step; the ratio is the median per-step ratio."
   echo
   cat "$out/longctx.md.part"
 } > "$out/longctx.md"

@@ -10,7 +10,7 @@ import matplotlib.pyplot as plt
 src = sys.argv[1] if len(sys.argv) > 1 else "bench/results/longctx.csv"
 dst = sys.argv[2] if len(sys.argv) > 2 else "bench/results/longctx.png"
 rows = list(csv.DictReader(open(src)))
-names = {"attend": "attend\n(store computes)", "gather": "gather\n(rows returned)", "full": "full attention\n(CPU, exact)"}
+names = {"attend": "attend\n(store computes)", "attend f16": "attend, f16 blocks\n(store computes)", "attend 4-bit": "attend, 4-bit KIVI\n(store computes)", "gather": "gather\n(rows returned)", "full": "full attention\n(CPU, exact)"}
 labels = [names.get(r["mode"], r["mode"]) for r in rows]
 sel = [float(r["select_ms"]) for r in rows]
 fetch = [float(r["fetch_ms"]) for r in rows]
