@@ -160,7 +160,9 @@ TEST(Protocol, MalformedMessagesAreRejected) {
     std::string junk = good;
     for (int j = 0; j < 3; ++j) junk[rng() % junk.size()] = static_cast<char>(rng());
     auto p = ParseRequest(Bytes(junk));
-    if (p.ok()) EXPECT_EQ(EncodeRequest(*p), junk);  // accepted only if it is exactly a valid message
+    if (p.ok()) {
+      EXPECT_EQ(EncodeRequest(*p), junk);  // accepted only if it is exactly a valid message
+    }
   }
 }
 
