@@ -34,9 +34,7 @@ int Run() {
   cfg.total_tokens = n;
   cfg.rope_scaling = static_cast<float>(std::max(1.0, n / 16384.0));
   const int d = cfg.head_dim, G = cfg.group_size;
-  KvLayout l;
-  l.num_layers = 1, l.num_q_heads = G, l.num_kv_heads = 1, l.head_dim = d;
-  l.rope_style = cfg.rope_style, l.rope_theta = cfg.rope_theta, l.rope_scaling = cfg.rope_scaling;
+  const KvLayout l = SyntheticLayout(cfg, 1);
   for (int h = 0; h < absl::GetFlag(FLAGS_heads); ++h) {
     SyntheticConfig c = cfg;
     c.seed = 1;

@@ -63,9 +63,7 @@ int Run() {
   cfg.total_tokens = n;
   cfg.rope_scaling = static_cast<float>(std::max(1.0, n / 16384.0));
   const int d = cfg.head_dim, G = cfg.group_size;
-  KvLayout l;
-  l.num_layers = 1, l.num_q_heads = H * G, l.num_kv_heads = H, l.head_dim = d;
-  l.rope_style = cfg.rope_style, l.rope_theta = cfg.rope_theta, l.rope_scaling = cfg.rope_scaling;
+  const KvLayout l = SyntheticLayout(cfg, H);
   // Generate everything up front ([t][H][d]), the calibration sample, and the decode queries.
   std::fprintf(stderr, "[longctx] generating %lld tokens x %d KV heads\n", static_cast<long long>(n), H);
   std::vector<float> kpre(size_t(n) * H * d), kpost(kpre.size()), v(kpre.size());

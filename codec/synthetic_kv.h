@@ -53,6 +53,15 @@ struct SyntheticConfig {
   uint64_t seed = 1;
 };
 
+// The one-layer model layout of `kv_heads` generated KV heads (group_size
+// query heads each, the config's head_dim and RoPE).
+inline KvLayout SyntheticLayout(const SyntheticConfig& c, int kv_heads) {
+  KvLayout l;
+  l.num_layers = 1, l.num_q_heads = kv_heads * c.group_size, l.num_kv_heads = kv_heads, l.head_dim = c.head_dim;
+  l.rope_style = c.rope_style, l.rope_theta = c.rope_theta, l.rope_scaling = c.rope_scaling;
+  return l;
+}
+
 class SyntheticHead {
  public:
   SyntheticHead(const SyntheticConfig& config, int kv_head);

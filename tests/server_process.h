@@ -38,7 +38,6 @@ inline std::string TempDir(const std::string& name) {
   return dir;
 }
 
-// A running server; its "ready" line gives the addresses.
 // GET `path` from an HTTP server at host:port (bash's /dev/tcp): the raw response.
 inline std::string HttpGet(const std::string& hostport, const std::string& path) {
   const std::string cmd = absl::StrCat("exec 3<>/dev/tcp/", hostport.substr(0, hostport.find(':')), "/",
@@ -53,6 +52,7 @@ inline std::string HttpGet(const std::string& hostport, const std::string& path)
   return out;
 }
 
+// A running server; its "ready" line gives the addresses.
 struct Server {
   pid_t pid = -1;
   FILE* out = nullptr;
