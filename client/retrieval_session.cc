@@ -44,6 +44,10 @@ class SessionImpl final : public RetrievalSession {
     const KvLayout& l = o_.layout;
     RETURN_IF_ERROR(l.Validate());
     if (o_.block_tokens < 1 || o_.sinks < 0 || o_.window < 0) return absl::InvalidArgumentError("bad session sizes");
+    if (o_.chunk_shift != 0 && (o_.chunk_shift < kMinChunkShift || o_.chunk_shift > kMaxChunkShift)) {
+      return absl::InvalidArgumentError(absl::StrCat("chunk_shift ", o_.chunk_shift, " outside [", kMinChunkShift,
+                                                     ", ", kMaxChunkShift, "] (0: none)"));
+    }
     if (!cal.empty() && cal.size() != size_t(l.num_layers) * l.num_kv_heads) {
       return absl::InvalidArgumentError("calibration: one sample per (layer, KV head)");
     }
@@ -341,6 +345,7 @@ class SessionImpl final : public RetrievalSession {
       c.k = k.data(), c.v = v.data();
       EncodeOptions eo;
       eo.fingerprint = fingerprint_;
+      eo.chunk_shift = o_.chunk_shift;
       ASSIGN_OR_RETURN(blocks[h], codec_->Encode(c, &eo));
       keys.push_back(HeadBlockKey(layer, h, block));
       RETURN_IF_ERROR(s.index[h]->Add(kpre_h.data(), k.data(), B));

@@ -40,6 +40,9 @@ struct RetrievalSessionOptions {
   std::string codec = "f16";          // offloaded blocks (a stateless post-RoPE codec)
   std::string index = "a2ats:centroids=256,iters=8";
   int block_tokens = 64;
+  // Offloaded blocks carry a checksum per 2^chunk_shift bytes (0: none), so
+  // the store verifies only the rows a step reads instead of whole blocks.
+  int chunk_shift = 8;
   int sinks = 4, window = 64;
   int64_t topk = 0;                   // tokens per query head, if > 0
   double topk_fraction = 0.03;        // else this fraction of the offloaded tokens

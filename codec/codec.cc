@@ -123,6 +123,7 @@ absl::StatusOr<std::string> KvCodec::Encode(const KvChunkRef& chunk, EncodeOptio
   h.first_token = chunk.first_token;
   h.token_count = chunk.tokens;
   h.fingerprint = options->fingerprint;
+  h.chunk_shift = options->chunk_shift;
   return BuildBlock(h, spans);
 }
 
@@ -154,15 +155,31 @@ absl::Status KvCodec::Decode(const BlockView& block, float* k, float* v) const {
   return DecodeSections(sections, shape, k, v);
 }
 
+namespace {
+absl::Status CheckRows(absl::Span<const int> rows, int tokens) {
+  for (int r : rows) {
+    if (r < 0 || r >= tokens) {
+      return absl::InvalidArgumentError(absl::StrCat("row ", r, " outside the block's ", tokens, " tokens"));
+    }
+  }
+  return absl::OkStatus();
+}
+}  // namespace
+
 absl::Status KvCodec::DecodeRows(const BlockView& block, absl::Span<const int> rows, float* k, float* v) const {
   Shape shape;
   ASSIGN_OR_RETURN(auto sections, CheckBlock(block, &shape));
-  for (int r : rows) {
-    if (r < 0 || r >= shape.tokens) {
-      return absl::InvalidArgumentError(absl::StrCat("row ", r, " outside the block's ", shape.tokens, " tokens"));
-    }
-  }
+  RETURN_IF_ERROR(CheckRows(rows, shape.tokens));
   return DecodeRowsSections(sections, shape, rows, k, v);
+}
+
+absl::Status KvCodec::RowByteRanges(const BlockView& block, absl::Span<const int> rows,
+                                    std::vector<absl::Span<const uint8_t>>* ranges) const {
+  Shape shape;
+  ASSIGN_OR_RETURN(auto sections, CheckBlock(block, &shape));
+  RETURN_IF_ERROR(CheckRows(rows, shape.tokens));
+  ranges->clear();
+  return RowRangesSections(sections, shape, rows, ranges);
 }
 
 BitsPerElement KvCodec::Bits(const BlockView& block, size_t block_bytes) const {
@@ -258,6 +275,21 @@ class RawCodec final : public KvCodec {
   }
 
   std::vector<Owner> SectionOwners(size_t) const override { return {Owner::kK, Owner::kV}; }
+
+  absl::Status RowRangesSections(const std::vector<absl::Span<const uint8_t>>& s, const Shape& shape,
+                                 absl::Span<const int> rows,
+                                 std::vector<absl::Span<const uint8_t>>* ranges) const override {
+    RETURN_IF_ERROR(Check(s, shape));
+    const size_t row = shape.dim * Width();
+    for (int h = 0; h < shape.heads; ++h) {
+      for (int r : rows) {
+        const size_t off = (size_t(h) * shape.tokens + r) * row;
+        ranges->push_back(s[0].subspan(off, row));
+        ranges->push_back(s[1].subspan(off, row));
+      }
+    }
+    return absl::OkStatus();
+  }
 
  private:
   CodecId id_;

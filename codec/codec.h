@@ -70,6 +70,9 @@ struct EncodeOptions {
   bool prefill = true;
   // In/out: created by the first Encode that needs it, reused afterwards.
   std::unique_ptr<CodecState>* state = nullptr;
+  // Chunk checksums in the block (BlockHeader::chunk_shift; 0: none), for
+  // blocks read a few rows at a time.
+  int chunk_shift = 0;
 };
 
 struct BitsPerElement {
@@ -92,6 +95,12 @@ class KvCodec {
   absl::Status Decode(const BlockView& block, float* k, float* v) const;
   // Token offsets `rows` within the block; k, v: [layer_count][kv_heads][rows][head_dim].
   absl::Status DecodeRows(const BlockView& block, absl::Span<const int> rows, float* k, float* v) const;
+  // The byte ranges of `block` that DecodeRows(block, rows) reads, in the
+  // order it reads them, so that a partial view (ParseBlockForRows) can verify
+  // exactly those (VerifyBlockRanges). UNIMPLEMENTED for codecs that do not
+  // list them (verify the whole block instead); INVALID_ARGUMENT for bad rows.
+  absl::Status RowByteRanges(const BlockView& block, absl::Span<const int> rows,
+                             std::vector<absl::Span<const uint8_t>>* ranges) const;
   // K and V bits per element of an encoded block, everything counted: the
   // sections each owns plus half of the shared bytes (header, parameters,
   // trailer). (k + v) / 2 == 8 · block bytes / (2 · elements).
@@ -114,6 +123,11 @@ class KvCodec {
                                           const Shape& shape, absl::Span<const int> rows, float* k,
                                           float* v) const = 0;
   virtual std::vector<Owner> SectionOwners(size_t count) const = 0;
+  virtual absl::Status RowRangesSections(const std::vector<absl::Span<const uint8_t>>& sections,
+                                         const Shape& shape, absl::Span<const int> rows,
+                                         std::vector<absl::Span<const uint8_t>>* ranges) const {
+    return absl::UnimplementedError(name() + " does not list the bytes a row read touches");
+  }
 
  private:
   absl::StatusOr<std::vector<absl::Span<const uint8_t>>> CheckBlock(const BlockView& block,

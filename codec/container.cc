@@ -1,8 +1,11 @@
 #include "codec/container.h"
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "codec/bytes.h"
+#include "common/status.h"
 
 namespace kvrecall {
 namespace {
@@ -28,6 +31,10 @@ static_assert(kOffSectionLengths == kBlockFixedHeaderBytes, "header size");
 
 absl::Status CheckHeader(const BlockHeader& h) {
   if (absl::Status s = h.layout.Validate(); !s.ok()) return s;
+  if (h.chunk_shift != 0 && (h.chunk_shift < kMinChunkShift || h.chunk_shift > kMaxChunkShift)) {
+    return absl::InvalidArgumentError(absl::StrCat("chunk_shift ", h.chunk_shift, " is outside [", kMinChunkShift,
+                                                   ", ", kMaxChunkShift, "] (or 0 for none)"));
+  }
   if (h.layer_count == 0 ||
       uint64_t{h.layer_begin} + h.layer_count > static_cast<uint64_t>(h.layout.num_layers)) {
     return absl::InvalidArgumentError(absl::StrCat("layer range [", h.layer_begin, ", ",
@@ -38,54 +45,38 @@ absl::Status CheckHeader(const BlockHeader& h) {
   return absl::OkStatus();
 }
 
-}  // namespace
+uint64_t ChunkCount(uint64_t covered, int shift) { return (covered + (uint64_t{1} << shift) - 1) >> shift; }
 
-bool operator==(const BlockHeader& a, const BlockHeader& b) {
-  return a.codec_id == b.codec_id && a.layout == b.layout && a.layer_begin == b.layer_begin &&
-         a.layer_count == b.layer_count && a.first_token == b.first_token &&
-         a.token_count == b.token_count && a.fingerprint == b.fingerprint;
+uint32_t ChunkSum(const uint8_t* p, size_t n) { return static_cast<uint32_t>(Checksum64(p, n)); }
+
+// Verifies chunks [first, last] of the `covered` bytes at p.
+absl::Status VerifyChunks(const uint8_t* p, uint64_t covered, const uint8_t* sums, int shift, uint64_t first,
+                          uint64_t last) {
+  const uint64_t size = uint64_t{1} << shift;
+  for (uint64_t c = first; c <= last; ++c) {
+    const uint64_t begin = c << shift;
+    const uint32_t actual = ChunkSum(p + begin, static_cast<size_t>(std::min(size, covered - begin)));
+    const uint32_t stored = LoadLE<uint32_t>(sums + 4 * c);
+    if (actual != stored) {
+      return absl::DataLossError(absl::StrFormat("block chunk %d (bytes %d..%d) checksum mismatch: stored %08x, "
+                                                 "computed %08x", c, begin, std::min(begin + size, covered), stored,
+                                                 actual));
+    }
+  }
+  return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> BuildBlock(const BlockHeader& header,
-                                       const std::vector<absl::Span<const uint8_t>>& sections) {
-  if (absl::Status s = CheckHeader(header); !s.ok()) return s;
-  if (sections.size() > kMaxBlockSections) {
-    return absl::InvalidArgumentError(
-        absl::StrCat(sections.size(), " sections; at most ", kMaxBlockSections));
-  }
-  const size_t header_bytes = kBlockFixedHeaderBytes + 8 * sections.size();
-  uint64_t total = header_bytes + kBlockTrailerBytes;
-  for (const auto& s : sections) total += s.size();
-  if (total > kMaxBlockBytes) {
-    return absl::InvalidArgumentError(absl::StrCat("block of ", total, " bytes exceeds ", kMaxBlockBytes));
-  }
-  std::string out(header_bytes, '\0');
-  uint8_t* h = reinterpret_cast<uint8_t*>(out.data());
-  StoreLE<uint32_t>(h + kOffMagic, kBlockMagic);
-  StoreLE<uint16_t>(h + kOffVersion, kBlockFormatVersion);
-  StoreLE<uint16_t>(h + kOffHeaderBytes, static_cast<uint16_t>(header_bytes));
-  StoreLE<uint16_t>(h + kOffCodec, header.codec_id);
-  StoreLE<uint16_t>(h + kOffFlags, 0);
-  StoreLE<uint32_t>(h + kOffSectionCount, static_cast<uint32_t>(sections.size()));
-  StoreLE<uint64_t>(h + kOffTotalBytes, total);
-  StoreLE<uint64_t>(h + kOffFingerprint, header.fingerprint.lo);
-  StoreLE<uint64_t>(h + kOffFingerprint + 8, header.fingerprint.hi);
-  EncodeLayout(header.layout, h + kOffLayout);
-  StoreLE<uint32_t>(h + kOffLayerBegin, header.layer_begin);
-  StoreLE<uint32_t>(h + kOffLayerCount, header.layer_count);
-  StoreLE<uint64_t>(h + kOffFirstToken, header.first_token);
-  StoreLE<uint32_t>(h + kOffTokenCount, header.token_count);
-  StoreLE<uint32_t>(h + kOffReserved, 0);
-  for (size_t i = 0; i < sections.size(); ++i) {
-    StoreLE<uint64_t>(h + kOffSectionLengths + 8 * i, sections[i].size());
-  }
-  out.reserve(total);
-  for (const auto& s : sections) out.append(reinterpret_cast<const char*>(s.data()), s.size());
-  AppendLE<uint64_t>(&out, Checksum64(out.data(), out.size()));
-  return out;
-}
+// The block's structure from its header, bounds-checked against the buffer
+// but not yet verified by any checksum: section spans, chunk table, and the
+// number of bytes the chunks cover (header + sections).
+struct Structure {
+  size_t header_bytes = 0;
+  uint64_t total = 0;
+  uint64_t covered = 0;
+  int chunk_shift = 0;
+};
 
-absl::StatusOr<BlockView> ParseBlock(absl::Span<const uint8_t> bytes) {
+absl::StatusOr<Structure> ReadStructure(absl::Span<const uint8_t> bytes, BlockView* view) {
   const size_t n = bytes.size();
   const uint8_t* p = bytes.data();
   if (n < kBlockFixedHeaderBytes + kBlockTrailerBytes) {
@@ -105,48 +96,64 @@ absl::StatusOr<BlockView> ParseBlock(absl::Span<const uint8_t> bytes) {
   if (count > kMaxBlockSections) {
     return absl::DataLossError(absl::StrCat("block has ", count, " sections; at most ", kMaxBlockSections));
   }
-  const size_t header_bytes = kBlockFixedHeaderBytes + 8 * size_t{count};
-  if (LoadLE<uint16_t>(p + kOffHeaderBytes) != header_bytes) {
+  Structure st;
+  st.header_bytes = kBlockFixedHeaderBytes + 8 * size_t{count};
+  if (LoadLE<uint16_t>(p + kOffHeaderBytes) != st.header_bytes) {
     return absl::DataLossError(absl::StrCat("block header length ", LoadLE<uint16_t>(p + kOffHeaderBytes),
-                                            " does not match ", count, " sections (want ", header_bytes, ")"));
+                                            " does not match ", count, " sections (want ", st.header_bytes, ")"));
   }
-  const uint64_t total = LoadLE<uint64_t>(p + kOffTotalBytes);
-  if (total > n) {
-    return absl::DataLossError(absl::StrCat("block truncated: header says ", total, " bytes, have ", n));
+  st.total = LoadLE<uint64_t>(p + kOffTotalBytes);
+  if (st.total > n) {
+    return absl::DataLossError(absl::StrCat("block truncated: header says ", st.total, " bytes, have ", n));
   }
-  if (total < n) {
-    return absl::DataLossError(absl::StrCat("block has ", n - total, " trailing bytes after its ", total));
+  if (st.total < n) {
+    return absl::DataLossError(absl::StrCat("block has ", n - st.total, " trailing bytes after its ", st.total));
   }
-  if (total < header_bytes + kBlockTrailerBytes) {
-    return absl::DataLossError(absl::StrCat("block length ", total, " is smaller than its header"));
+  if (st.total < st.header_bytes + kBlockTrailerBytes) {
+    return absl::DataLossError(absl::StrCat("block length ", st.total, " is smaller than its header"));
   }
-  const uint64_t payload = total - header_bytes - kBlockTrailerBytes;
+  if (LoadLE<uint16_t>(p + kOffFlags) & kBlockFlagChunkSums) {
+    const uint32_t shift = LoadLE<uint32_t>(p + kOffReserved);
+    if (shift < kMinChunkShift || shift > kMaxChunkShift) {
+      return absl::DataLossError(absl::StrCat("block chunk shift ", shift, " is outside [", kMinChunkShift, ", ",
+                                              kMaxChunkShift, "]"));
+    }
+    st.chunk_shift = static_cast<int>(shift);
+  }
+  const uint64_t room = st.total - st.header_bytes - kBlockTrailerBytes;  // sections + chunk table
   uint64_t sum = 0;
-  BlockView view;
-  view.sections.reserve(count);
+  view->sections.clear();
+  view->sections.reserve(count);
   for (uint32_t i = 0; i < count; ++i) {
     const uint64_t len = LoadLE<uint64_t>(p + kOffSectionLengths + 8 * i);
-    if (len > payload - sum) {
+    if (len > room - sum) {
       return absl::DataLossError(absl::StrCat("section ", i, " length ", len, " points past the payload (",
-                                              payload - sum, " bytes left)"));
+                                              room - sum, " bytes left)"));
     }
-    view.sections.emplace_back(p + header_bytes + sum, static_cast<size_t>(len));
+    view->sections.emplace_back(p + st.header_bytes + sum, static_cast<size_t>(len));
     sum += len;
   }
-  if (sum != payload) {
-    return absl::DataLossError(absl::StrCat("section lengths sum to ", sum, " but the payload is ", payload));
+  st.covered = st.header_bytes + sum;
+  const uint64_t table = st.chunk_shift ? 4 * ChunkCount(st.covered, st.chunk_shift) : 0;
+  if (sum + table != room) {
+    return absl::DataLossError(absl::StrCat("section lengths sum to ", sum, table ? " plus a chunk table of " : "",
+                                            table ? absl::StrCat(table) : "", " but the payload is ", room));
   }
-  const uint64_t stored = LoadLE<uint64_t>(p + total - kBlockTrailerBytes);
-  const uint64_t actual = Checksum64(p, total - kBlockTrailerBytes);
-  if (stored != actual) {
-    return absl::DataLossError(absl::StrFormat("block checksum mismatch: stored %016x, computed %016x", stored, actual));
-  }
-  if (LoadLE<uint16_t>(p + kOffFlags) != 0 || LoadLE<uint32_t>(p + kOffReserved) != 0) {
+  view->bytes = bytes.first(static_cast<size_t>(st.total));
+  view->chunk_sums = absl::Span<const uint8_t>(p + st.covered, static_cast<size_t>(table));
+  view->checksum = LoadLE<uint64_t>(p + st.total - kBlockTrailerBytes);
+  return st;
+}
+
+// The header fields, once the header's bytes are verified.
+absl::Status ReadFields(const uint8_t* p, const Structure& st, BlockView* view) {
+  const uint16_t flags = LoadLE<uint16_t>(p + kOffFlags);
+  if ((flags & ~kBlockFlagChunkSums) != 0 || (!st.chunk_shift && LoadLE<uint32_t>(p + kOffReserved) != 0)) {
     return absl::DataLossError("block flags or reserved fields are not zero");
   }
   absl::StatusOr<KvLayout> layout = DecodeLayout(p + kOffLayout);
   if (!layout.ok()) return layout.status();
-  BlockHeader& h = view.header;
+  BlockHeader& h = view->header;
   h.codec_id = LoadLE<uint16_t>(p + kOffCodec);
   h.layout = *layout;
   h.layer_begin = LoadLE<uint32_t>(p + kOffLayerBegin);
@@ -155,9 +162,114 @@ absl::StatusOr<BlockView> ParseBlock(absl::Span<const uint8_t> bytes) {
   h.token_count = LoadLE<uint32_t>(p + kOffTokenCount);
   h.fingerprint.lo = LoadLE<uint64_t>(p + kOffFingerprint);
   h.fingerprint.hi = LoadLE<uint64_t>(p + kOffFingerprint + 8);
+  h.chunk_shift = st.chunk_shift;
   if (absl::Status s = CheckHeader(h); !s.ok()) return absl::DataLossError(absl::StrCat("block header: ", s.message()));
-  view.checksum = stored;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+bool operator==(const BlockHeader& a, const BlockHeader& b) {
+  return a.codec_id == b.codec_id && a.layout == b.layout && a.layer_begin == b.layer_begin &&
+         a.layer_count == b.layer_count && a.first_token == b.first_token &&
+         a.token_count == b.token_count && a.fingerprint == b.fingerprint && a.chunk_shift == b.chunk_shift;
+}
+
+absl::StatusOr<std::string> BuildBlock(const BlockHeader& header,
+                                       const std::vector<absl::Span<const uint8_t>>& sections) {
+  if (absl::Status s = CheckHeader(header); !s.ok()) return s;
+  if (sections.size() > kMaxBlockSections) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(sections.size(), " sections; at most ", kMaxBlockSections));
+  }
+  const size_t header_bytes = kBlockFixedHeaderBytes + 8 * sections.size();
+  uint64_t covered = header_bytes;
+  for (const auto& s : sections) covered += s.size();
+  const uint64_t chunks = header.chunk_shift ? ChunkCount(covered, header.chunk_shift) : 0;
+  const uint64_t total = covered + 4 * chunks + kBlockTrailerBytes;
+  if (total > kMaxBlockBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("block of ", total, " bytes exceeds ", kMaxBlockBytes));
+  }
+  std::string out(header_bytes, '\0');
+  uint8_t* h = reinterpret_cast<uint8_t*>(out.data());
+  StoreLE<uint32_t>(h + kOffMagic, kBlockMagic);
+  StoreLE<uint16_t>(h + kOffVersion, kBlockFormatVersion);
+  StoreLE<uint16_t>(h + kOffHeaderBytes, static_cast<uint16_t>(header_bytes));
+  StoreLE<uint16_t>(h + kOffCodec, header.codec_id);
+  StoreLE<uint16_t>(h + kOffFlags, header.chunk_shift ? kBlockFlagChunkSums : 0);
+  StoreLE<uint32_t>(h + kOffSectionCount, static_cast<uint32_t>(sections.size()));
+  StoreLE<uint64_t>(h + kOffTotalBytes, total);
+  StoreLE<uint64_t>(h + kOffFingerprint, header.fingerprint.lo);
+  StoreLE<uint64_t>(h + kOffFingerprint + 8, header.fingerprint.hi);
+  EncodeLayout(header.layout, h + kOffLayout);
+  StoreLE<uint32_t>(h + kOffLayerBegin, header.layer_begin);
+  StoreLE<uint32_t>(h + kOffLayerCount, header.layer_count);
+  StoreLE<uint64_t>(h + kOffFirstToken, header.first_token);
+  StoreLE<uint32_t>(h + kOffTokenCount, header.token_count);
+  StoreLE<uint32_t>(h + kOffReserved, static_cast<uint32_t>(header.chunk_shift));
+  for (size_t i = 0; i < sections.size(); ++i) {
+    StoreLE<uint64_t>(h + kOffSectionLengths + 8 * i, sections[i].size());
+  }
+  out.reserve(total);
+  for (const auto& s : sections) out.append(reinterpret_cast<const char*>(s.data()), s.size());
+  for (uint64_t c = 0; c < chunks; ++c) {
+    const uint64_t begin = c << header.chunk_shift;
+    const size_t len = static_cast<size_t>(std::min(uint64_t{1} << header.chunk_shift, covered - begin));
+    AppendLE<uint32_t>(&out, ChunkSum(reinterpret_cast<const uint8_t*>(out.data()) + begin, len));
+  }
+  AppendLE<uint64_t>(&out, Checksum64(out.data(), out.size()));
+  return out;
+}
+
+absl::StatusOr<BlockView> ParseBlock(absl::Span<const uint8_t> bytes) {
+  BlockView view;
+  ASSIGN_OR_RETURN(const Structure st, ReadStructure(bytes, &view));
+  const uint8_t* p = bytes.data();
+  const uint64_t actual = Checksum64(p, st.total - kBlockTrailerBytes);
+  if (view.checksum != actual) {
+    return absl::DataLossError(
+        absl::StrFormat("block checksum mismatch: stored %016x, computed %016x", view.checksum, actual));
+  }
+  if (st.chunk_shift) {  // an accepted block is canonical: its chunk sums must be right too
+    RETURN_IF_ERROR(VerifyChunks(p, st.covered, view.chunk_sums.data(), st.chunk_shift, 0,
+                                 ChunkCount(st.covered, st.chunk_shift) - 1));
+  }
+  RETURN_IF_ERROR(ReadFields(p, st, &view));
   return view;
+}
+
+absl::StatusOr<BlockView> ParseBlockForRows(absl::Span<const uint8_t> bytes) {
+  BlockView view;
+  ASSIGN_OR_RETURN(const Structure st, ReadStructure(bytes, &view));
+  if (!st.chunk_shift) return ParseBlock(bytes);
+  // The header, then section 0 (codec parameters, read by CodecForBlock).
+  const uint8_t* p = bytes.data();
+  const uint64_t end0 = st.header_bytes + (view.sections.empty() ? 0 : view.sections[0].size());
+  RETURN_IF_ERROR(VerifyChunks(p, st.covered, view.chunk_sums.data(), st.chunk_shift, 0,
+                               (std::max<uint64_t>(end0, 1) - 1) >> st.chunk_shift));
+  RETURN_IF_ERROR(ReadFields(p, st, &view));
+  view.partial = true;
+  return view;
+}
+
+absl::Status VerifyBlockRanges(const BlockView& view, absl::Span<const absl::Span<const uint8_t>> ranges) {
+  if (!view.partial) return absl::OkStatus();
+  const int shift = view.header.chunk_shift;
+  const uint8_t* p = view.bytes.data();
+  const uint64_t covered = static_cast<uint64_t>(view.chunk_sums.data() - p);  // the table follows them
+  uint64_t done_first = 1, done_last = 0;  // the last verified run of chunks (empty)
+  for (const absl::Span<const uint8_t>& r : ranges) {
+    if (r.empty()) continue;
+    if (r.data() < p || r.data() + r.size() > p + covered) {
+      return absl::InvalidArgumentError("range outside the block's header and sections");
+    }
+    const uint64_t first = uint64_t(r.data() - p) >> shift;
+    const uint64_t last = uint64_t(r.data() + r.size() - 1 - p) >> shift;
+    if (first >= done_first && last <= done_last) continue;  // rows in order share chunks
+    RETURN_IF_ERROR(VerifyChunks(p, covered, view.chunk_sums.data(), shift, first, last));
+    done_first = first, done_last = last;
+  }
+  return absl::OkStatus();
 }
 
 }  // namespace kvrecall

@@ -1,10 +1,15 @@
 // The block container: the one binary format in which kvrecall stores and
 // moves KV (doc/formats.md, "Block container v1").
 //
-//   header (88 bytes + 8 per section) | sections, back to back | XXH3-64
+//   header (88 bytes + 8 per section) | sections, back to back
+//     [| chunk checksums] | XXH3-64
 //
 // The trailing checksum covers every byte before it, so any damaged byte of a
-// block is detected. ParseBlock() validates everything before returning and
+// block is detected. A block may also carry chunk checksums (flag bit 0): the
+// low 32 bits of XXH3-64 of every 2^chunk_shift-byte chunk of header and
+// sections, so that a reader of a few rows (Gather, Attend) verifies exactly
+// the bytes it reads instead of hashing the whole block (ParseBlockForRows,
+// VerifyBlockRanges). ParseBlock() validates everything before returning and
 // never reads outside the given buffer; its errors name the problem:
 //   DATA_LOSS      truncation, trailing bytes, bad magic, bad lengths,
 //                  checksum mismatch, invalid layout or reserved fields
@@ -30,6 +35,9 @@ inline constexpr uint32_t kMaxBlockSections = 16;
 inline constexpr size_t kBlockFixedHeaderBytes = 88;
 inline constexpr size_t kBlockTrailerBytes = 8;
 inline constexpr uint64_t kMaxBlockBytes = uint64_t{1} << 34;  // 16 GiB
+inline constexpr uint16_t kBlockFlagChunkSums = 1;
+inline constexpr int kMinChunkShift = 8;   // 256-byte chunks
+inline constexpr int kMaxChunkShift = 16;  // 64 KiB
 
 struct BlockHeader {
   uint16_t codec_id = 0;
@@ -39,16 +47,24 @@ struct BlockHeader {
   uint64_t first_token = 0;  // position of the block's first token
   uint32_t token_count = 0;
   Hash128 fingerprint;
+  // 0: no chunk checksums; else chunks of 2^chunk_shift bytes
+  // (kMinChunkShift..kMaxChunkShift).
+  int chunk_shift = 0;
 
   friend bool operator==(const BlockHeader& a, const BlockHeader& b);
 };
 
-// A parsed, verified block. The spans point into the buffer given to
-// ParseBlock, which must outlive the view.
+// A parsed block. The spans point into the buffer given to ParseBlock, which
+// must outlive the view. From ParseBlock every byte is verified; from
+// ParseBlockForRows (`partial`) only the header and section 0, and the rest
+// is verified range by range with VerifyBlockRanges before it is read.
 struct BlockView {
   BlockHeader header;
   std::vector<absl::Span<const uint8_t>> sections;
   uint64_t checksum = 0;
+  bool partial = false;
+  absl::Span<const uint8_t> bytes;       // the whole block
+  absl::Span<const uint8_t> chunk_sums;  // u32 LE per chunk (chunk_shift != 0)
 };
 
 // Serializes a block. INVALID_ARGUMENT if the header is inconsistent (invalid
@@ -57,8 +73,20 @@ struct BlockView {
 absl::StatusOr<std::string> BuildBlock(const BlockHeader& header,
                                        const std::vector<absl::Span<const uint8_t>>& sections);
 
-// Parses and verifies `bytes` (see the file comment for the errors).
+// Parses and verifies `bytes` (see the file comment for the errors); for a
+// block with chunk checksums, verifies them all too.
 absl::StatusOr<BlockView> ParseBlock(absl::Span<const uint8_t> bytes);
+
+// For reading a few rows: a block with chunk checksums is checked like
+// ParseBlock except that only the chunks holding its header and section 0
+// (the codec's parameters) are hashed, and the view is `partial`. A block
+// without them is parsed and verified whole (ParseBlock).
+absl::StatusOr<BlockView> ParseBlockForRows(absl::Span<const uint8_t> bytes);
+
+// Verifies the chunks under `ranges` (each inside view.bytes) of a partial
+// view: DATA_LOSS naming the chunk on a mismatch, INVALID_ARGUMENT for a
+// range outside the block. OK at once for a fully verified view.
+absl::Status VerifyBlockRanges(const BlockView& view, absl::Span<const absl::Span<const uint8_t>> ranges);
 
 inline absl::Span<const uint8_t> AsBytes(absl::string_view s) {
   return absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());

@@ -48,6 +48,88 @@ TEST(Container, RoundTrip) {
                                              block.size() - 8));
 }
 
+// A block with chunk checksums: 256-byte chunks over header and sections.
+std::string ChunkedBlock(std::string* big) {
+  BlockHeader h = SmallHeader();
+  h.chunk_shift = 8;
+  *big = std::string(2000, '\0');
+  for (size_t i = 0; i < big->size(); ++i) (*big)[i] = static_cast<char>(i * 7 + 1);
+  const std::string a = "codec params", c = "v";
+  auto built = BuildBlock(h, {AsBytes(a), AsBytes(*big), AsBytes(c)});
+  EXPECT_TRUE(built.ok()) << built.status();
+  return *built;
+}
+
+TEST(Container, ChunkSumsRoundTripAndVerifyOnlyWhatIsRead) {
+  std::string big;
+  const std::string block = ChunkedBlock(&big);
+  const size_t covered = kBlockFixedHeaderBytes + 3 * 8 + 12 + 2000 + 1;
+  EXPECT_EQ(block.size(), covered + 4 * ((covered + 255) / 256) + kBlockTrailerBytes);
+  auto full = ParseBlock(AsBytes(block));
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_FALSE(full->partial);
+  EXPECT_EQ(full->header.chunk_shift, 8);
+  auto rebuilt = BuildBlock(full->header, full->sections);
+  ASSERT_TRUE(rebuilt.ok());
+  EXPECT_EQ(*rebuilt, block);  // canonical
+  auto partial = ParseBlockForRows(AsBytes(block));
+  ASSERT_TRUE(partial.ok()) << partial.status();
+  EXPECT_TRUE(partial->partial);
+  EXPECT_EQ(partial->header, full->header);
+  EXPECT_EQ(std::string(partial->sections[0].begin(), partial->sections[0].end()), "codec params");
+  const auto sec = partial->sections[1];
+  EXPECT_TRUE(VerifyBlockRanges(*partial, {sec, sec.subspan(1000, 10)}).ok());
+
+  // Damage byte 1500 of section 1: whole-block parsing fails; a row read
+  // verifies only the chunks it reads, so reads elsewhere still succeed.
+  std::string bad = block;
+  const size_t at = (sec.data() - reinterpret_cast<const uint8_t*>(block.data())) + 1500;
+  bad[at] = static_cast<char>(bad[at] ^ 1);
+  EXPECT_EQ(ParseBlock(AsBytes(bad)).status().code(), absl::StatusCode::kDataLoss);
+  auto view = ParseBlockForRows(AsBytes(bad));
+  ASSERT_TRUE(view.ok()) << view.status();
+  const auto bsec = view->sections[1];
+  EXPECT_TRUE(VerifyBlockRanges(*view, {bsec.subspan(0, 100), bsec.subspan(1900, 100)}).ok());
+  const absl::Status hit = VerifyBlockRanges(*view, {bsec.subspan(0, 100), bsec.subspan(1500, 1)});
+  EXPECT_EQ(hit.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(hit.message().find("chunk"), std::string::npos) << hit;
+  // A range outside header + sections is refused.
+  EXPECT_EQ(VerifyBlockRanges(*view, {absl::Span<const uint8_t>(view->chunk_sums.data(), 4)}).code(),
+            absl::StatusCode::kInvalidArgument);
+
+  // Every flip in the header, section 0 or the chunk table stops a partial
+  // parse or the verification of the chunk it guards; no flip goes unseen by
+  // ParseBlock.
+  for (size_t i = 0; i < block.size(); ++i) {
+    std::string b = block;
+    b[i] = static_cast<char>(b[i] ^ 0x10);
+    ASSERT_FALSE(ParseBlock(AsBytes(b)).ok()) << i;
+    auto v = ParseBlockForRows(AsBytes(b));
+    if (!v.ok()) continue;
+    ASSERT_TRUE(v->partial);
+    const size_t trailer = b.size() - kBlockTrailerBytes;
+    if (i >= trailer) continue;  // the trailer guards whole-block reads only
+    const size_t table = v->chunk_sums.data() - reinterpret_cast<const uint8_t*>(b.data());
+    const size_t chunk = i >= table ? (i - table) / 4 : i / 256;
+    const auto* p = reinterpret_cast<const uint8_t*>(b.data()) + chunk * 256;
+    const absl::Span<const uint8_t> guarded(p, std::min<size_t>(256, table - chunk * 256));
+    EXPECT_EQ(VerifyBlockRanges(*v, {guarded}).code(), absl::StatusCode::kDataLoss) << "flip at " << i;
+  }
+}
+
+TEST(Container, BlocksWithoutChunkSumsAreVerifiedWholeForRows) {
+  const std::string block = SmallBlock();
+  auto v = ParseBlockForRows(AsBytes(block));
+  ASSERT_TRUE(v.ok());
+  EXPECT_FALSE(v->partial);
+  std::string bad = block;
+  bad[kBlockFixedHeaderBytes + 4 * 8 + 20] ^= 1;
+  EXPECT_EQ(ParseBlockForRows(AsBytes(bad)).status().code(), absl::StatusCode::kDataLoss);
+  BlockHeader h = SmallHeader();
+  h.chunk_shift = 5;
+  EXPECT_EQ(BuildBlock(h, {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
 TEST(Container, BuildRejectsInconsistentHeaders) {
   BlockHeader h = SmallHeader();
   h.layer_begin = 4;  // 4 + 3 > 5 layers

@@ -472,4 +472,27 @@ void DequantizeRows(absl::Span<const uint8_t> scales, absl::Span<const uint8_t> 
   }
 }
 
+void RowRanges(absl::Span<const uint8_t> scales, absl::Span<const uint8_t> codes, const TensorShape& s,
+               const GroupQuantSpec& spec, absl::Span<const int> rows,
+               std::vector<absl::Span<const uint8_t>>* ranges) {
+  const size_t w = ScaleWidth(spec);
+  const int ng = NumGroups(s, spec);
+  for (int h = 0; h < s.heads; ++h) {
+    int cached_group = -1;
+    for (int t : rows) {
+      if (!spec.per_channel) {  // (m, delta) per channel group of this token
+        ranges->push_back(scales.subspan(2 * (size_t(h) * s.tokens + t) * ng * w, 2 * size_t(ng) * w));
+      } else if (t / spec.group != cached_group) {  // (m, delta) per channel of this token group
+        ranges->push_back(scales.subspan(2 * (size_t(h) * ng + t / spec.group) * s.dim * w, 2 * size_t(s.dim) * w));
+        cached_group = t / spec.group;
+      }
+      const uint64_t first_bit = uint64_t(int64_t(h) * s.tokens + t) * s.dim * spec.bits;
+      const uint64_t begin = first_bit / 8;
+      // Readers of odd widths may load a few bytes past the row's last code.
+      const uint64_t end = std::min<uint64_t>(codes.size(), (first_bit + uint64_t(s.dim) * spec.bits + 7) / 8 + 8);
+      ranges->push_back(codes.subspan(begin, end - begin));
+    }
+  }
+}
+
 }  // namespace kvrecall

@@ -80,6 +80,12 @@ void DequantizeRows(absl::Span<const uint8_t> scales, absl::Span<const uint8_t> 
                     const TensorShape& shape, const GroupQuantSpec& spec,
                     absl::Span<const int> rows, float* out);
 
+// The bytes DequantizeRows(scales, codes, shape, spec, rows) reads, appended
+// to `ranges` in the order it reads them. REQUIRES as DequantizeRows.
+void RowRanges(absl::Span<const uint8_t> scales, absl::Span<const uint8_t> codes, const TensorShape& shape,
+               const GroupQuantSpec& spec, absl::Span<const int> rows,
+               std::vector<absl::Span<const uint8_t>>* ranges);
+
 // Bits per element the two sections cost.
 double GroupQuantBitsPerElement(const TensorShape& shape, const GroupQuantSpec& spec);
 

@@ -61,6 +61,16 @@ class GroupQuantCodec final : public KvCodec {
 
   std::vector<Owner> SectionOwners(size_t) const override { return {Owner::kK, Owner::kK, Owner::kV, Owner::kV}; }
 
+  absl::Status RowRangesSections(const std::vector<absl::Span<const uint8_t>>& s, const Shape& shape,
+                                 absl::Span<const int> rows,
+                                 std::vector<absl::Span<const uint8_t>>* ranges) const override {
+    const TensorShape ts{shape.heads, shape.tokens, shape.dim};
+    RETURN_IF_ERROR(Check(s, ts));
+    RowRanges(s[0], s[1], ts, k_, rows, ranges);
+    RowRanges(s[2], s[3], ts, v_, rows, ranges);
+    return absl::OkStatus();
+  }
+
  private:
   CodecId id_;
   GroupQuantSpec k_, v_;

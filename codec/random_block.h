@@ -13,7 +13,9 @@
 
 namespace kvrecall {
 
-inline std::string RandomF16Block(int layers, int kv_heads, int head_dim, int tokens, uint64_t seed) {
+// chunk_shift: chunk checksums (BlockHeader::chunk_shift), 0 for none.
+inline std::string RandomF16Block(int layers, int kv_heads, int head_dim, int tokens, uint64_t seed,
+                                  int chunk_shift = 0) {
   KvChunkRef c;
   c.layout.num_layers = layers, c.layout.num_q_heads = 4 * kv_heads, c.layout.num_kv_heads = kv_heads;
   c.layout.head_dim = head_dim;
@@ -27,6 +29,7 @@ inline std::string RandomF16Block(int layers, int kv_heads, int head_dim, int to
   for (float& x : v) x = n01(rng);
   c.k = k.data(), c.v = v.data();
   EncodeOptions o;
+  o.chunk_shift = chunk_shift;
   return *(*MakeCodec("f16"))->Encode(c, &o);
 }
 

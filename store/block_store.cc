@@ -252,13 +252,9 @@ BlockLease& BlockLease::operator=(BlockLease&& o) noexcept {
     Reset();
     store_ = o.store_;
     ref_ = o.ref_;
-    const auto* before = reinterpret_cast<const uint8_t*>(o.owned_.data());
     owned_ = std::move(o.owned_);
-    bytes_ = ref_ ? o.bytes_ : absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(owned_.data()), owned_.size());
+    bytes_ = o.bytes_;
     view_ = std::move(o.view_);
-    if (!ref_ && bytes_.data() != before) {  // a small-string move (never for real blocks): rebase the view
-      for (auto& sec : view_.sections) sec = bytes_.subspan(sec.data() - before, sec.size());
-    }
     o.store_ = nullptr, o.ref_.reset(), o.bytes_ = {}, o.view_ = {};
   }
   return *this;
@@ -269,7 +265,7 @@ BlockLease::~BlockLease() { Reset(); }
 void BlockLease::Reset() {
   if (store_ && ref_) store_->ReleaseRef(*ref_);
   store_ = nullptr, ref_.reset(), bytes_ = {}, view_ = {};
-  owned_.clear();
+  owned_.reset();
 }
 
 absl::StatusOr<PendingPut> BlockStore::BeginPut(uint32_t ns, const BlockKey& key, size_t bytes, bool durable) {
@@ -362,8 +358,10 @@ absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key, L
       lease.bytes_ = ref->bytes;
     }
   }
+  // Row reads verify only what they read (LeaseRows); everything else the whole block.
+  auto parse = use == LeaseFor::kRows ? ParseBlockForRows : ParseBlock;
   if (lease.ref_) {
-    if (absl::StatusOr<BlockView> view = ParseBlock(lease.bytes_); view.ok()) {
+    if (absl::StatusOr<BlockView> view = parse(lease.bytes_); view.ok()) {
       lease.view_ = *std::move(view);
       hits_host_.fetch_add(1);
       get_bytes_.fetch_add(lease.bytes_.size());
@@ -372,28 +370,24 @@ absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key, L
     // A bad copy in memory: drop it and try the SSD copy.
     lease.Reset();
     checksum_failures_.fetch_add(1);
-    absl::MutexLock l(&mu_);
-    if (std::optional<uint64_t> len = host_->LengthOf(tk)) {
-      Namespace& nsr = namespaces_.at(ns);
-      if (host_->PinCount(tk) > 0) nsr.pinned_bytes -= std::min(nsr.pinned_bytes, HostTier::Charge(*len));
-      nsr.host_bytes -= std::min(nsr.host_bytes, HostTier::Charge(*len));
-      host_->Erase(tk);
-      clean_.erase(tk);
-    }
+    DropHostCopy(tk);
   }
   if (ssd_) {
-    absl::StatusOr<std::string> got = absl::NotFoundError("not pending");
+    absl::StatusOr<SsdTier::Read> got = absl::NotFoundError("not pending");
     {
       std::lock_guard<std::mutex> l(demote_mu_);
       auto it = demote_pending_.find(tk);
-      if (it != demote_pending_.end()) got = *it->second;  // on its way to the SSD
+      if (it != demote_pending_.end()) {  // on its way to the SSD
+        auto copy = std::make_shared<std::string>(*it->second);
+        got = SsdTier::Read{copy, AsBytes(*copy)};
+      }
     }
-    if (!got.ok()) got = ssd_->Get(tk);
+    if (!got.ok()) got = ssd_->GetPinned(tk);
     if (got.ok()) {
       lease.store_ = this;
-      lease.owned_ = std::move(*got);
-      lease.bytes_ = absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(lease.owned_.data()), lease.owned_.size());
-      absl::StatusOr<BlockView> view = ParseBlock(lease.bytes_);
+      lease.owned_ = std::move(got->holder);
+      lease.bytes_ = got->bytes;
+      absl::StatusOr<BlockView> view = parse(lease.bytes_);
       if (!view.ok()) {
         checksum_failures_.fetch_add(1);
         (void)ssd_->Delete(tk);
@@ -413,6 +407,50 @@ absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key, L
   }
   misses_.fetch_add(1);
   return absl::NotFoundError("miss");
+}
+
+void BlockStore::DropHostCopy(const TierKey& tk) {
+  absl::MutexLock l(&mu_);
+  if (std::optional<uint64_t> len = host_->LengthOf(tk)) {
+    Namespace& nsr = namespaces_.at(tk.ns);
+    if (host_->PinCount(tk) > 0) nsr.pinned_bytes -= std::min(nsr.pinned_bytes, HostTier::Charge(*len));
+    nsr.host_bytes -= std::min(nsr.host_bytes, HostTier::Charge(*len));
+    host_->Erase(tk);
+    clean_.erase(tk);
+  }
+}
+
+absl::StatusOr<BlockLease> BlockStore::LeaseRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows,
+                                                 std::unique_ptr<KvCodec>* codec) {
+  const TierKey tk{ns, key};
+  std::vector<absl::Span<const uint8_t>> ranges;
+  for (int attempt = 0;; ++attempt) {
+    ASSIGN_OR_RETURN(BlockLease lease, Lease(ns, key, LeaseFor::kRows));
+    ASSIGN_OR_RETURN(*codec, CodecForBlock(lease.view()));
+    absl::Status s;
+    if (lease.view().partial) {
+      s = (*codec)->RowByteRanges(lease.view(), rows, &ranges);
+      if (s.ok()) {
+        s = VerifyBlockRanges(lease.view(), ranges);
+      } else if (s.code() == absl::StatusCode::kUnimplemented) {
+        s = ParseBlock(lease.bytes()).status();  // a codec that can't list its rows' bytes: verify them all
+      }
+    }
+    if (s.code() != absl::StatusCode::kDataLoss) {
+      if (!s.ok()) return s;  // rows outside the block
+      return lease;
+    }
+    checksum_failures_.fetch_add(1);
+    const bool from_host = lease.ref_.has_value();
+    lease.Reset();
+    if (from_host) {
+      DropHostCopy(tk);
+      if (attempt == 0) continue;  // the SSD copy, if there is one
+    } else if (ssd_) {
+      (void)ssd_->Delete(tk);
+    }
+    return absl::DataLossError(absl::StrCat("stored block failed verification: ", s.message()));
+  }
 }
 
 absl::StatusOr<size_t> BlockStore::Get(uint32_t ns, const BlockKey& key, absl::Span<uint8_t> dst) {
@@ -545,9 +583,9 @@ absl::Status BlockStore::Unpin(uint32_t ns, const BlockKey& key) {
 }
 
 absl::StatusOr<std::vector<float>> BlockStore::GatherRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows) {
-  ASSIGN_OR_RETURN(BlockLease lease, Lease(ns, key, LeaseFor::kRows));
+  std::unique_ptr<KvCodec> codec;
+  ASSIGN_OR_RETURN(BlockLease lease, LeaseRows(ns, key, rows, &codec));
   const BlockView& view = lease.view();
-  ASSIGN_OR_RETURN(std::unique_ptr<KvCodec> codec, CodecForBlock(view));
   const BlockHeader& h = view.header;
   const size_t per = size_t(h.layer_count) * h.layout.num_kv_heads * rows.size() * h.layout.head_dim;
   std::vector<float> out(2 * per);
@@ -561,9 +599,9 @@ absl::Status BlockStore::Attend(uint32_t ns, const std::vector<AttendItem>& item
   int L = 0, H = 0, d = 0;
   std::vector<float> k, v, part, part_lse;
   for (size_t it = 0; it < items.size(); ++it) {
-    ASSIGN_OR_RETURN(BlockLease lease, Lease(ns, items[it].key, LeaseFor::kRows));
+    std::unique_ptr<KvCodec> codec;
+    ASSIGN_OR_RETURN(BlockLease lease, LeaseRows(ns, items[it].key, items[it].rows, &codec));
     const BlockView& view = lease.view();
-    ASSIGN_OR_RETURN(std::unique_ptr<KvCodec> codec, CodecForBlock(view));
     const BlockHeader& h = view.header;
     if (it == 0) {
       L = static_cast<int>(h.layer_count), H = h.layout.num_kv_heads, d = h.layout.head_dim;

@@ -41,6 +41,7 @@
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
 #include "codec/block_key.h"
+#include "codec/codec.h"
 #include "codec/container.h"
 #include "store/host_tier.h"
 #include "store/ssd_tier.h"
@@ -126,7 +127,8 @@ class BlockLease {
   BlockLease& operator=(BlockLease&& o) noexcept;
   ~BlockLease();
   absl::Span<const uint8_t> bytes() const { return bytes_; }
-  // The block, parsed and verified when it was leased (spans into bytes()).
+  // The block, parsed and verified when it was leased (spans into bytes());
+  // for a row lease possibly partial: see BlockStore::LeaseRows.
   const BlockView& view() const { return view_; }
 
  private:
@@ -134,7 +136,7 @@ class BlockLease {
   void Reset();
   BlockStore* store_ = nullptr;
   std::optional<HostTier::ReadRef> ref_;
-  std::string owned_;  // heap-allocated (blocks are larger than any SSO buffer): moves keep view_ valid
+  std::shared_ptr<const void> owned_;  // an SSD read's bytes (stable: moves keep view_ valid)
   absl::Span<const uint8_t> bytes_;
   BlockView view_;
 };
@@ -171,6 +173,14 @@ class BlockStore {
   // A verified block to read from in place (NOT_FOUND on a miss, DATA_LOSS
   // if the stored copy failed verification).
   absl::StatusOr<BlockLease> Lease(uint32_t ns, const BlockKey& key, LeaseFor use = LeaseFor::kBlock);
+  // A row lease for reading `rows` with the block's codec (*codec): the bytes
+  // those rows decode from are verified (for a block with chunk checksums,
+  // only those; else the whole block). A copy that fails is dropped and
+  // counted; a bad host copy falls back to the SSD copy (NOT_FOUND without
+  // one, as for Lease), a bad SSD copy is DATA_LOSS. INVALID_ARGUMENT for rows
+  // outside the block.
+  absl::StatusOr<BlockLease> LeaseRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows,
+                                       std::unique_ptr<KvCodec>* codec);
   // Copies a verified block into `dst`; returns its size. NOT_FOUND on a
   // miss; DATA_LOSS if the stored copy failed verification (it is dropped);
   // OUT_OF_RANGE if dst is too small (nothing is written past dst).
@@ -218,6 +228,8 @@ class BlockStore {
   BlockStore(const StoreOptions& o, std::unique_ptr<HostTier> host, std::unique_ptr<SsdTier> ssd)
       : options_(o), host_(std::move(host)), ssd_(std::move(ssd)) {}
   absl::Status AddNamespaceLocked(const NamespaceConfig& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
+  // Drops a host copy that failed verification (the SSD copy, if any, stays).
+  void DropHostCopy(const TierKey& tk);
   absl::Status CheckAdmin(absl::string_view token) const;
   // Host-tier insert of verified bytes (two-phase), evicting as needed.
   // clean: the SSD tier holds the same bytes (a promotion).

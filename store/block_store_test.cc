@@ -327,5 +327,46 @@ TEST(BlockStore, GatherRowsDecodesTheBlocksRows) {
   EXPECT_EQ(s->GatherRows(a, BlockKey{8, 8}, rows).status().code(), absl::StatusCode::kNotFound);
 }
 
+// Row reads of a block with chunk checksums verify only the chunks they read:
+// damage elsewhere does not stop them, damage under a read row is DATA_LOSS
+// inside the store (the copy dropped and counted, then a miss here, where no
+// SSD copy exists), never wrong rows.
+TEST(BlockStore, RowReadsVerifyTheChunksTheyRead) {
+  StoreOptions o;
+  o.host_bytes = 4 << 20;
+  auto s = OpenStore(o);
+  const uint32_t a = *s->Authenticate("token-of-a-123");
+  const std::string blk = RandomF16Block(2, 2, 64, 16, 9, /*chunk_shift=*/8);
+  ASSERT_TRUE(s->Put(a, BlockKey{9, 9}, B(blk), false).ok());
+  auto view = ParseBlock(B(blk));
+  ASSERT_TRUE(view.ok());
+  std::vector<float> k(2 * 2 * 16 * 64), v(k.size());
+  ASSERT_TRUE((*MakeCodec("f16"))->Decode(*view, k.data(), v.data()).ok());
+  // Damage token 3's K row of head 0 in the host copy (tests reach into the arena).
+  {
+    auto lease = s->Lease(a, BlockKey{9, 9});
+    ASSERT_TRUE(lease.ok());
+    const uint8_t* row3 = lease->view().sections[1].data() + 3 * 64 * 2;
+    const_cast<uint8_t*>(row3)[5] ^= 0x40;
+  }
+  const uint64_t failures = s->Stats().checksum_failures;
+  const std::vector<int> far = {12, 14};  // another chunk: 128-byte rows, 2 per 256-byte chunk
+  auto got = s->GatherRows(a, BlockKey{9, 9}, far);
+  ASSERT_TRUE(got.ok()) << got.status();
+  for (int h = 0; h < 4; ++h)
+    for (int r = 0; r < 2; ++r)
+      for (int c = 0; c < 64; ++c) ASSERT_EQ((*got)[(h * 2 + r) * 64 + c], k[(h * 16 + far[r]) * 64 + c]);
+  EXPECT_EQ(s->Stats().checksum_failures, failures);
+  // Token 2 shares token 3's chunk: refused, counted, and the bad copy dropped.
+  EXPECT_EQ(s->GatherRows(a, BlockKey{9, 9}, std::vector<int>{2}).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s->Stats().checksum_failures, failures + 1);
+  EXPECT_EQ(s->GatherRows(a, BlockKey{9, 9}, far).status().code(), absl::StatusCode::kNotFound);
+  EXPECT_EQ(s->Stats().checksum_failures, failures + 1);
+  // Rows past the block are refused before anything is read.
+  ASSERT_TRUE(s->Put(a, BlockKey{9, 10}, B(blk), false).ok());
+  EXPECT_EQ(s->GatherRows(a, BlockKey{9, 10}, std::vector<int>{16}).status().code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 }  // namespace
 }  // namespace kvrecall

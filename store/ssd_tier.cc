@@ -179,20 +179,27 @@ absl::Status SsdTier::Put(const TierKey& key, absl::Span<const uint8_t> bytes, b
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::string> SsdTier::Get(const TierKey& key) const {
+absl::StatusOr<SsdTier::Read> SsdTier::GetPinned(const TierKey& key) const {
   const std::string k = EncodeKey(key);
-  std::string v;
+  auto v = std::make_shared<rocksdb::PinnableSlice>();
   rocksdb::ReadOptions ro;
   ro.verify_checksums = false;  // see kTrailerMagic
-  rocksdb::Status s = db_->Get(ro, data_, k, &v);
+  rocksdb::Status s = db_->Get(ro, data_, k, v.get());
   if (s.IsNotFound()) return absl::NotFoundError("not on SSD");
   RETURN_IF_ERROR(FromRocksDbStatus(s, "SSD tier get"));
-  if (v.size() < kTrailerBytes || std::memcmp(v.data() + v.size() - kTrailerBytes, kTrailerMagic, 4) != 0 ||
-      std::memcmp(v.data() + v.size() - 20, k.data(), 20) != 0) {
+  if (v->size() < kTrailerBytes || std::memcmp(v->data() + v->size() - kTrailerBytes, kTrailerMagic, 4) != 0 ||
+      std::memcmp(v->data() + v->size() - 20, k.data(), 20) != 0) {
     return absl::DataLossError("SSD record does not belong to its key (torn or misdirected)");
   }
-  v.resize(v.size() - kTrailerBytes);
-  return v;
+  Read r;
+  r.bytes = absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(v->data()), v->size() - kTrailerBytes);
+  r.holder = std::move(v);
+  return r;
+}
+
+absl::StatusOr<std::string> SsdTier::Get(const TierKey& key) const {
+  ASSIGN_OR_RETURN(const Read r, GetPinned(key));
+  return std::string(reinterpret_cast<const char*>(r.bytes.data()), r.bytes.size());
 }
 
 bool SsdTier::Contains(const TierKey& key) const {

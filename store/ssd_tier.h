@@ -62,6 +62,13 @@ class SsdTier {
   // NOT_FOUND for a miss; DATA_LOSS for a record that is not this key's. The
   // payload itself is not verified here (callers check its container).
   absl::StatusOr<std::string> Get(const TierKey& key) const;
+  // As Get, without copying the payload out of RocksDB: `bytes` stays valid
+  // while `holder` lives.
+  struct Read {
+    std::shared_ptr<const void> holder;
+    absl::Span<const uint8_t> bytes;
+  };
+  absl::StatusOr<Read> GetPinned(const TierKey& key) const;
   bool Contains(const TierKey& key) const;
   // OK whether or not the key existed.
   absl::Status Delete(const TierKey& key);
