@@ -329,17 +329,21 @@ absl::Status BlockStore::Put(uint32_t ns, const BlockKey& key, absl::Span<const 
 }
 
 bool BlockStore::SecondRowTouch(const TierKey& key, size_t bytes) {
-  std::lock_guard<std::mutex> l(ghost_mu_);
-  if (ghosts_.erase(key) > 0) return true;
-  ghosts_[key] = ++ghost_gen_;
-  ghost_fifo_.emplace_back(key, bytes, ghost_gen_);
-  ghost_bytes_ += bytes;
+  const uint64_t now = row_clock_.fetch_add(bytes) + bytes;
   const uint64_t cap = options_.host_bytes;
-  while (ghost_bytes_ > cap && !ghost_fifo_.empty()) {
-    const auto& [k, n, gen] = ghost_fifo_.front();
+  std::lock_guard<std::mutex> l(ghost_mu_);
+  bool near = false;
+  if (auto it = ghosts_.find(key); it != ghosts_.end()) {
+    near = now - it->second <= cap;
+    ghosts_.erase(it);
+  }
+  if (near) return true;
+  ghosts_[key] = now;
+  ghost_fifo_.emplace_back(key, now);
+  while (!ghost_fifo_.empty() && now - ghost_fifo_.front().second > cap) {
+    const auto& [k, stamp] = ghost_fifo_.front();
     auto it = ghosts_.find(k);
-    if (it != ghosts_.end() && it->second == gen) ghosts_.erase(it);
-    ghost_bytes_ -= n;
+    if (it != ghosts_.end() && it->second == stamp) ghosts_.erase(it);
     ghost_fifo_.pop_front();
   }
   return false;
@@ -363,6 +367,7 @@ absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key, L
   if (lease.ref_) {
     if (absl::StatusOr<BlockView> view = parse(lease.bytes_); view.ok()) {
       lease.view_ = *std::move(view);
+      if (use == LeaseFor::kRows) row_clock_.fetch_add(lease.bytes_.size());
       hits_host_.fetch_add(1);
       get_bytes_.fetch_add(lease.bytes_.size());
       return lease;

@@ -143,9 +143,11 @@ class BlockLease {
 
 // What a lease is for: whole-block reads promote SSD hits into the host tier;
 // row reads (Gather, Attend) promote a block only when it is read again
-// while still remembered in a ghost list as large as the host tier (a
-// decode step scans every block of a long sequence once: promoting each one
-// would copy it into RAM only to evict it before the next step needs it).
+// within the host tier's capacity of row-read traffic (in both tiers): only
+// then would a cache of that size have kept it. Decode steps scan every block
+// of a long sequence once per step; when the sequence is larger than the host
+// tier, promoting its SSD blocks would copy each into RAM only to evict it
+// (or a block the same step needs) before the next step reads it.
 enum class LeaseFor { kBlock, kRows };
 
 class BlockStore {
@@ -267,13 +269,14 @@ class BlockStore {
   static constexpr uint64_t kMaxPendingDemotionBytes = 64ull << 20;
   static constexpr std::chrono::seconds kMaxDemotionWait{30};
   void DemoteLoop();
-  // Row reads' promotion ghosts (LeaseFor::kRows): FIFO of (key, bytes,
-  // generation) bounded by the host tier's capacity in bytes.
+  // Row reads' promotion ghosts (LeaseFor::kRows): the row-read clock (bytes
+  // of blocks row-read so far, both tiers) at each SSD block's last row read,
+  // kept while within the host tier's capacity of the clock's present value.
   bool SecondRowTouch(const TierKey& key, size_t bytes);
+  std::atomic<uint64_t> row_clock_{0};
   std::mutex ghost_mu_;
-  std::deque<std::tuple<TierKey, size_t, uint64_t>> ghost_fifo_;  // guarded by ghost_mu_
-  absl::flat_hash_map<TierKey, uint64_t> ghosts_;                 // guarded by ghost_mu_
-  uint64_t ghost_bytes_ = 0, ghost_gen_ = 0;                      // guarded by ghost_mu_
+  std::deque<std::pair<TierKey, uint64_t>> ghost_fifo_;  // guarded by ghost_mu_
+  absl::flat_hash_map<TierKey, uint64_t> ghosts_;        // guarded by ghost_mu_
   std::mutex demote_mu_;
   std::condition_variable demote_cv_;
   std::deque<std::pair<TierKey, std::string>> demote_queue_;  // guarded by demote_mu_

@@ -303,6 +303,31 @@ TEST(BlockStore, RowReadsPromoteOnlyOnASecondTouch) {
   EXPECT_EQ(s->Stats().promotions, s2.promotions + 1);
 }
 
+// A sequence a bit larger than the host tier, scanned step after step: its
+// SSD blocks are few enough to fit a ghost list of the host tier's size, but
+// each is read again only after more than the host tier's bytes of reads, so
+// promoting it would only churn the host tier. Nothing is promoted.
+TEST(BlockStore, RowReadsDoNotPromoteACyclicScanLargerThanTheHostTier) {
+  auto s = OpenSmallHostStore("store_cyclic");
+  const uint32_t a = *s->Authenticate("token-of-a-123");
+  for (int i = 0; i < 20; ++i) ASSERT_TRUE(s->Put(a, BlockKey{uint64_t(i), 7}, B(MakeBlock(64, 400 + i)), false).ok());
+  ASSERT_TRUE(s->Flush().ok());
+  const std::vector<int> rows = {2, 40};
+  const StoreStats s0 = s->Stats();
+  for (int pass = 0; pass < 3; ++pass)
+    for (int i = 0; i < 20; ++i) ASSERT_TRUE(s->GatherRows(a, BlockKey{uint64_t(i), 7}, rows).ok()) << i;
+  const StoreStats s1 = s->Stats();
+  EXPECT_GT(s1.hits_ssd, s0.hits_ssd);
+  EXPECT_GT(s1.hits_host, s0.hits_host);
+  EXPECT_EQ(s1.promotions, s0.promotions);
+  // A block read again soon is promoted.
+  ASSERT_TRUE(s->GatherRows(a, BlockKey{0, 7}, rows).ok());
+  if (s->Stats().hits_ssd > s1.hits_ssd) {  // block 0 was on the SSD
+    ASSERT_TRUE(s->GatherRows(a, BlockKey{0, 7}, rows).ok());
+    EXPECT_EQ(s->Stats().promotions, s1.promotions + 1);
+  }
+}
+
 TEST(BlockStore, GatherRowsDecodesTheBlocksRows) {
   StoreOptions o;
   o.host_bytes = 4 << 20;
