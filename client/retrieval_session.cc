@@ -119,28 +119,29 @@ class SessionImpl final : public RetrievalSession {
     // Per KV head: the union over its query heads of each head's top-K
     // offloaded tokens (sorted).
     std::vector<std::vector<int64_t>> rows(H);
-    if (m > 0) {
-      SelectionConfig cfg;
-      cfg.sinks = 0, cfg.window = 0;
-      cfg.topk = o_.topk;
-      cfg.topk_fraction = o_.topk_fraction;
-      for (int h = 0; h < H; ++h) {
-        ASSIGN_OR_RETURN(rows[h],
-                         SelectTokens(*s.index[h], q_pre + size_t(h) * G * d, q_post + size_t(h) * G * d, G, m - 1, cfg));
-        stats_.fetched_rows += static_cast<int64_t>(rows[h].size());
-      }
-    }
-    stats_.select_us += us(t0);
-    t0 = Clock::now();
-    // Every head's request is sent before any reply is awaited: the heads'
-    // fetches run concurrently (and on different nodes where blocks are).
+    SelectionConfig cfg;
+    cfg.sinks = 0, cfg.window = 0;
+    cfg.topk = o_.topk;
+    cfg.topk_fraction = o_.topk_fraction;
+    // Each head's request is sent as soon as its rows are selected, before
+    // the next head is selected and before any reply is awaited: the store
+    // works on one head while the next is selected, and the heads' fetches
+    // run concurrently (on different nodes where blocks are).
     const float scale = 1.0f / std::sqrt(float(d));
     std::vector<std::future<absl::StatusOr<std::vector<float>>>> gathers(H);
     std::vector<std::future<absl::StatusOr<KvClient::AttendResult>>> attends(H);
     std::vector<std::vector<int64_t>> missing(H);      // gather: rows not prefetched, asked now
     std::vector<std::map<int64_t, size_t>> have(H);    // gather: prefetched row -> its index
     std::vector<std::vector<float>> pre(H);            // gather: the prefetched K then V
+    double select_us = 0;
     for (int h = 0; h < H; ++h) {
+      const Clock::time_point ts = Clock::now();
+      if (m > 0) {
+        ASSIGN_OR_RETURN(rows[h],
+                         SelectTokens(*s.index[h], q_pre + size_t(h) * G * d, q_post + size_t(h) * G * d, G, m - 1, cfg));
+        stats_.fetched_rows += static_cast<int64_t>(rows[h].size());
+      }
+      select_us += us(ts);
       LayerState::Prefetched& p = s.prefetch[h];
       if (p.kv.valid()) {  // consumed (or dropped) by this step either way
         absl::StatusOr<std::vector<float>> kv = p.kv.get();
@@ -160,14 +161,20 @@ class SessionImpl final : public RetrievalSession {
         stats_.prefetch_hits += static_cast<int64_t>(rows[h].size() - missing[h].size());
         if (!missing[h].empty()) gathers[h] = client_->GatherSequence(HeadRef(layer, h), missing[h]);
       } else {
-        std::map<int64_t, std::vector<uint32_t>> by_block;
-        for (int64_t j : rows[h]) by_block[j / o_.block_tokens].push_back(static_cast<uint32_t>(j % o_.block_tokens));
         std::vector<KvClient::GatherItem> items;
-        for (auto& [b, r] : by_block) items.push_back({HeadBlockKey(layer, h, b), r});
+        for (size_t i = 0; i < rows[h].size();) {  // rows are sorted: one item per block
+          const int64_t b = rows[h][i] / o_.block_tokens;
+          KvClient::GatherItem item{HeadBlockKey(layer, h, b), {}};
+          for (; i < rows[h].size() && rows[h][i] / o_.block_tokens == b; ++i) {
+            item.rows.push_back(static_cast<uint32_t>(rows[h][i] % o_.block_tokens));
+          }
+          items.push_back(std::move(item));
+        }
         std::vector<float> q(q_post + size_t(h) * G * d, q_post + size_t(h + 1) * G * d);  // [1][1][G][d]
         attends[h] = client_->Attend(std::move(items), G, scale, std::move(q), d);
       }
     }
+    stats_.select_us += select_us;
     std::vector<std::vector<float>> fetched(H);            // gather: [rows][d] K then V
     std::vector<KvClient::AttendResult> remote(H);         // attend: [G][d] + [G]
     absl::Status failed;
@@ -200,7 +207,7 @@ class SessionImpl final : public RetrievalSession {
       }
     }
     RETURN_IF_ERROR(failed);
-    stats_.fetch_us += us(t0);
+    stats_.fetch_us += us(t0) - select_us;  // sends and waits (selection overlaps the store's work)
     t0 = Clock::now();
     // Local rows per head: sinks, then the tail; plus the fetched rows.
     const int64_t ns = std::min<int64_t>(s.n, o_.sinks), nt = s.n - s.tail_start > 0 ? s.n - s.tail_start : 0;
