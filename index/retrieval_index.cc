@@ -50,12 +50,12 @@ float KthLargest(const float* x, int64_t n, int64_t k, std::vector<float>* scrat
   return (*scratch)[r];
 }
 
-// Selection for an index with per-token codes: chosen[i] |= picked by any
-// query head, for tokens [begin, end). Each head's threshold is the k-th
+// Selection for an index with per-token codes: appends to `out`, in order,
+// the tokens of [begin, end) picked by any query head. Each head's threshold is the k-th
 // largest score over the histogram of codes; its ties at the threshold go to
 // the first tokens in position order, as in the per-token path.
 absl::Status SelectByCode(const RetrievalIndex& index, const float* q_pre, const float* q_post, int group,
-                          int64_t begin, int64_t end, int64_t k, char* chosen) {
+                          int64_t begin, int64_t end, int64_t k, std::vector<int64_t>* out) {
   const int nc = index.num_codes(), d = index.dim();
   const uint16_t* codes = index.codes();
   std::vector<int64_t> hist(nc, 0);
@@ -96,7 +96,7 @@ absl::Status SelectByCode(const RetrievalIndex& index, const float* q_pre, const
       const int g = __builtin_ctz(t);
       if (quota[g] > 0) --quota[g], pick = 1;
     }
-    chosen[i] |= pick;
+    if (pick) out->push_back(i);
   }
   return absl::OkStatus();
 }
@@ -160,24 +160,30 @@ absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, c
   }
   const int64_t n = std::min<int64_t>(index.size(), pos + 1);
   if (n <= 0) return std::vector<int64_t>{};
-  std::vector<char> chosen(n, 0);
   const int64_t sink_end = std::min<int64_t>(cfg.sinks, n);
   const int64_t window_begin = std::max<int64_t>(sink_end, n - cfg.window);
-  for (int64_t i = 0; i < sink_end; ++i) chosen[i] = 1;
-  for (int64_t i = window_begin; i < n; ++i) chosen[i] = 1;
   const int64_t middle = window_begin - sink_end;
   int64_t k = cfg.topk > 0 ? cfg.topk : static_cast<int64_t>(std::ceil(cfg.topk_fraction * n));
   k = std::min(k, middle);
-  if (k > 0) {
-    if (!index.trained()) return absl::FailedPreconditionError(absl::StrCat(index.name(), " index is not trained"));
-    if (cfg.by_code && index.num_codes() > 0 && index.codes() != nullptr && group <= 32) {
-      RETURN_IF_ERROR(SelectByCode(index, q_pre, q_post, group, sink_end, window_begin, k, chosen.data()));
-    } else {
-      RETURN_IF_ERROR(SelectByScore(index, q_pre, q_post, group, pos, sink_end, window_begin, k, cfg.threads,
-                                    chosen.data()));
-    }
+  if (k > 0 && !index.trained()) {
+    return absl::FailedPreconditionError(absl::StrCat(index.name(), " index is not trained"));
   }
   std::vector<int64_t> out;
+  if (k > 0 && cfg.by_code && index.num_codes() > 0 && index.codes() != nullptr && group <= 32) {
+    // Sinks, the picks in order, the window: sorted without a pass over all n.
+    out.reserve(size_t(sink_end + (n - window_begin) + std::min<int64_t>(middle, group * k)));
+    for (int64_t i = 0; i < sink_end; ++i) out.push_back(i);
+    RETURN_IF_ERROR(SelectByCode(index, q_pre, q_post, group, sink_end, window_begin, k, &out));
+    for (int64_t i = window_begin; i < n; ++i) out.push_back(i);
+    return out;
+  }
+  std::vector<char> chosen(n, 0);
+  for (int64_t i = 0; i < sink_end; ++i) chosen[i] = 1;
+  for (int64_t i = window_begin; i < n; ++i) chosen[i] = 1;
+  if (k > 0) {
+    RETURN_IF_ERROR(SelectByScore(index, q_pre, q_post, group, pos, sink_end, window_begin, k, cfg.threads,
+                                  chosen.data()));
+  }
   for (int64_t i = 0; i < n; ++i) {
     if (chosen[i]) out.push_back(i);
   }
