@@ -363,11 +363,12 @@ absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key, L
     }
   }
   // Row reads verify only what they read (LeaseRows); everything else the whole block.
-  auto parse = use == LeaseFor::kRows ? ParseBlockForRows : ParseBlock;
+  const bool rows = use != LeaseFor::kBlock;
+  auto parse = rows ? ParseBlockForRows : ParseBlock;
   if (lease.ref_) {
     if (absl::StatusOr<BlockView> view = parse(lease.bytes_); view.ok()) {
       lease.view_ = *std::move(view);
-      if (use == LeaseFor::kRows) row_clock_.fetch_add(lease.bytes_.size());
+      if (rows) row_clock_.fetch_add(lease.bytes_.size());
       hits_host_.fetch_add(1);
       get_bytes_.fetch_add(lease.bytes_.size());
       return lease;
@@ -401,7 +402,9 @@ absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key, L
       lease.view_ = *std::move(view);
       hits_ssd_.fetch_add(1);
       get_bytes_.fetch_add(lease.bytes_.size());
-      const bool promote = use == LeaseFor::kBlock || SecondRowTouch(tk, lease.bytes_.size());
+      bool promote = use == LeaseFor::kBlock;
+      if (use == LeaseFor::kRows) promote = SecondRowTouch(tk, lease.bytes_.size());
+      if (use == LeaseFor::kScan) row_clock_.fetch_add(lease.bytes_.size());
       if (promote && FitsHost(lease.bytes_.size()) && InsertHost(ns, key, lease.bytes_, /*clean=*/true).ok()) {
         promotions_.fetch_add(1);
       }
@@ -426,11 +429,11 @@ void BlockStore::DropHostCopy(const TierKey& tk) {
 }
 
 absl::StatusOr<BlockLease> BlockStore::LeaseRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows,
-                                                 std::unique_ptr<KvCodec>* codec) {
+                                                 std::unique_ptr<KvCodec>* codec, LeaseFor use) {
   const TierKey tk{ns, key};
   std::vector<absl::Span<const uint8_t>> ranges;
   for (int attempt = 0;; ++attempt) {
-    ASSIGN_OR_RETURN(BlockLease lease, Lease(ns, key, LeaseFor::kRows));
+    ASSIGN_OR_RETURN(BlockLease lease, Lease(ns, key, use));
     ASSIGN_OR_RETURN(*codec, CodecForBlock(lease.view()));
     absl::Status s;
     if (lease.view().partial) {
@@ -587,9 +590,10 @@ absl::Status BlockStore::Unpin(uint32_t ns, const BlockKey& key) {
   return absl::OkStatus();
 }
 
-absl::StatusOr<std::vector<float>> BlockStore::GatherRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows) {
+absl::StatusOr<std::vector<float>> BlockStore::GatherRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows,
+                                                          LeaseFor use) {
   std::unique_ptr<KvCodec> codec;
-  ASSIGN_OR_RETURN(BlockLease lease, LeaseRows(ns, key, rows, &codec));
+  ASSIGN_OR_RETURN(BlockLease lease, LeaseRows(ns, key, rows, &codec, use));
   const BlockView& view = lease.view();
   const BlockHeader& h = view.header;
   const size_t per = size_t(h.layer_count) * h.layout.num_kv_heads * rows.size() * h.layout.head_dim;
@@ -601,11 +605,12 @@ absl::StatusOr<std::vector<float>> BlockStore::GatherRows(uint32_t ns, const Blo
 absl::Status BlockStore::Attend(uint32_t ns, const std::vector<AttendItem>& items, int group, float scale,
                                absl::Span<const float> queries, std::vector<float>* out, std::vector<float>* lse) {
   if (items.empty() || group < 1) return absl::InvalidArgumentError("attend: no rows or bad group");
+  const LeaseFor use = items.size() >= kScanBlocks ? LeaseFor::kScan : LeaseFor::kRows;
   int L = 0, H = 0, d = 0;
   std::vector<float> k, v, part, part_lse;
   for (size_t it = 0; it < items.size(); ++it) {
     std::unique_ptr<KvCodec> codec;
-    ASSIGN_OR_RETURN(BlockLease lease, LeaseRows(ns, items[it].key, items[it].rows, &codec));
+    ASSIGN_OR_RETURN(BlockLease lease, LeaseRows(ns, items[it].key, items[it].rows, &codec, use));
     const BlockView& view = lease.view();
     const BlockHeader& h = view.header;
     if (it == 0) {

@@ -147,8 +147,14 @@ class BlockLease {
 // then would a cache of that size have kept it. Decode steps scan every block
 // of a long sequence once per step; when the sequence is larger than the host
 // tier, promoting its SSD blocks would copy each into RAM only to evict it
-// (or a block the same step needs) before the next step reads it.
-enum class LeaseFor { kBlock, kRows };
+// (or a block the same step needs) before the next step reads it. A request
+// that reads rows of kScanBlocks or more blocks at once is such a scan
+// (kScan): it never promotes. (Reuse distance alone does not catch it: the
+// order in which concurrent workers reach a step's blocks varies from step to
+// step, so a block read late in one step and early in the next is reused
+// after half a sequence.)
+enum class LeaseFor { kBlock, kRows, kScan };
+inline constexpr size_t kScanBlocks = 16;
 
 class BlockStore {
  public:
@@ -182,7 +188,7 @@ class BlockStore {
   // one, as for Lease), a bad SSD copy is DATA_LOSS. INVALID_ARGUMENT for rows
   // outside the block.
   absl::StatusOr<BlockLease> LeaseRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows,
-                                       std::unique_ptr<KvCodec>* codec);
+                                       std::unique_ptr<KvCodec>* codec, LeaseFor use = LeaseFor::kRows);
   // Copies a verified block into `dst`; returns its size. NOT_FOUND on a
   // miss; DATA_LOSS if the stored copy failed verification (it is dropped);
   // OUT_OF_RANGE if dst is too small (nothing is written past dst).
@@ -198,7 +204,9 @@ class BlockStore {
   absl::Status Unpin(uint32_t ns, const BlockKey& key);
   // Token rows of one block, decoded by its codec: K then V, each
   // [layer_count][kv_heads][rows][head_dim] f32.
-  absl::StatusOr<std::vector<float>> GatherRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows);
+  // use: kScan when the request reads rows of kScanBlocks or more blocks.
+  absl::StatusOr<std::vector<float>> GatherRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows,
+                                                LeaseFor use = LeaseFor::kRows);
 
   // Near-data attention: for every (layer, KV head, query head of its
   // group), exact attention of the query over the union of the given rows

@@ -3,6 +3,7 @@
 #include <dirent.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <random>
@@ -326,6 +327,39 @@ TEST(BlockStore, RowReadsDoNotPromoteACyclicScanLargerThanTheHostTier) {
     ASSERT_TRUE(s->GatherRows(a, BlockKey{0, 7}, rows).ok());
     EXPECT_EQ(s->Stats().promotions, s1.promotions + 1);
   }
+}
+
+// One request over many blocks (a decode step's Attend) is a scan: however
+// its blocks' order changes between steps, nothing is promoted. Row reads of
+// the same blocks one request at a time, in reversed order the second time,
+// are reused within the host tier's capacity and promoted.
+TEST(BlockStore, ScansNeverPromote) {
+  auto s = OpenSmallHostStore("store_scan");
+  const uint32_t a = *s->Authenticate("token-of-a-123");
+  std::vector<BlockStore::AttendItem> items;
+  for (int i = 0; i < 20; ++i) {
+    ASSERT_TRUE(s->Put(a, BlockKey{uint64_t(i), 8}, B(MakeBlock(64, 500 + i)), false).ok());
+    items.push_back({BlockKey{uint64_t(i), 8}, {3, 33}});
+  }
+  ASSERT_TRUE(s->Flush().ok());
+  const std::vector<float> q(2 * 2 * 1 * 64, 0.1f);
+  std::vector<float> out, lse;
+  const StoreStats s0 = s->Stats();
+  for (int pass = 0; pass < 4; ++pass) {
+    ASSERT_TRUE(s->Attend(a, items, 1, 0.125f, q, &out, &lse).ok());
+    std::reverse(items.begin(), items.end());
+  }
+  const StoreStats s1 = s->Stats();
+  EXPECT_GT(s1.hits_ssd, s0.hits_ssd);
+  EXPECT_EQ(s1.promotions, s0.promotions);
+  std::reverse(items.begin(), items.end());  // the oldest blocks (on the SSD) last, then first
+  for (int pass = 0; pass < 2; ++pass) {
+    for (const BlockStore::AttendItem& it : items) {
+      ASSERT_TRUE(s->GatherRows(a, it.key, std::vector<int>{3, 33}).ok());
+    }
+    std::reverse(items.begin(), items.end());
+  }
+  EXPECT_GT(s->Stats().promotions, s1.promotions);
 }
 
 TEST(BlockStore, GatherRowsDecodesTheBlocksRows) {
