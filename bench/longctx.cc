@@ -134,7 +134,16 @@ int Run() {
     // step timed right after it (paired, so that a noisy machine's drift
     // between phases does not skew the ratio).
     std::vector<double> step_wall, ref_wall;
+    std::string store_note;  // --server: the store's tier hits and promotions per step
   };
+  // A counter from the server's /metrics (-1 if absent).
+  auto metric = [&](const std::string& page, const std::string& name) -> double {
+    const size_t at = page.find("\n" + name + " ");
+    return at == std::string::npos ? -1 : std::atof(page.c_str() + at + name.size() + 2);
+  };
+  const char* kHostHits = "kvrecall_hits_total{tier=\"host\"}";
+  const char* kSsdHits = "kvrecall_hits_total{tier=\"ssd\"}";
+  const char* kPromotions = "kvrecall_promotions_total";
   auto median = [](std::vector<double> x) {
     if (x.empty()) return 0.0;
     std::sort(x.begin(), x.end());
@@ -221,6 +230,7 @@ int Run() {
     r.append_s = Ms(t0) / 1e3;
     std::fprintf(stderr, " (%.1f s)\n", r.append_s);
     const RetrievalSessionStats before = (*s)->stats();
+    const std::string metrics_before = server.pid > 0 ? HttpGet(server.metrics, "/metrics") : "";
     std::vector<float> out(size_t(H) * G * d);
     t0 = Clock::now();
     for (int step = 0; step < steps; ++step) {
@@ -255,6 +265,13 @@ int Run() {
     }
     std::fprintf(stderr, "\n");
     const RetrievalSessionStats after = (*s)->stats();
+    if (server.pid > 0) {
+      const std::string m = HttpGet(server.metrics, "/metrics");
+      auto per_step = [&](const char* name) { return (metric(m, name) - metric(metrics_before, name)) / steps; };
+      r.store_note = absl::StrFormat("; the store per step: %.0f host-tier hits, %.0f SSD-tier hits, %.1f promotions",
+                                     per_step(kHostHits), per_step(kSsdHits), per_step(kPromotions));
+      std::fprintf(stderr, "[longctx] %s%s\n", r.mode.c_str(), r.store_note.c_str());
+    }
     const double samples = double(steps) * H * G;
     r.mass /= samples, r.topk /= samples, r.out_err /= samples;
     r.select_ms = (after.select_us - before.select_us) / 1e3 / steps;
@@ -313,10 +330,11 @@ int Run() {
       "median, on %d threads, one KV head per thread at a time; %.1f ms on one thread, timed before the session; the "
       "table's full-attention row is the median of all modes' paired timings). Memory per token: "
       "offloaded blocks %.0f B (all KV heads); GPU-resident summary %.0f bits per KV head (12-bit code); append "
-      "of the whole sequence %.1f s (%s run)%s.\n",
+      "of the whole sequence %.1f s (%s run)%s%s.\n",
       a.mode, median(ratios), static_cast<int>(ratios.size()), median(a.step_wall), median(a.ref_wall), ref_threads,
       one_thread_ms, a.block_bytes_per_token,
-      12.0, a.append_s, a.mode, gather && gather != &a ? absl::StrFormat(" / %.1f s (gather run)", gather->append_s) : ""));
+      12.0, a.append_s, a.mode, gather && gather != &a ? absl::StrFormat(" / %.1f s (gather run)", gather->append_s) : "",
+      a.store_note));
   std::printf("%s", md.c_str());
   if (!WriteResults(absl::GetFlag(FLAGS_out_dir), "longctx", md, csv)) return 1;
   (void)std::system(absl::StrCat("rm -rf ", ssd).c_str());
