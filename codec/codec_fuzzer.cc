@@ -1,6 +1,7 @@
 // libFuzzer target for the codec decoders. Blocks with a wrong checksum never
 // reach a decoder, so the target builds a valid container around fuzzed
-// sections and header fields, then runs Decode and DecodeRows: they must
+// sections and header fields, then runs Decode and DecodeRows (also through a
+// chunk-checksummed block's partial view and RowByteRanges): they must
 // reject or decode without crashing or reading out of bounds.
 //   input: [codec][tokens][kv heads][head_dim][u16 len, bytes]...
 #include <cstddef>
@@ -78,5 +79,18 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   const int rows[] = {0, static_cast<int>(h.token_count) - 1};
   std::vector<float> rk(size_t(h.layout.num_kv_heads) * 2 * h.layout.head_dim), rv(rk.size());
   (void)(*codec)->DecodeRows(*view, rows, rk.data(), rv.data());
+  // The row reader's path: the same block with chunk checksums, a partial
+  // view, the codec's list of the rows' bytes (each inside the block), then
+  // their verification (which must pass: nothing was damaged).
+  h.chunk_shift = kMinChunkShift;
+  auto chunked = BuildBlock(h, sections);
+  if (!chunked.ok()) __builtin_trap();
+  auto partial = ParseBlockForRows(AsBytes(*chunked));
+  if (!partial.ok() || !partial->partial) __builtin_trap();
+  std::vector<absl::Span<const uint8_t>> ranges;
+  if ((*codec)->RowByteRanges(*partial, rows, &ranges).ok()) {
+    if (!VerifyBlockRanges(*partial, ranges).ok()) __builtin_trap();
+    (void)(*codec)->DecodeRows(*partial, rows, rk.data(), rv.data());
+  }
   return 0;
 }

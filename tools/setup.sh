@@ -10,8 +10,8 @@ PKGS=(
   libucx-dev ucx-utils librocksdb-dev libabsl-dev libgrpc++-dev libprotobuf-dev
   protobuf-compiler protobuf-compiler-grpc libfaiss-dev libopenblas-dev
   libgtest-dev libgmock-dev libbenchmark-dev libxxhash-dev
-  # fuzzing (libFuzzer runtime for clang)
-  clang libclang-rt-14-dev
+  # fuzzing (libFuzzer runtime for clang; xxhsum for the container seed corpus)
+  clang libclang-rt-14-dev xxhash
   # servers used by tests and benchmarks
   redis-server etcd-server etcd-client
   # plots and CI scripts
