@@ -49,7 +49,7 @@ namespace {
 
 TEST(Hash, VectorizedPathAgreesWithTheLibrary) {
   std::string s;
-  for (int n : {0, 1, 17, 240, 1023, 1024, 1025, 4096, 65537, 1 << 20}) {
+  for (int n : {0, 1, 17, 240, 241, 256, 257, 512, 1023, 1024, 1025, 4096, 65537, 1 << 20}) {
     s.resize(n);
     for (int i = 0; i < n; ++i) s[i] = static_cast<char>(i * 131 + n);
     EXPECT_EQ(Checksum64(s.data(), s.size()), Checksum64Portable(s.data(), s.size())) << n;
