@@ -221,10 +221,10 @@ absl::StatusOr<std::string> BuildBlock(const BlockHeader& header,
   return out;
 }
 
-absl::StatusOr<BlockView> ParseBlock(absl::Span<const uint8_t> bytes) {
-  BlockView view;
-  ASSIGN_OR_RETURN(const Structure st, ReadStructure(bytes, &view));
-  const uint8_t* p = bytes.data();
+namespace {
+
+// ParseBlock after ReadStructure: every checksum, then the fields.
+absl::StatusOr<BlockView> VerifyWhole(const uint8_t* p, const Structure& st, BlockView view) {
   const uint64_t actual = Checksum64(p, st.total - kBlockTrailerBytes);
   if (view.checksum != actual) {
     return absl::DataLossError(
@@ -238,10 +238,18 @@ absl::StatusOr<BlockView> ParseBlock(absl::Span<const uint8_t> bytes) {
   return view;
 }
 
+}  // namespace
+
+absl::StatusOr<BlockView> ParseBlock(absl::Span<const uint8_t> bytes) {
+  BlockView view;
+  ASSIGN_OR_RETURN(const Structure st, ReadStructure(bytes, &view));
+  return VerifyWhole(bytes.data(), st, std::move(view));
+}
+
 absl::StatusOr<BlockView> ParseBlockForRows(absl::Span<const uint8_t> bytes) {
   BlockView view;
   ASSIGN_OR_RETURN(const Structure st, ReadStructure(bytes, &view));
-  if (!st.chunk_shift) return ParseBlock(bytes);
+  if (!st.chunk_shift) return VerifyWhole(bytes.data(), st, std::move(view));
   // The header, then section 0 (codec parameters, read by CodecForBlock).
   const uint8_t* p = bytes.data();
   const uint64_t end0 = st.header_bytes + (view.sections.empty() ? 0 : view.sections[0].size());

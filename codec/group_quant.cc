@@ -255,6 +255,17 @@ void DecodeRow(const uint8_t* codes, uint64_t code_bytes, int bits, int64_t firs
 
 size_t ScaleWidth(const GroupQuantSpec& spec) { return spec.f32_scales ? 4 : 2; }
 
+// Token t of head h dequantizes with the (m, Δ) pairs at scale elements
+// [RowScaleIndex, RowScaleIndex + RowScaleCount): per channel of t's token
+// group, or per channel group of t.
+size_t RowScaleIndex(const TensorShape& s, const GroupQuantSpec& spec, int h, int t) {
+  return spec.per_channel ? 2 * (size_t(h) * NumGroups(s, spec) + t / spec.group) * s.dim
+                          : 2 * (size_t(h) * s.tokens + t) * NumGroups(s, spec);
+}
+size_t RowScaleCount(const TensorShape& s, const GroupQuantSpec& spec) {
+  return 2 * size_t(spec.per_channel ? s.dim : NumGroups(s, spec));
+}
+
 float LoadScale(const uint8_t* p, size_t i, bool f32) {
   return f32 ? LoadLE<float>(p + 4 * i) : HalfToFloat(LoadLE<uint16_t>(p + 2 * i));
 }
@@ -263,9 +274,8 @@ float LoadScale(const uint8_t* p, size_t i, bool f32) {
 void RowScales(const uint8_t* scales, const TensorShape& s, const GroupQuantSpec& spec, int h, int t,
                float* m, float* delta) {
   const bool f32 = spec.f32_scales;
+  const size_t base = RowScaleIndex(s, spec, h, t);
   if (spec.per_channel) {
-    const int ng = NumGroups(s, spec);
-    const size_t base = 2 * (size_t(h) * ng + t / spec.group) * s.dim;
     if (!f32) {  // (m, Δ) interleaved: convert the 2 x dim halves at once, then split
       float pairs[2 * 1024];
       for (int c0 = 0; c0 < s.dim; c0 += 1024) {
@@ -281,7 +291,6 @@ void RowScales(const uint8_t* scales, const TensorShape& s, const GroupQuantSpec
     }
   } else {
     const int ncg = NumGroups(s, spec);
-    const size_t base = 2 * (size_t(h) * s.tokens + t) * ncg;
     for (int g = 0; g < ncg; ++g) {
       const float mg = LoadScale(scales, base + 2 * g, f32);
       const float dg = LoadScale(scales, base + 2 * g + 1, f32);
@@ -475,16 +484,13 @@ void DequantizeRows(absl::Span<const uint8_t> scales, absl::Span<const uint8_t> 
 void RowRanges(absl::Span<const uint8_t> scales, absl::Span<const uint8_t> codes, const TensorShape& s,
                const GroupQuantSpec& spec, absl::Span<const int> rows,
                std::vector<absl::Span<const uint8_t>>* ranges) {
-  const size_t w = ScaleWidth(spec);
-  const int ng = NumGroups(s, spec);
+  const size_t w = ScaleWidth(spec), count = RowScaleCount(s, spec);
   for (int h = 0; h < s.heads; ++h) {
-    int cached_group = -1;
+    int cached_group = -1;  // per-channel scales: rows of one token group share them
     for (int t : rows) {
-      if (!spec.per_channel) {  // (m, delta) per channel group of this token
-        ranges->push_back(scales.subspan(2 * (size_t(h) * s.tokens + t) * ng * w, 2 * size_t(ng) * w));
-      } else if (t / spec.group != cached_group) {  // (m, delta) per channel of this token group
-        ranges->push_back(scales.subspan(2 * (size_t(h) * ng + t / spec.group) * s.dim * w, 2 * size_t(s.dim) * w));
-        cached_group = t / spec.group;
+      if (!spec.per_channel || t / spec.group != cached_group) {
+        ranges->push_back(scales.subspan(RowScaleIndex(s, spec, h, t) * w, count * w));
+        cached_group = spec.per_channel ? t / spec.group : -1;
       }
       const uint64_t first_bit = uint64_t(int64_t(h) * s.tokens + t) * s.dim * spec.bits;
       const uint64_t begin = first_bit / 8;

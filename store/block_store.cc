@@ -328,8 +328,7 @@ absl::Status BlockStore::Put(uint32_t ns, const BlockKey& key, absl::Span<const 
   return CommitPut(std::move(p));
 }
 
-bool BlockStore::SecondRowTouch(const TierKey& key, size_t bytes) {
-  const uint64_t now = row_clock_.fetch_add(bytes) + bytes;
+bool BlockStore::SecondRowTouch(const TierKey& key, uint64_t now) {
   const uint64_t cap = options_.host_bytes;
   std::lock_guard<std::mutex> l(ghost_mu_);
   bool near = false;
@@ -368,7 +367,7 @@ absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key, L
   if (lease.ref_) {
     if (absl::StatusOr<BlockView> view = parse(lease.bytes_); view.ok()) {
       lease.view_ = *std::move(view);
-      if (rows) row_clock_.fetch_add(lease.bytes_.size());
+      if (rows) row_clock_.fetch_add(lease.bytes_.size());  // host hits count toward reuse distance too
       hits_host_.fetch_add(1);
       get_bytes_.fetch_add(lease.bytes_.size());
       return lease;
@@ -402,9 +401,8 @@ absl::StatusOr<BlockLease> BlockStore::Lease(uint32_t ns, const BlockKey& key, L
       lease.view_ = *std::move(view);
       hits_ssd_.fetch_add(1);
       get_bytes_.fetch_add(lease.bytes_.size());
-      bool promote = use == LeaseFor::kBlock;
-      if (use == LeaseFor::kRows) promote = SecondRowTouch(tk, lease.bytes_.size());
-      if (use == LeaseFor::kScan) row_clock_.fetch_add(lease.bytes_.size());
+      const uint64_t now = rows ? row_clock_.fetch_add(lease.bytes_.size()) + lease.bytes_.size() : 0;
+      const bool promote = use == LeaseFor::kBlock || (use == LeaseFor::kRows && SecondRowTouch(tk, now));
       if (promote && FitsHost(lease.bytes_.size()) && InsertHost(ns, key, lease.bytes_, /*clean=*/true).ok()) {
         promotions_.fetch_add(1);
       }
@@ -605,7 +603,7 @@ absl::StatusOr<std::vector<float>> BlockStore::GatherRows(uint32_t ns, const Blo
 absl::Status BlockStore::Attend(uint32_t ns, const std::vector<AttendItem>& items, int group, float scale,
                                absl::Span<const float> queries, std::vector<float>* out, std::vector<float>* lse) {
   if (items.empty() || group < 1) return absl::InvalidArgumentError("attend: no rows or bad group");
-  const LeaseFor use = items.size() >= kScanBlocks ? LeaseFor::kScan : LeaseFor::kRows;
+  const LeaseFor use = RowReadOf(items.size());
   int L = 0, H = 0, d = 0;
   std::vector<float> k, v, part, part_lse;
   for (size_t it = 0; it < items.size(); ++it) {

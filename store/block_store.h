@@ -155,6 +155,8 @@ class BlockLease {
 // after half a sequence.)
 enum class LeaseFor { kBlock, kRows, kScan };
 inline constexpr size_t kScanBlocks = 16;
+// The lease kind for a request that reads rows of `blocks` blocks.
+inline LeaseFor RowReadOf(size_t blocks) { return blocks >= kScanBlocks ? LeaseFor::kScan : LeaseFor::kRows; }
 
 class BlockStore {
  public:
@@ -204,7 +206,7 @@ class BlockStore {
   absl::Status Unpin(uint32_t ns, const BlockKey& key);
   // Token rows of one block, decoded by its codec: K then V, each
   // [layer_count][kv_heads][rows][head_dim] f32.
-  // use: kScan when the request reads rows of kScanBlocks or more blocks.
+  // use: RowReadOf(blocks the request reads rows of).
   absl::StatusOr<std::vector<float>> GatherRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows,
                                                 LeaseFor use = LeaseFor::kRows);
 
@@ -280,7 +282,8 @@ class BlockStore {
   // Row reads' promotion ghosts (LeaseFor::kRows): the row-read clock (bytes
   // of blocks row-read so far, both tiers) at each SSD block's last row read,
   // kept while within the host tier's capacity of the clock's present value.
-  bool SecondRowTouch(const TierKey& key, size_t bytes);
+  // now: the clock just after this read.
+  bool SecondRowTouch(const TierKey& key, uint64_t now);
   std::atomic<uint64_t> row_clock_{0};
   std::mutex ghost_mu_;
   std::deque<std::pair<TierKey, uint64_t>> ghost_fifo_;  // guarded by ghost_mu_

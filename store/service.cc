@@ -130,8 +130,8 @@ class StoreExchange final : public Exchange {
             }
           } else {
             std::vector<int> rows(g.rows.begin(), g.rows.end());
-            absl::StatusOr<std::vector<float>> f = store->GatherRows(
-                ns_, g.key, rows, req_.gathers.size() >= kScanBlocks ? LeaseFor::kScan : LeaseFor::kRows);
+            absl::StatusOr<std::vector<float>> f =
+                store->GatherRows(ns_, g.key, rows, RowReadOf(req_.gathers.size()));
             st = f.status();
             if (st.ok()) {
               // Decoded rows carry their own XXH3-64 so the client can verify them too.
