@@ -144,6 +144,8 @@ int Run() {
   const char* kHostHits = "kvrecall_hits_total{tier=\"host\"}";
   const char* kSsdHits = "kvrecall_hits_total{tier=\"ssd\"}";
   const char* kPromotions = "kvrecall_promotions_total";
+  const char* kAttendSeconds = "kvrecall_request_seconds_sum{op=\"attend\"}";
+  const char* kAttendCount = "kvrecall_request_seconds_count{op=\"attend\"}";
   auto median = [](std::vector<double> x) {
     if (x.empty()) return 0.0;
     std::sort(x.begin(), x.end());
@@ -268,8 +270,12 @@ int Run() {
     if (server.pid > 0) {
       const std::string m = HttpGet(server.metrics, "/metrics");
       auto per_step = [&](const char* name) { return (metric(m, name) - metric(metrics_before, name)) / steps; };
-      r.store_note = absl::StrFormat("; the store per step: %.0f host-tier hits, %.0f SSD-tier hits, %.1f promotions",
-                                     per_step(kHostHits), per_step(kSsdHits), per_step(kPromotions));
+      const double attends = per_step(kAttendCount);
+      r.store_note = absl::StrFormat(
+          "; the store per step: %.0f host-tier hits, %.0f SSD-tier hits, %.1f promotions, %.0f Attend requests "
+          "taking %.1f ms each from arrival to reply (mean)",
+          per_step(kHostHits), per_step(kSsdHits), per_step(kPromotions), attends,
+          attends > 0 ? per_step(kAttendSeconds) * 1e3 / attends : 0.0);
       std::fprintf(stderr, "[longctx] %s%s\n", r.mode.c_str(), r.store_note.c_str());
     }
     const double samples = double(steps) * H * G;

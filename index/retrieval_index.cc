@@ -50,20 +50,20 @@ float KthLargest(const float* x, int64_t n, int64_t k, std::vector<float>* scrat
   return (*scratch)[r];
 }
 
-// Selection for an index with per-token codes: appends to `out`, in order,
-// the tokens of [begin, end) picked by any query head. Each head's threshold is the k-th
-// largest score over the histogram of codes; its ties at the threshold go to
-// the first tokens in position order, as in the per-token path.
-absl::Status SelectByCode(const RetrievalIndex& index, const float* q_pre, const float* q_post, int group,
-                          int64_t begin, int64_t end, int64_t k, std::vector<int64_t>* out) {
+// Per-head thresholds over a histogram of codes: for each code, the heads
+// that take all of its tokens (all[c], bit g) and those for which it sits at
+// the threshold (tie[c]); quota[g] is how many threshold tokens head g takes
+// (the earliest ones); ties[g] counts the codes, with tokens, at its threshold.
+struct CodeThresholds {
+  std::vector<uint32_t> all, tie;
+  std::vector<int64_t> quota;
+  std::vector<int> ties;
+};
+
+absl::Status ComputeThresholds(const RetrievalIndex& index, const float* q_pre, const float* q_post, int group,
+                               const std::vector<int64_t>& hist, int64_t k, CodeThresholds* t) {
   const int nc = index.num_codes(), d = index.dim();
-  const uint16_t* codes = index.codes();
-  std::vector<int64_t> hist(nc, 0);
-  for (int64_t i = begin; i < end; ++i) ++hist[codes[i]];
-  // Per code: the heads that take all of its tokens, and the heads for which
-  // it sits at the threshold (taking up to quota[g] of its tokens).
-  std::vector<uint32_t> all(nc, 0), tie(nc, 0);
-  std::vector<int64_t> quota(group, 0);
+  t->all.assign(nc, 0), t->tie.assign(nc, 0), t->quota.assign(group, 0), t->ties.assign(group, 0);
   std::vector<float> table(nc);
   std::vector<int> order(nc);
   for (int g = 0; g < group; ++g) {
@@ -84,19 +84,39 @@ absl::Status SelectByCode(const RetrievalIndex& index, const float* q_pre, const
     int64_t above = 0;
     for (int c = 0; c < nc; ++c) {
       if (hist[c] == 0) continue;
-      if (table[c] > threshold) all[c] |= 1u << g, above += hist[c];
-      else if (table[c] == threshold) tie[c] |= 1u << g;
+      if (table[c] > threshold) t->all[c] |= 1u << g, above += hist[c];
+      else if (table[c] == threshold) t->tie[c] |= 1u << g, ++t->ties[g];
     }
-    quota[g] = k - above;
+    t->quota[g] = k - above;
   }
+  return absl::OkStatus();
+}
+
+// Whether token of code c is picked, consuming the quotas of the heads for
+// which c is at the threshold.
+inline bool PickToken(const CodeThresholds& t, int c, std::vector<int64_t>* quota) {
+  bool pick = t.all[c] != 0;
+  for (uint32_t m = t.tie[c]; m != 0; m &= m - 1) {
+    const int g = __builtin_ctz(m);
+    if ((*quota)[g] > 0) --(*quota)[g], pick = true;
+  }
+  return pick;
+}
+
+// Selection for an index with per-token codes: appends to `out`, in order,
+// the tokens of [begin, end) picked by any query head. Each head's threshold
+// is the k-th largest score over the histogram of codes; its ties at the
+// threshold go to the first tokens in position order, as in the per-token path.
+absl::Status SelectByCode(const RetrievalIndex& index, const float* q_pre, const float* q_post, int group,
+                          int64_t begin, int64_t end, int64_t k, std::vector<int64_t>* out) {
+  const uint16_t* codes = index.codes();
+  std::vector<int64_t> hist(index.num_codes(), 0);
+  for (int64_t i = begin; i < end; ++i) ++hist[codes[i]];
+  CodeThresholds t;
+  RETURN_IF_ERROR(ComputeThresholds(index, q_pre, q_post, group, hist, k, &t));
+  std::vector<int64_t> quota = t.quota;
   for (int64_t i = begin; i < end; ++i) {
-    const uint16_t c = codes[i];
-    char pick = all[c] != 0;
-    for (uint32_t t = tie[c]; t != 0; t &= t - 1) {
-      const int g = __builtin_ctz(t);
-      if (quota[g] > 0) --quota[g], pick = 1;
-    }
-    if (pick) out->push_back(i);
+    if (PickToken(t, codes[i], &quota)) out->push_back(i);
   }
   return absl::OkStatus();
 }
@@ -188,6 +208,125 @@ absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, c
     if (chosen[i]) out.push_back(i);
   }
   return out;
+}
+
+absl::Status CodeSortedLayout::Init(std::vector<int> order, int64_t segment_tokens) {
+  if (segment_tokens <= 0 || segment_tokens > 65535) {
+    return absl::InvalidArgumentError(absl::StrCat("segment of ", segment_tokens, " tokens; must be in [1, 65535]"));
+  }
+  const int nc = static_cast<int>(order.size());
+  if (nc == 0 || nc > 65536) return absl::InvalidArgumentError("code order: need 1..65536 codes");
+  rank_.assign(nc, -1);
+  for (int r = 0; r < nc; ++r) {
+    if (order[r] < 0 || order[r] >= nc || rank_[order[r]] >= 0) {
+      return absl::InvalidArgumentError("code order is not a permutation of the codes");
+    }
+    rank_[order[r]] = r;
+  }
+  nc_ = nc, seg_ = segment_tokens, order_ = std::move(order);
+  starts_.clear();
+  hist_.assign(nc, 0);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<uint32_t>> CodeSortedLayout::Seal(const RetrievalIndex& index) {
+  if (nc_ == 0) return absl::FailedPreconditionError("code-sorted layout not initialized");
+  if (index.num_codes() != nc_ || index.codes() == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(index.name(), " index does not have the layout's ", nc_, " codes"));
+  }
+  const int64_t begin = sealed();
+  if (index.size() < begin + seg_) {
+    return absl::FailedPreconditionError(absl::StrCat("sealing tokens ", begin, "..", begin + seg_, " of an index of ",
+                                                      index.size()));
+  }
+  const uint16_t* codes = index.codes() + begin;
+  std::vector<uint16_t> starts(nc_ + 1, 0);
+  for (int64_t t = 0; t < seg_; ++t) ++starts[rank_[codes[t]] + 1];
+  for (int r = 0; r < nc_; ++r) {
+    hist_[order_[r]] += starts[r + 1];
+    starts[r + 1] = static_cast<uint16_t>(starts[r + 1] + starts[r]);
+  }
+  starts_.push_back(std::move(starts));
+  return Permutation(index, segments() - 1);
+}
+
+std::vector<uint32_t> CodeSortedLayout::Permutation(const RetrievalIndex& index, int64_t segment) const {
+  const uint16_t* codes = index.codes() + segment * seg_;
+  std::vector<uint32_t> cursor(starts_[segment].begin(), starts_[segment].end() - 1), perm(seg_);
+  for (int64_t t = 0; t < seg_; ++t) perm[cursor[rank_[codes[t]]]++] = static_cast<uint32_t>(t);
+  return perm;
+}
+
+absl::Status CodeSortedLayout::Select(const RetrievalIndex& index, const float* q_pre, const float* q_post, int group,
+                                      int64_t end, int64_t k, Picks* out) const {
+  out->rows.clear(), out->pending.clear();
+  const int64_t sealed_end = sealed();
+  if (group < 1 || group > 32) return absl::InvalidArgumentError("group must be in [1, 32]");
+  if (end < sealed_end || end > index.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("selecting over ", end, " tokens with ", sealed_end,
+                                                   " sealed and ", index.size(), " indexed"));
+  }
+  if (index.num_codes() != nc_ || index.codes() == nullptr) {
+    return absl::InvalidArgumentError(absl::StrCat(index.name(), " index does not have the layout's ", nc_, " codes"));
+  }
+  k = std::min(k, end);
+  if (k <= 0) return absl::OkStatus();
+  if (!index.trained()) return absl::FailedPreconditionError(absl::StrCat(index.name(), " index is not trained"));
+  const uint16_t* codes = index.codes();
+  std::vector<int64_t> hist = hist_;
+  for (int64_t i = sealed_end; i < end; ++i) ++hist[codes[i]];
+  CodeThresholds t;
+  RETURN_IF_ERROR(ComputeThresholds(index, q_pre, q_post, group, hist, k, &t));
+  std::vector<int64_t> quota = t.quota;
+  // The picked codes in storage order; each is one run of rows per segment.
+  std::vector<int> picked;  // ranks
+  for (int r = 0; r < nc_; ++r) {
+    const int c = order_[r];
+    if (t.all[c] != 0 || t.tie[c] != 0) picked.push_back(r);
+  }
+  // How many of a tie code's tokens a segment gives: with at most one code
+  // at each head's threshold, its quota takes whole prefixes of that code's
+  // tokens segment by segment (earliest first), and the union over heads is
+  // the longest prefix. Otherwise a head's quota spreads over several codes
+  // in position order: count it token by token.
+  const bool one_tie = std::all_of(t.ties.begin(), t.ties.end(), [](int n) { return n <= 1; });
+  std::vector<std::vector<uint16_t>> taken;  // per segment, per picked rank: tie tokens taken (general case)
+  if (!one_tie && sealed_end > 0) {
+    std::vector<int> slot(nc_, -1);
+    for (size_t i = 0; i < picked.size(); ++i) slot[order_[picked[i]]] = static_cast<int>(i);
+    taken.assign(segments(), std::vector<uint16_t>(picked.size(), 0));
+    for (int64_t i = 0; i < sealed_end; ++i) {
+      const int c = codes[i];
+      if (t.tie[c] == 0) continue;  // (a code all of whose tokens one head takes still uses the others' quotas)
+      if (PickToken(t, c, &quota) && t.all[c] == 0) ++taken[i / seg_][slot[c]];
+    }
+  }
+  for (int64_t s = 0; s < segments(); ++s) {
+    const std::vector<uint16_t>& st = starts_[s];
+    const int64_t base = s * seg_;
+    for (size_t i = 0; i < picked.size(); ++i) {
+      const int r = picked[i], c = order_[r];
+      const int64_t begin = st[r], count = st[r + 1] - st[r];
+      if (count == 0) continue;
+      int64_t n = 0;
+      if (one_tie) {
+        for (uint32_t m = t.tie[c]; m != 0; m &= m - 1) {
+          const int g = __builtin_ctz(m);
+          const int64_t take = std::min(quota[g], count);
+          quota[g] -= take;
+          n = std::max(n, take);
+        }
+      } else if (t.all[c] == 0) {
+        n = taken[s][i];
+      }
+      if (t.all[c] != 0) n = count;
+      for (int64_t j = 0; j < n; ++j) out->rows.push_back(base + begin + j);
+    }
+  }
+  for (int64_t i = sealed_end; i < end; ++i) {
+    if (PickToken(t, codes[i], &quota)) out->pending.push_back(i);
+  }
+  return absl::OkStatus();
 }
 
 namespace {

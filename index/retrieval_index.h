@@ -105,6 +105,50 @@ absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, c
                                                   const float* q_post, int group, int64_t pos,
                                                   const SelectionConfig& config);
 
+// Code-sorted storage of an index's tokens (for indexes with per-token
+// codes, e.g. A²ATS). The tokens are cut into segments of segment_tokens;
+// a sealed segment is stored in order of (rank of its code, position), the
+// ranks fixed up front (e.g. by each code's score under a mean query, so
+// that codes queries pick together sit together). A selection then names
+// whole runs of rows: each picked code is one run per segment, found from
+// the segment's per-rank row offsets without a pass over its tokens, and
+// the rows a step reads are contiguous rather than scattered in time.
+// Select picks exactly the tokens SelectTokens(by_code) picks with sinks =
+// window = 0 (ties at a head's threshold go to the earliest tokens), given
+// as storage rows for the sealed segments and as positions for the
+// not-yet-sealed tail. State per segment: num_codes + 1 u16 offsets.
+class CodeSortedLayout {
+ public:
+  // `order`: the index's num_codes codes in storage order (a permutation);
+  // 0 < segment_tokens <= 65535.
+  absl::Status Init(std::vector<int> order, int64_t segment_tokens);
+  int64_t segment_tokens() const { return seg_; }
+  int64_t sealed() const { return seg_ * static_cast<int64_t>(starts_.size()); }  // tokens in sealed segments
+  int64_t segments() const { return static_cast<int64_t>(starts_.size()); }
+  // Seals the next segment, tokens [sealed(), sealed() + segment_tokens) of
+  // `index` (which must hold them); returns its storage order: perm[row] =
+  // position within the segment.
+  absl::StatusOr<std::vector<uint32_t>> Seal(const RetrievalIndex& index);
+  // The storage order of sealed segment `segment` (as Seal returned it).
+  std::vector<uint32_t> Permutation(const RetrievalIndex& index, int64_t segment) const;
+  struct Picks {
+    std::vector<int64_t> rows;     // storage rows (segment * segment_tokens + row), ascending
+    std::vector<int64_t> pending;  // positions >= sealed(), ascending
+  };
+  // The union over the `group` query heads of each head's top-k among
+  // tokens [0, end) (end >= sealed()).
+  absl::Status Select(const RetrievalIndex& index, const float* q_pre, const float* q_post, int group, int64_t end,
+                      int64_t k, Picks* out) const;
+  int64_t StateBytes() const { return static_cast<int64_t>(starts_.size()) * (nc_ + 1) * 2; }
+
+ private:
+  int nc_ = 0;
+  int64_t seg_ = 0;
+  std::vector<int> order_, rank_;
+  std::vector<std::vector<uint16_t>> starts_;  // per segment: first row of each rank, [nc + 1]
+  std::vector<int64_t> hist_;                  // per code: tokens over the sealed segments
+};
+
 // Validates a row-major [n][dim] float block (finite values).
 absl::Status CheckFinite(const float* x, int64_t n, int dim, const char* what);
 

@@ -248,3 +248,151 @@ TEST(Retrieval, SerializationRoundTripsAndRejectsDamage) {
 
 }  // namespace
 }  // namespace kvrecall
+
+namespace kvrecall {
+namespace {
+
+// An index whose codes are given and whose table is the query itself
+// (dim == num_codes), so tests can force ties between codes.
+class TableIndex final : public RetrievalIndex {
+ public:
+  explicit TableIndex(std::vector<uint16_t> codes, int nc) : codes_(std::move(codes)), nc_(nc) {}
+  std::string name() const override { return "table"; }
+  int dim() const override { return nc_; }
+  absl::Status Train(const TrainingData&) override { return absl::OkStatus(); }
+  bool trained() const override { return true; }
+  absl::Status Add(const float*, const float*, int64_t) override { return absl::UnimplementedError("fixed"); }
+  absl::Status Score(const float*, const float* q, int64_t, absl::Span<float> scores, int) const override {
+    for (size_t i = 0; i < codes_.size(); ++i) scores[i] = q[codes_[i]];
+    return absl::OkStatus();
+  }
+  int64_t size() const override { return static_cast<int64_t>(codes_.size()); }
+  void Reset() override {}
+  int num_codes() const override { return nc_; }
+  const uint16_t* codes() const override { return codes_.data(); }
+  absl::Status CodeScores(const float*, const float* q, absl::Span<float> table) const override {
+    std::copy_n(q, nc_, table.begin());
+    return absl::OkStatus();
+  }
+  double BitsPerToken() const override { return 16; }
+  int64_t FixedBytes() const override { return 0; }
+  std::string spec() const override { return "table"; }
+  void SaveState(std::string*) const override {}
+  absl::Status LoadState(absl::string_view) override { return absl::UnimplementedError("fixed"); }
+
+ private:
+  std::vector<uint16_t> codes_;
+  int nc_;
+};
+
+// Positions of a code-sorted selection, sorted.
+std::vector<int64_t> PositionsOf(const CodeSortedLayout& layout, const RetrievalIndex& index,
+                                 const CodeSortedLayout::Picks& picks) {
+  std::vector<int64_t> out;
+  std::vector<std::vector<uint32_t>> perms;
+  for (int64_t s = 0; s < layout.segments(); ++s) perms.push_back(layout.Permutation(index, s));
+  for (int64_t row : picks.rows) {
+    const int64_t s = row / layout.segment_tokens();
+    out.push_back(s * layout.segment_tokens() + perms[s][row % layout.segment_tokens()]);
+  }
+  EXPECT_TRUE(std::is_sorted(picks.rows.begin(), picks.rows.end()));
+  EXPECT_TRUE(std::is_sorted(picks.pending.begin(), picks.pending.end()));
+  out.insert(out.end(), picks.pending.begin(), picks.pending.end());
+  std::sort(out.begin(), out.end());
+  return out;
+}
+
+void ExpectSameSelection(const RetrievalIndex& index, const std::vector<int>& order, int64_t segment, int64_t end,
+                         const float* q_pre, const float* q_post, int group, int64_t k, const std::string& what) {
+  CodeSortedLayout layout;
+  ASSERT_TRUE(layout.Init(order, segment).ok());
+  std::vector<std::vector<uint32_t>> perms;
+  while (layout.sealed() + segment <= end) {
+    auto perm = layout.Seal(index);
+    ASSERT_TRUE(perm.ok()) << perm.status();
+    std::vector<uint32_t> sorted = *perm;  // a permutation of the segment's positions
+    std::sort(sorted.begin(), sorted.end());
+    for (int64_t i = 0; i < segment; ++i) ASSERT_EQ(sorted[i], uint32_t(i));
+    // Storage order: codes by rank, positions ascending within a code.
+    const int64_t base = layout.sealed() - segment;
+    std::vector<int> rank(order.size());
+    for (size_t r = 0; r < order.size(); ++r) rank[order[r]] = int(r);
+    for (int64_t i = 1; i < segment; ++i) {
+      const int a = rank[index.codes()[base + (*perm)[i - 1]]], b = rank[index.codes()[base + (*perm)[i]]];
+      ASSERT_TRUE(a < b || (a == b && (*perm)[i - 1] < (*perm)[i])) << what;
+    }
+  }
+  CodeSortedLayout::Picks picks;
+  ASSERT_TRUE(layout.Select(index, q_pre, q_post, group, end, k, &picks).ok());
+  SelectionConfig cfg;
+  cfg.sinks = 0, cfg.window = 0, cfg.topk = k, cfg.by_code = false;
+  auto want = SelectTokens(index, q_pre, q_post, group, end - 1, cfg);
+  ASSERT_TRUE(want.ok()) << want.status();
+  EXPECT_EQ(PositionsOf(layout, index, picks), *want) << what;
+}
+
+TEST(CodeSortedLayout, SelectsWhatTimeOrderSelectsTiesIncluded) {
+  // Few codes and queries with repeated values: several codes tie at a
+  // head's threshold, and one code can be all-taken by a head and at the
+  // threshold of another.
+  std::mt19937 rng(7);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int nc = 2 + int(rng() % 15), group = 1 + int(rng() % 4);
+    const int64_t n = 50 + rng() % 400, segment = 1 + rng() % 64;
+    std::vector<uint16_t> codes(n);
+    for (auto& c : codes) c = uint16_t(rng() % nc);
+    TableIndex index(codes, nc);
+    std::vector<float> q(size_t(group) * nc);
+    for (auto& x : q) x = float(rng() % 4);  // many equal scores
+    std::vector<int> order(nc);
+    for (int c = 0; c < nc; ++c) order[c] = c;
+    std::shuffle(order.begin(), order.end(), rng);
+    const int64_t end = n - int64_t(rng() % std::min<int64_t>(n, 2 * segment));
+    const int64_t k = 1 + int64_t(rng() % end);
+    ExpectSameSelection(index, order, segment, end, nullptr, q.data(), group, k,
+                        "trial " + std::to_string(trial));
+  }
+}
+
+TEST(CodeSortedLayout, SelectsWhatTimeOrderSelectsOnA2ats) {
+  for (uint64_t seed : {3, 4}) {
+    const Sequence s = MakeSequence(seed, int(seed % 2), 6000, 2);
+    auto idx = Build("a2ats:centroids=64,iters=4", s);
+    // Storage order: by score under the mean query (as the session does).
+    std::vector<float> mean_pre(s.d, 0.0f), mean_post(s.d, 0.0f), table(idx->num_codes());
+    for (size_t i = 0; i < s.q_post.size(); ++i) {
+      mean_pre[i % s.d] += s.q_pre[i], mean_post[i % s.d] += s.q_post[i];
+    }
+    ASSERT_TRUE(idx->CodeScores(mean_pre.data(), mean_post.data(), absl::MakeSpan(table)).ok());
+    std::vector<int> order(idx->num_codes());
+    for (size_t c = 0; c < order.size(); ++c) order[c] = int(c);
+    std::sort(order.begin(), order.end(), [&](int a, int b) { return table[a] > table[b]; });
+    for (int64_t k : {int64_t{1}, int64_t{60}, int64_t{900}}) {
+      ExpectSameSelection(*idx, order, 1024, s.n, s.dq_pre.data(), s.dq_post.data(), 4, k,
+                          "seed " + std::to_string(seed) + " k " + std::to_string(k));
+    }
+  }
+}
+
+TEST(CodeSortedLayout, BadInputsAreClearErrors) {
+  CodeSortedLayout layout;
+  EXPECT_EQ(layout.Init({0, 1, 1}, 8).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(layout.Init({0, 1, 2}, 0).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(layout.Init({0, 1, 2}, 70000).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(layout.Init({2, 0, 1}, 8).ok());
+  TableIndex index(std::vector<uint16_t>(12, 1), 3);
+  ASSERT_TRUE(layout.Seal(index).ok());
+  EXPECT_EQ(layout.Seal(index).status().code(), absl::StatusCode::kFailedPrecondition);  // 4 tokens left
+  CodeSortedLayout::Picks picks;
+  const float q[3] = {1, 2, 3};
+  EXPECT_EQ(layout.Select(index, nullptr, q, 1, 4, 2, &picks).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(layout.Select(index, nullptr, q, 1, 13, 2, &picks).code(), absl::StatusCode::kInvalidArgument);
+  TableIndex other(std::vector<uint16_t>(12, 1), 5);
+  EXPECT_EQ(layout.Select(other, nullptr, q, 1, 12, 2, &picks).code(), absl::StatusCode::kInvalidArgument);
+  ASSERT_TRUE(layout.Select(index, nullptr, q, 1, 12, 3, &picks).ok());
+  EXPECT_EQ(picks.rows, (std::vector<int64_t>{0, 1, 2}));
+  EXPECT_TRUE(picks.pending.empty());
+}
+
+}  // namespace
+}  // namespace kvrecall
