@@ -21,11 +21,19 @@ namespace {
 // offloaded blocks in the store, their summaries in one index per KV head.
 struct LayerState {
   int64_t n = 0;           // tokens appended
-  int64_t tail_start = 0;  // first position not offloaded (after the sinks)
+  int64_t tail_start = 0;  // first position not in the store (after the sinks)
+  int64_t indexed = 0;     // tokens in the index: positions sinks .. sinks + indexed - 1
   std::vector<float> sink_k, sink_v;                // [H][sinks][d]
-  std::vector<float> tail_kpre, tail_k, tail_v;     // [tail tokens][H][d]
-  std::vector<std::unique_ptr<RetrievalIndex>> index;  // per KV head, over offloaded tokens
-  std::vector<std::vector<int64_t>> last;           // per KV head: positions of the last step
+  std::vector<float> tail_k, tail_v;                // [tail tokens][H][d], from tail_start
+  std::vector<float> tail_kpre;                     // [..][H][d], from sinks + indexed (not yet indexed)
+  std::vector<std::unique_ptr<RetrievalIndex>> index;  // per KV head, over the indexed tokens
+  std::vector<CodeSortedLayout> sorted;             // per KV head (segment_blocks > 0)
+  // Per KV head, the last step's picks: storage rows, and positions still
+  // waiting here for their segment; the positions of all it attended over
+  // are derived from them when asked for.
+  std::vector<std::vector<int64_t>> last_rows, last_pending;
+  mutable std::vector<std::vector<int64_t>> last;
+  mutable bool last_stale = false;
   // Gather mode with prefetch: per KV head, rows (offloaded indices, sorted)
   // fetched ahead of this layer's next step, and their K then V.
   struct Prefetched {
@@ -43,7 +51,13 @@ class SessionImpl final : public RetrievalSession {
   absl::Status Init(const std::vector<TrainingData>& cal) {
     const KvLayout& l = o_.layout;
     RETURN_IF_ERROR(l.Validate());
-    if (o_.block_tokens < 1 || o_.sinks < 0 || o_.window < 0) return absl::InvalidArgumentError("bad session sizes");
+    if (o_.block_tokens < 1 || o_.sinks < 0 || o_.window < 0 || o_.segment_blocks < 0) {
+      return absl::InvalidArgumentError("bad session sizes");
+    }
+    if (o_.segment_blocks > 0 && int64_t{o_.segment_blocks} * o_.block_tokens > 65535) {
+      return absl::InvalidArgumentError(absl::StrCat("a segment of ", o_.segment_blocks, " x ", o_.block_tokens,
+                                                     " tokens; at most 65535"));
+    }
     if (o_.chunk_shift != 0 && (o_.chunk_shift < kMinChunkShift || o_.chunk_shift > kMaxChunkShift)) {
       return absl::InvalidArgumentError(absl::StrCat("chunk_shift ", o_.chunk_shift, " outside [", kMinChunkShift,
                                                      ", ", kMaxChunkShift, "] (0: none)"));
@@ -65,13 +79,17 @@ class SessionImpl final : public RetrievalSession {
       s.sink_k.assign(size_t(l.num_kv_heads) * o_.sinks * l.head_dim, 0.0f);
       s.sink_v = s.sink_k;
       s.last.resize(l.num_kv_heads);
+      s.last_rows.resize(l.num_kv_heads);
+      s.last_pending.resize(l.num_kv_heads);
       s.prefetch.resize(l.num_kv_heads);
+      if (o_.segment_blocks > 0) s.sorted.resize(l.num_kv_heads);
       for (int h = 0; h < l.num_kv_heads; ++h) {
         ASSIGN_OR_RETURN(std::unique_ptr<RetrievalIndex> idx, MakeRetrievalIndex(o_.index, l));
         TrainingData t;
         t.dim = l.head_dim;
         if (!cal.empty()) t = cal[size_t(layer) * l.num_kv_heads + h];
         RETURN_IF_ERROR(Annotate(idx->Train(t), absl::StrCat("index of layer ", layer, " head ", h)));
+        if (o_.segment_blocks > 0) RETURN_IF_ERROR(InitSorted(*idx, t, &s.sorted[h]));
         s.index.push_back(std::move(idx));
       }
     }
@@ -99,8 +117,22 @@ class SessionImpl final : public RetrievalSession {
       s.tail_k.insert(s.tail_k.end(), k_post + row, k_post + row + size_t(H) * d);
       s.tail_v.insert(s.tail_v.end(), v + row, v + row + size_t(H) * d);
     }
-    // Offload whole blocks of what has left the window.
-    while (s.n - s.tail_start - o_.window >= o_.block_tokens) RETURN_IF_ERROR(Offload(layer));
+    // Index whole blocks of what has left the window; store them at once
+    // (time order) or a segment at a time (code-sorted).
+    const int64_t B = o_.block_tokens, segment = int64_t{o_.segment_blocks} * B;
+    while (s.n - o_.sinks - s.indexed - o_.window >= B) {
+      RETURN_IF_ERROR(IndexBlock(layer));
+      if (o_.segment_blocks == 0) {
+        RETURN_IF_ERROR(Store(layer, B, {}));
+      } else if (s.indexed - (s.tail_start - o_.sinks) >= segment) {
+        std::vector<std::vector<uint32_t>> perms(H);
+        for (int h = 0; h < H; ++h) {
+          ASSIGN_OR_RETURN(perms[h], s.sorted[h].Seal(*s.index[h]));
+          stats_.layout_bytes += (s.index[h]->num_codes() + 1) * 2;
+        }
+        RETURN_IF_ERROR(Store(layer, segment, perms));
+      }
+    }
     return absl::OkStatus();
   }
 
@@ -112,13 +144,14 @@ class SessionImpl final : public RetrievalSession {
     LayerState& s = layers_[layer];
     if (s.n == 0) return absl::FailedPreconditionError("step before any token of this layer");
     ++stats_.steps;
-    const int64_t m = s.tail_start - o_.sinks;  // offloaded tokens
+    const int64_t m = s.indexed, stored = s.tail_start - o_.sinks;  // indexed tokens, those in the store
     using Clock = std::chrono::steady_clock;
     auto us = [](Clock::time_point a) { return std::chrono::duration<double, std::micro>(Clock::now() - a).count(); };
     auto t0 = Clock::now();
     // Per KV head: the union over its query heads of each head's top-K
     // offloaded tokens (sorted).
-    std::vector<std::vector<int64_t>> rows(H);
+    std::vector<std::vector<int64_t>> rows(H), pend(H);  // storage rows; positions waiting here (- sinks)
+    const int64_t k = o_.topk > 0 ? o_.topk : static_cast<int64_t>(std::ceil(o_.topk_fraction * m));
     SelectionConfig cfg;
     cfg.sinks = 0, cfg.window = 0;
     cfg.topk = o_.topk;
@@ -136,11 +169,17 @@ class SessionImpl final : public RetrievalSession {
     double select_us = 0;
     for (int h = 0; h < H; ++h) {
       const Clock::time_point ts = Clock::now();
-      if (m > 0) {
+      if (m > 0 && o_.segment_blocks > 0) {
+        CodeSortedLayout::Picks picks;
+        RETURN_IF_ERROR(s.sorted[h].Select(*s.index[h], q_pre + size_t(h) * G * d, q_post + size_t(h) * G * d, G, m,
+                                           k, &picks));
+        rows[h] = std::move(picks.rows), pend[h] = std::move(picks.pending);
+      } else if (m > 0) {
         ASSIGN_OR_RETURN(rows[h],
                          SelectTokens(*s.index[h], q_pre + size_t(h) * G * d, q_post + size_t(h) * G * d, G, m - 1, cfg));
-        stats_.fetched_rows += static_cast<int64_t>(rows[h].size());
       }
+      stats_.fetched_rows += static_cast<int64_t>(rows[h].size());
+      stats_.pending_rows += static_cast<int64_t>(pend[h].size());
       select_us += us(ts);
       LayerState::Prefetched& p = s.prefetch[h];
       if (p.kv.valid()) {  // consumed (or dropped) by this step either way
@@ -209,31 +248,29 @@ class SessionImpl final : public RetrievalSession {
     RETURN_IF_ERROR(failed);
     stats_.fetch_us += us(t0) - select_us;  // sends and waits (selection overlaps the store's work)
     t0 = Clock::now();
-    // Local rows per head: sinks, then the tail; plus the fetched rows.
-    const int64_t ns = std::min<int64_t>(s.n, o_.sinks), nt = s.n - s.tail_start > 0 ? s.n - s.tail_start : 0;
-    const int64_t local = ns + nt;
+    // Local rows per head: sinks, the picked tokens still waiting here, the
+    // window (the tail past the indexed tokens); then the fetched rows.
+    const int64_t ns = std::min<int64_t>(s.n, o_.sinks);
+    const int64_t window_off = m - stored;  // tail offset of the first window token
+    const int64_t nw = std::max<int64_t>(0, s.n - s.tail_start - window_off);
     std::vector<float> kl, vl, scratch;
     for (int h = 0; h < H; ++h) {
       const int64_t nf = fetched[h].empty() ? 0 : static_cast<int64_t>(rows[h].size());
+      const int64_t np = static_cast<int64_t>(pend[h].size()), local = ns + np + nw;
       kl.resize(size_t(local + nf) * d), vl.resize(kl.size()), scratch.resize(local + nf + 1);
       for (int64_t i = 0; i < ns; ++i) {
         std::copy_n(s.sink_k.data() + (size_t(h) * o_.sinks + i) * d, d, kl.data() + size_t(i) * d);
         std::copy_n(s.sink_v.data() + (size_t(h) * o_.sinks + i) * d, d, vl.data() + size_t(i) * d);
       }
-      for (int64_t i = 0; i < nt; ++i) {
-        std::copy_n(s.tail_k.data() + (size_t(i) * H + h) * d, d, kl.data() + size_t(ns + i) * d);
-        std::copy_n(s.tail_v.data() + (size_t(i) * H + h) * d, d, vl.data() + size_t(ns + i) * d);
+      for (int64_t i = 0; i < np + nw; ++i) {
+        const int64_t t = i < np ? pend[h][i] - stored : window_off + (i - np);  // tail offset
+        std::copy_n(s.tail_k.data() + (size_t(t) * H + h) * d, d, kl.data() + size_t(ns + i) * d);
+        std::copy_n(s.tail_v.data() + (size_t(t) * H + h) * d, d, vl.data() + size_t(ns + i) * d);
       }
       if (nf > 0) {
         std::copy_n(fetched[h].begin(), size_t(nf) * d, kl.begin() + size_t(local) * d);
         std::copy_n(fetched[h].begin() + size_t(nf) * d, size_t(nf) * d, vl.begin() + size_t(local) * d);
       }
-      // Positions attended (for stats and live recall).
-      std::vector<int64_t>& last = s.last[h];
-      last.clear();
-      for (int64_t i = 0; i < ns; ++i) last.push_back(i);
-      for (int64_t j : rows[h]) last.push_back(o_.sinks + j);
-      for (int64_t i = 0; i < nt; ++i) last.push_back(s.tail_start + i);
       for (int g = 0; g < G; ++g) {
         const size_t qi = size_t(h) * G + g;
         float* o = out + qi * d;
@@ -242,6 +279,8 @@ class SessionImpl final : public RetrievalSession {
       }
     }
     stats_.attend_us += us(t0);
+    s.last_rows = std::move(rows), s.last_pending = std::move(pend);
+    s.last_stale = true;
     if (o_.prefetch && o_.fetch == RetrievalSessionOptions::Fetch::kGather) PrefetchNext(layer);
     if (o_.recall_every > 0 && stats_.steps % o_.recall_every == 0) RETURN_IF_ERROR(SampleRecall(layer, q_post, out));
     return absl::OkStatus();
@@ -253,8 +292,9 @@ class SessionImpl final : public RetrievalSession {
     const KvLayout& l = o_.layout;
     const int H = l.num_kv_heads, G = l.group_size(), d = l.head_dim;
     LayerState& s = layers_[layer];
+    BuildLast(s);
     const int64_t m = s.tail_start - o_.sinks, ns = std::min<int64_t>(s.n, o_.sinks);
-    std::vector<std::vector<float>> off(H);  // per head: [m][d] K then V
+    std::vector<std::vector<float>> off(H);  // per head: [m][d] K then V, in storage order
     if (m > 0) {
       std::vector<int64_t> all(m);
       for (int64_t j = 0; j < m; ++j) all[j] = j;
@@ -266,12 +306,14 @@ class SessionImpl final : public RetrievalSession {
     std::vector<float> k(size_t(s.n) * d), v(k.size()), exact(d), scratch(s.n);
     std::vector<KvClient::RecallSample> report;
     for (int h = 0; h < H; ++h) {
+      const std::vector<int64_t> row_of = StorageRows(s, h);
       for (int64_t p = 0; p < s.n; ++p) {  // every position in order
         const float *kr, *vr;
         if (p < ns) {
           kr = s.sink_k.data() + (size_t(h) * o_.sinks + p) * d, vr = s.sink_v.data() + (size_t(h) * o_.sinks + p) * d;
         } else if (p < s.tail_start) {
-          kr = off[h].data() + size_t(p - o_.sinks) * d, vr = off[h].data() + size_t(m + p - o_.sinks) * d;
+          const int64_t r = row_of[p - o_.sinks];
+          kr = off[h].data() + size_t(r) * d, vr = off[h].data() + size_t(m + r) * d;
         } else {
           kr = s.tail_k.data() + (size_t(p - s.tail_start) * H + h) * d;
           vr = s.tail_v.data() + (size_t(p - s.tail_start) * H + h) * d;
@@ -306,7 +348,11 @@ class SessionImpl final : public RetrievalSession {
     return absl::OkStatus();
   }
 
-  const std::vector<std::vector<int64_t>>& last_selection(int layer) const override { return layers_.at(layer).last; }
+  const std::vector<std::vector<int64_t>>& last_selection(int layer) const override {
+    const LayerState& s = layers_.at(layer);
+    BuildLast(s);
+    return s.last;
+  }
   int64_t size(int layer) const override { return layers_.at(layer).n; }
   RetrievalSessionStats stats() const override { return stats_; }
 
@@ -320,57 +366,141 @@ class SessionImpl final : public RetrievalSession {
     for (int h = 0; h < o_.layout.num_kv_heads; ++h) {
       LayerState::Prefetched& p = s.prefetch[h];
       if (p.kv.valid()) continue;  // one in flight already
-      p.rows.clear();
-      for (int64_t pos : s.last[h]) {
-        if (pos >= o_.sinks && pos < s.tail_start) p.rows.push_back(pos - o_.sinks);
-      }
+      p.rows = s.last_rows[h];
       if (!p.rows.empty()) p.kv = client_->GatherSequence(HeadRef(next, h), p.rows);
     }
   }
 
-  // Blocks are per KV head (a sequence per head), so a head's selected rows
-  // cost only that head's bytes to fetch and decode.
-  absl::Status Offload(int layer) {
+  // The storage order of codes: by score under the calibration's mean
+  // query (codes queries pick together sit together); code order without one.
+  absl::Status InitSorted(const RetrievalIndex& idx, const TrainingData& t, CodeSortedLayout* layout) {
+    const int nc = idx.num_codes(), d = o_.layout.head_dim;
+    if (nc <= 0) return absl::InvalidArgumentError(absl::StrCat("segment_blocks needs an index with per-token codes; ",
+                                                                idx.name(), " has none"));
+    std::vector<int> order(nc);
+    for (int c = 0; c < nc; ++c) order[c] = c;
+    if (t.num_queries > 0 && t.q_post != nullptr) {
+      std::vector<float> mean_pre(d, 0.0f), mean_post(d, 0.0f), table(nc);
+      for (int64_t i = 0; i < t.num_queries; ++i) {
+        for (int j = 0; j < d; ++j) {
+          mean_post[j] += t.q_post[size_t(i) * d + j] / float(t.num_queries);
+          if (t.q_pre) mean_pre[j] += t.q_pre[size_t(i) * d + j] / float(t.num_queries);
+        }
+      }
+      RETURN_IF_ERROR(idx.CodeScores(mean_pre.data(), mean_post.data(), absl::MakeSpan(table)));
+      std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return table[a] > table[b]; });
+    }
+    return layout->Init(std::move(order), int64_t{o_.segment_blocks} * o_.block_tokens);
+  }
+
+  // Adds the next block's worth of tokens past the indexed ones (they have
+  // left the window) to each KV head's index.
+  absl::Status IndexBlock(int layer) {
     LayerState& s = layers_[layer];
     const int H = o_.layout.num_kv_heads, d = o_.layout.head_dim, B = o_.block_tokens;
-    const int64_t block = (s.tail_start - o_.sinks) / B;
-    std::vector<std::string> blocks(H);
-    std::vector<BlockKey> keys;
-    std::vector<float> k(size_t(B) * d), v(k.size()), kpre_h(k.size());
+    const int64_t off = s.indexed - (s.tail_start - o_.sinks);  // tail offset of the block's first token
+    std::vector<float> k(size_t(B) * d), kpre(k.size());
     for (int h = 0; h < H; ++h) {
-      for (int t = 0; t < B; ++t) {  // [B][d] of head h from the tail's [B][H][d]
-        std::copy_n(s.tail_k.data() + (size_t(t) * H + h) * d, d, k.data() + size_t(t) * d);
-        std::copy_n(s.tail_v.data() + (size_t(t) * H + h) * d, d, v.data() + size_t(t) * d);
-        std::copy_n(s.tail_kpre.data() + (size_t(t) * H + h) * d, d, kpre_h.data() + size_t(t) * d);
+      for (int t = 0; t < B; ++t) {
+        std::copy_n(s.tail_k.data() + (size_t(off + t) * H + h) * d, d, k.data() + size_t(t) * d);
+        std::copy_n(s.tail_kpre.data() + (size_t(t) * H + h) * d, d, kpre.data() + size_t(t) * d);
       }
-      KvChunkRef c;
-      c.layout = head_layout_;
-      c.layer_begin = layer;
-      c.layer_count = 1;
-      c.first_token = static_cast<uint64_t>(s.tail_start);
-      c.tokens = B;
-      c.k = k.data(), c.v = v.data();
-      EncodeOptions eo;
-      eo.fingerprint = fingerprint_;
-      eo.chunk_shift = o_.chunk_shift;
-      ASSIGN_OR_RETURN(blocks[h], codec_->Encode(c, &eo));
-      keys.push_back(HeadBlockKey(layer, h, block));
-      RETURN_IF_ERROR(s.index[h]->Add(kpre_h.data(), k.data(), B));
+      RETURN_IF_ERROR(s.index[h]->Add(kpre.data(), k.data(), B));
+    }
+    s.tail_kpre.erase(s.tail_kpre.begin(), s.tail_kpre.begin() + size_t(B) * H * d);
+    s.indexed += B;
+    return absl::OkStatus();
+  }
+
+  // Stores the first `tokens` tail tokens as blocks, per KV head in the
+  // order perms[h] gives (storage row -> tail offset), or in time order.
+  // Blocks are per KV head (a sequence per head), so a head's selected rows
+  // cost only that head's bytes to fetch and decode.
+  absl::Status Store(int layer, int64_t tokens, const std::vector<std::vector<uint32_t>>& perms) {
+    LayerState& s = layers_[layer];
+    const int H = o_.layout.num_kv_heads, d = o_.layout.head_dim, B = o_.block_tokens;
+    const int64_t first_block = (s.tail_start - o_.sinks) / B, nb = tokens / B;
+    std::vector<std::string> blocks;
+    std::vector<BlockKey> keys;
+    std::vector<float> k(size_t(B) * d), v(k.size());
+    for (int h = 0; h < H; ++h) {
+      for (int64_t b = 0; b < nb; ++b) {
+        for (int t = 0; t < B; ++t) {  // [B][d] of head h from the tail's [tokens][H][d]
+          const int64_t row = b * B + t, src = perms.empty() ? row : int64_t{perms[h][row]};
+          std::copy_n(s.tail_k.data() + (size_t(src) * H + h) * d, d, k.data() + size_t(t) * d);
+          std::copy_n(s.tail_v.data() + (size_t(src) * H + h) * d, d, v.data() + size_t(t) * d);
+        }
+        KvChunkRef c;
+        c.layout = head_layout_;
+        c.layer_begin = layer;
+        c.layer_count = 1;
+        c.first_token = static_cast<uint64_t>(s.tail_start + b * B);  // code-sorted: counts storage rows
+        c.tokens = B;
+        c.k = k.data(), c.v = v.data();
+        EncodeOptions eo;
+        eo.fingerprint = fingerprint_;
+        eo.chunk_shift = o_.chunk_shift;
+        ASSIGN_OR_RETURN(std::string block, codec_->Encode(c, &eo));
+        blocks.push_back(std::move(block));
+        keys.push_back(HeadBlockKey(layer, h, first_block + b));
+      }
     }
     std::vector<absl::Span<const uint8_t>> spans;
     for (const std::string& b : blocks) spans.push_back(AsBytesOf(b));
     std::vector<absl::Status> saved = client_->Save(keys, spans).get();
-    for (int h = 0; h < H; ++h) {
-      if (!saved[h].ok()) return Annotate(saved[h], "offloading a block");
-      ++stats_.saved_blocks, stats_.saved_bytes += static_cast<int64_t>(blocks[h].size());
+    for (size_t i = 0; i < blocks.size(); ++i) {
+      if (!saved[i].ok()) return Annotate(saved[i], "offloading a block");
+      ++stats_.saved_blocks, stats_.saved_bytes += static_cast<int64_t>(blocks[i].size());
     }
-    const size_t drop = size_t(B) * H * d;
-    s.tail_kpre.erase(s.tail_kpre.begin(), s.tail_kpre.begin() + drop);
+    const size_t drop = size_t(tokens) * H * d;
     s.tail_k.erase(s.tail_k.begin(), s.tail_k.begin() + drop);
     s.tail_v.erase(s.tail_v.begin(), s.tail_v.begin() + drop);
-    s.tail_start += B;
-    stats_.offloaded_tokens += B;
+    s.tail_start += tokens;
+    stats_.offloaded_tokens += tokens;
     return absl::OkStatus();
+  }
+
+  // Storage row of each stored token of KV head h (position - sinks).
+  std::vector<int64_t> StorageRows(const LayerState& s, int h) const {
+    const int64_t stored = s.tail_start - o_.sinks;
+    std::vector<int64_t> row_of(stored);
+    for (int64_t j = 0; j < stored; ++j) row_of[j] = j;
+    if (o_.segment_blocks == 0) return row_of;
+    const CodeSortedLayout& l = s.sorted[h];
+    for (int64_t seg = 0; seg < l.segments(); ++seg) {
+      const std::vector<uint32_t> perm = l.Permutation(*s.index[h], seg);
+      const int64_t base = seg * l.segment_tokens();
+      for (size_t r = 0; r < perm.size(); ++r) row_of[base + perm[r]] = base + int64_t(r);
+    }
+    return row_of;
+  }
+
+  // The positions the last step attended over, per KV head (sorted): sinks,
+  // picked stored tokens, picked waiting tokens, the window.
+  void BuildLast(const LayerState& s) const {
+    if (!s.last_stale) return;
+    const int64_t ns = std::min<int64_t>(s.n, o_.sinks);
+    for (size_t h = 0; h < s.last.size(); ++h) {
+      std::vector<int64_t>& last = s.last[h];
+      last.clear();
+      for (int64_t i = 0; i < ns; ++i) last.push_back(i);
+      const size_t first = last.size();
+      if (o_.segment_blocks == 0) {
+        for (int64_t r : s.last_rows[h]) last.push_back(o_.sinks + r);
+      } else {
+        const CodeSortedLayout& l = s.sorted[h];
+        int64_t seg = -1;
+        std::vector<uint32_t> perm;
+        for (int64_t r : s.last_rows[h]) {
+          if (r / l.segment_tokens() != seg) seg = r / l.segment_tokens(), perm = l.Permutation(*s.index[h], seg);
+          last.push_back(o_.sinks + seg * l.segment_tokens() + perm[r % l.segment_tokens()]);
+        }
+        std::sort(last.begin() + first, last.end());
+      }
+      for (int64_t j : s.last_pending[h]) last.push_back(o_.sinks + j);
+      for (int64_t p = o_.sinks + s.indexed; p < s.n; ++p) last.push_back(p);
+    }
+    s.last_stale = false;
   }
 
   std::string HeadSequence(int h) const { return absl::StrCat(o_.sequence_id, "/kvh", h); }

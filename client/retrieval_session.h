@@ -40,6 +40,17 @@ struct RetrievalSessionOptions {
   std::string codec = "f16";          // offloaded blocks (a stateless post-RoPE codec)
   std::string index = "a2ats:centroids=256,iters=8";
   int block_tokens = 64;
+  // 0: blocks hold tokens in time order, offloaded as each block leaves the
+  // window. N > 0: code-sorted segments (index/retrieval_index.h,
+  // CodeSortedLayout; needs an index with per-token codes): tokens leaving
+  // the window are indexed a block at a time and wait here (f32 K and V)
+  // until N blocks' worth have gathered; the segment is then stored in order
+  // of (code rank, position), codes ranked by their score under the
+  // calibration's mean query, so a step's picks are runs of rows instead of
+  // rows scattered over every block, found without a pass over the sealed
+  // tokens. Same tokens selected as in time order (tested); the waiting
+  // tokens are selected like stored ones and attended here.
+  int segment_blocks = 0;
   // Offloaded blocks carry a checksum per 2^chunk_shift bytes (0: none), so
   // the store verifies only the rows a step reads instead of whole blocks.
   int chunk_shift = 8;
@@ -73,6 +84,8 @@ struct RetrievalSessionStats {
   double output_error = 0;      // mean relative error of the output vs exact attention
   int64_t recall_reports = 0, recall_report_failures = 0;
   int64_t prefetched_rows = 0, prefetch_hits = 0;  // gather mode with prefetch
+  int64_t pending_rows = 0;     // segment_blocks > 0: selected rows still waiting here for their segment
+  int64_t layout_bytes = 0;     // segment_blocks > 0: the per-segment row offsets (all layers and KV heads)
   // Time spent in steps, by phase (microseconds, summed).
   double select_us = 0, fetch_us = 0, attend_us = 0;
 };

@@ -198,3 +198,94 @@ TEST(RetrievalSession, BadInput) {
 
 }  // namespace
 }  // namespace kvrecall
+
+namespace kvrecall {
+namespace {
+
+// Code-sorted segments change where rows live and what waits on the client,
+// never which tokens are attended or the result.
+TEST(RetrievalSession, CodeSortedSegmentsSelectAndComputeWhatTimeOrderDoes) {
+  SyntheticConfig c;
+  c.total_tokens = 6000;
+  c.seed = 11;
+  SyntheticHead gen(c, 1);
+  const int n = 5200, d = c.head_dim, G = c.group_size, cal = 1024, steps = 3;
+  KvLayout layout;
+  layout.num_layers = 1, layout.num_q_heads = G, layout.num_kv_heads = 1, layout.head_dim = d;
+  layout.rope_style = c.rope_style, layout.rope_theta = c.rope_theta;
+  std::vector<float> kpre(size_t(n) * d), kpost(kpre.size()), v(kpre.size()), qpre(size_t(n) * G * d),
+      qpost(qpre.size());
+  gen.Next(n, kpre.data(), kpost.data(), v.data(), qpre.data(), qpost.data());
+  TrainingData t;
+  t.dim = d, t.k_pre = kpre.data(), t.k_post = kpost.data(), t.num_keys = cal;
+  t.q_pre = qpre.data(), t.q_post = qpost.data(), t.num_queries = int64_t(cal) * G;
+  for (auto fetch : {RetrievalSessionOptions::Fetch::kGather, RetrievalSessionOptions::Fetch::kAttend}) {
+    auto client = KvClient::Create({});
+    ASSERT_TRUE(client.ok());
+    std::vector<std::unique_ptr<RetrievalSession>> s;
+    for (int segment_blocks : {0, 4}) {
+      RetrievalSessionOptions o;
+      o.layout = layout;
+      o.sequence_id = absl::StrCat("seg", segment_blocks);
+      o.index = "a2ats:centroids=64,iters=4";
+      o.block_tokens = 64;
+      o.segment_blocks = segment_blocks;
+      o.window = 100;
+      o.topk_fraction = 0.05;
+      o.fetch = fetch;
+      o.prefetch = fetch == RetrievalSessionOptions::Fetch::kGather;
+      o.recall_every = 2;
+      auto opened = RetrievalSession::Open(client->get(), o, {t});
+      ASSERT_TRUE(opened.ok()) << opened.status();
+      s.push_back(std::move(*opened));
+    }
+    // Steps between uneven appends: some of the picks still wait for their segment.
+    int appended = 0;
+    for (int step = 0; step < steps; ++step) {
+      const int until = n - (steps - 1 - step) * 700;
+      for (auto& x : s) {
+        for (int p = appended; p < until;) {
+          const int m = std::min(until - p, 1 + (p * 7) % 300);
+          ASSERT_TRUE(x->Append(0, kpre.data() + size_t(p) * d, kpost.data() + size_t(p) * d,
+                                v.data() + size_t(p) * d, m).ok());
+          p += m;
+        }
+      }
+      appended = until;
+      std::vector<float> out0(size_t(G) * d), out1(out0.size());
+      const size_t q = size_t(until - 1) * G * d;
+      ASSERT_TRUE(s[0]->Step(0, qpre.data() + q, qpost.data() + q, out0.data()).ok());
+      ASSERT_TRUE(s[1]->Step(0, qpre.data() + q, qpost.data() + q, out1.data()).ok());
+      EXPECT_EQ(s[0]->last_selection(0), s[1]->last_selection(0)) << "step " << step;
+      for (size_t i = 0; i < out0.size(); ++i) EXPECT_NEAR(out0[i], out1[i], 1e-4 * (1 + std::fabs(out0[i])));
+    }
+    const RetrievalSessionStats a = s[0]->stats(), b = s[1]->stats();
+    EXPECT_EQ(a.pending_rows, 0);
+    EXPECT_GT(b.pending_rows, 0);  // picks attended from the waiting segment
+    EXPECT_EQ(a.fetched_rows, b.fetched_rows + b.pending_rows);
+    EXPECT_LT(b.offloaded_tokens, a.offloaded_tokens);  // a segment is stored whole or not at all
+    EXPECT_EQ(b.offloaded_tokens % (4 * 64), 0);
+    EXPECT_GT(b.layout_bytes, 0);
+    EXPECT_EQ(a.recall_samples, b.recall_samples);
+    EXPECT_NEAR(a.mass_recall, b.mass_recall, 1e-9);
+    EXPECT_NEAR(a.output_error, b.output_error, 1e-4);
+  }
+}
+
+TEST(RetrievalSession, CodeSortedSegmentsNeedCodesAndFitU16) {
+  auto client = KvClient::Create({});
+  ASSERT_TRUE(client.ok());
+  RetrievalSessionOptions o;
+  o.layout.num_layers = 1, o.layout.num_q_heads = 4, o.layout.num_kv_heads = 1, o.layout.head_dim = 16;
+  o.index = "oracle";
+  o.segment_blocks = 2;
+  EXPECT_EQ(RetrievalSession::Open(client->get(), o, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  o.index = "a2ats:centroids=16,iters=2";
+  o.block_tokens = 1024, o.segment_blocks = 64;
+  EXPECT_EQ(RetrievalSession::Open(client->get(), o, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  o.segment_blocks = -1;
+  EXPECT_EQ(RetrievalSession::Open(client->get(), o, {}).status().code(), absl::StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace kvrecall
