@@ -39,6 +39,8 @@ ABSL_FLAG(int, kv_heads, 4, "KV heads (4 query heads each, 128-d)");
 ABSL_FLAG(int, steps, 8, "decode steps per mode");
 ABSL_FLAG(double, topk, 0.01, "top-K per query head as a fraction of the offloaded tokens");
 ABSL_FLAG(int, block, 256, "tokens per sequence block (one KV head each)");
+ABSL_FLAG(int, segment_blocks, 0,
+          "0: blocks in time order; N: code-sorted segments of N blocks (RetrievalSessionOptions::segment_blocks)");
 ABSL_FLAG(std::string, codec, "f16", "codec of the offloaded blocks (a stateless post-RoPE one: f16, kivi:bits=4, ...)");
 ABSL_FLAG(int, window, 512, "recent-token window");
 ABSL_FLAG(int64_t, host_mib, 256, "host tier of the embedded store (MiB)");
@@ -130,6 +132,7 @@ int Run() {
     double step_ms = 0, select_ms = 0, fetch_ms = 0, attend_ms = 0, bytes = 0, rows = 0;
     double mass = 0, topk = 0, out_err = 0;
     double append_s = 0, block_bytes_per_token = 0, summary_bits = 0;
+    double pending_rows = 0, layout_bytes_per_token = 0;  // --segment_blocks
     // Per step: the session's Step wall time and exact attention for the same
     // step timed right after it (paired, so that a noisy machine's drift
     // between phases does not skew the ratio).
@@ -207,6 +210,7 @@ int Run() {
     o.layout = l;
     o.index = absl::StrCat("a2ats:centroids=", absl::GetFlag(FLAGS_centroids), ",iters=10,b=2048,seed=1");
     o.block_tokens = absl::GetFlag(FLAGS_block);
+    o.segment_blocks = absl::GetFlag(FLAGS_segment_blocks);
     o.codec = absl::GetFlag(FLAGS_codec);
     o.window = absl::GetFlag(FLAGS_window);
     o.topk_fraction = absl::GetFlag(FLAGS_topk);
@@ -286,6 +290,8 @@ int Run() {
     r.step_ms = r.select_ms + r.fetch_ms + r.attend_ms;
     r.bytes = double(after.bytes_moved - before.bytes_moved) / steps;
     r.rows = double(after.fetched_rows - before.fetched_rows) / steps;
+    r.pending_rows = double(after.pending_rows - before.pending_rows) / steps;
+    r.layout_bytes_per_token = double(after.layout_bytes) / std::max<int64_t>(1, after.offloaded_tokens) / H;
     r.block_bytes_per_token = double(after.saved_bytes) / std::max<int64_t>(1, after.offloaded_tokens);
     results.push_back(r);
   }
@@ -297,10 +303,15 @@ int Run() {
   }
   std::string md = absl::StrFormat(
       "Sequence: %lld tokens, %d KV heads x 4 query heads, head_dim %d, one layer; blocks of %d tokens of one KV head "
-      "(codec %s), window %d + 4 sinks local; A²ATS %d centroids (12-bit codes) per KV head; top-K = %.1f%% of the "
+      "(codec %s)%s, window %d + 4 sinks local; A²ATS %d centroids (12-bit codes) per KV head; top-K = %.1f%% of the "
       "offloaded tokens per query head, unioned over the KV head's 4 query heads; rows = (KV head, token) pairs; "
       "%s: %lld MiB host tier + SSD tier.\n\n",
-      static_cast<long long>(n), H, d, absl::GetFlag(FLAGS_block), absl::GetFlag(FLAGS_codec), absl::GetFlag(FLAGS_window),
+      static_cast<long long>(n), H, d, absl::GetFlag(FLAGS_block), absl::GetFlag(FLAGS_codec),
+      absl::GetFlag(FLAGS_segment_blocks) > 0
+          ? absl::StrFormat(", stored in code-sorted segments of %d blocks (picks still waiting for their segment "
+                            "are attended on the client)", absl::GetFlag(FLAGS_segment_blocks))
+          : std::string(", in time order"),
+      absl::GetFlag(FLAGS_window),
       absl::GetFlag(FLAGS_centroids), 100 * absl::GetFlag(FLAGS_topk),
       server.pid > 0 ? absl::StrCat("a kvrecall-server process over UCX on loopback (UCX_TLS=",
                                     std::getenv("UCX_TLS") ? std::getenv("UCX_TLS") : "UCX's choice", ")")
@@ -335,11 +346,16 @@ int Run() {
       "step's wall time, %.1f ms median, divided by exact attention for the same step timed right after it, %.1f ms "
       "median, on %d threads, one KV head per thread at a time; %.1f ms on one thread, timed before the session; the "
       "table's full-attention row is the median of all modes' paired timings). Memory per token: "
-      "offloaded blocks %.0f B (all KV heads); GPU-resident summary %.0f bits per KV head (12-bit code); append "
+      "offloaded blocks %.0f B (all KV heads); GPU-resident summary %.0f bits per KV head (12-bit code)%s; append "
       "of the whole sequence %.1f s (%s run)%s%s.\n",
       a.mode, median(ratios), static_cast<int>(ratios.size()), median(a.step_wall), median(a.ref_wall), ref_threads,
       one_thread_ms, a.block_bytes_per_token,
-      12.0, a.append_s, a.mode, gather && gather != &a ? absl::StrFormat(" / %.1f s (gather run)", gather->append_s) : "",
+      12.0,
+      absl::GetFlag(FLAGS_segment_blocks) > 0
+          ? absl::StrFormat(" + segment row offsets %.3f B per KV head; %.0f of a step's picked rows (of %.0f "
+                            "fetched) waited on the client", a.layout_bytes_per_token, a.pending_rows, a.rows)
+          : std::string(),
+      a.append_s, a.mode, gather && gather != &a ? absl::StrFormat(" / %.1f s (gather run)", gather->append_s) : "",
       a.store_note));
   std::printf("%s", md.c_str());
   if (!WriteResults(absl::GetFlag(FLAGS_out_dir), "longctx", md, csv)) return 1;

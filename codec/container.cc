@@ -265,17 +265,37 @@ absl::Status VerifyBlockRanges(const BlockView& view, absl::Span<const absl::Spa
   const int shift = view.header.chunk_shift;
   const uint8_t* p = view.bytes.data();
   const uint64_t covered = static_cast<uint64_t>(view.chunk_sums.data() - p);  // the table follows them
-  uint64_t done_first = 1, done_last = 0;  // the last verified run of chunks (empty)
+  // The chunks under the ranges, each once: ranges come in order within a
+  // section (rows ascending), so a run of adjacent rows shares its boundary
+  // chunks with the previous range.
+  std::vector<uint64_t> chunks;
+  chunks.reserve(2 * ranges.size());
+  uint64_t lo = 1, hi = 0;  // the last run of listed chunks (empty)
   for (const absl::Span<const uint8_t>& r : ranges) {
     if (r.empty()) continue;
     if (r.data() < p || r.data() + r.size() > p + covered) {
       return absl::InvalidArgumentError("range outside the block's header and sections");
     }
-    const uint64_t first = uint64_t(r.data() - p) >> shift;
+    uint64_t first = uint64_t(r.data() - p) >> shift;
     const uint64_t last = uint64_t(r.data() + r.size() - 1 - p) >> shift;
-    if (first >= done_first && last <= done_last) continue;  // rows in order share chunks
-    RETURN_IF_ERROR(VerifyChunks(p, covered, view.chunk_sums.data(), shift, first, last));
-    done_first = first, done_last = last;
+    if (first >= lo && first <= hi) first = hi + 1;  // its head is listed already
+    if (first > last) continue;
+    for (uint64_t c = first; c <= last; ++c) chunks.push_back(c);
+    if (first != hi + 1 || lo > hi) lo = first;
+    hi = last;
+  }
+  // Scattered rows are a walk of DRAM misses: ask for a few chunks ahead
+  // while hashing the current one.
+  constexpr size_t kAhead = 4;
+  const uint64_t size = uint64_t{1} << shift;
+  auto prefetch = [&](uint64_t c) {
+    const uint64_t begin = c << shift, end = std::min(begin + size, covered);
+    for (uint64_t o = begin; o < end; o += 64) __builtin_prefetch(p + o);
+  };
+  for (size_t i = 0; i < std::min(kAhead, chunks.size()); ++i) prefetch(chunks[i]);
+  for (size_t i = 0; i < chunks.size(); ++i) {
+    if (i + kAhead < chunks.size()) prefetch(chunks[i + kAhead]);
+    RETURN_IF_ERROR(VerifyChunks(p, covered, view.chunk_sums.data(), shift, chunks[i], chunks[i]));
   }
   return absl::OkStatus();
 }
