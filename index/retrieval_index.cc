@@ -70,16 +70,22 @@ absl::Status ComputeThresholds(const RetrievalIndex& index, const float* q_pre, 
     RETURN_IF_ERROR(index.CodeScores(q_pre ? q_pre + size_t(g) * d : nullptr, q_post ? q_post + size_t(g) * d : nullptr,
                                      absl::MakeSpan(table)));
     for (int c = 0; c < nc; ++c) order[c] = c;
-    std::sort(order.begin(), order.end(), [&](int a, int b) { return table[a] > table[b]; });
-    int64_t seen = 0;
-    float threshold = table[order[0]];
-    for (int c : order) {
-      if (hist[c] == 0) continue;
-      seen += hist[c];
-      if (seen >= k) {
-        threshold = table[c];
-        break;
+    // The best codes in order until they hold k tokens: a top-k is a small
+    // share of the codes, so sort only a prefix, growing it when short.
+    auto better = [&](int a, int b) { return table[a] > table[b]; };
+    float threshold = 0;
+    for (int sorted = std::min(nc, 256);; sorted = std::min(nc, 4 * sorted)) {
+      std::partial_sort(order.begin(), order.begin() + sorted, order.end(), better);
+      threshold = table[order[0]];
+      int64_t seen = 0;
+      bool found = false;
+      for (int i = 0; i < sorted && !found; ++i) {
+        const int c = order[i];
+        if (hist[c] == 0) continue;
+        seen += hist[c];
+        if (seen >= k) threshold = table[c], found = true;
       }
+      if (found || sorted == nc) break;
     }
     int64_t above = 0;
     for (int c = 0; c < nc; ++c) {

@@ -354,6 +354,23 @@ TEST(CodeSortedLayout, SelectsWhatTimeOrderSelectsTiesIncluded) {
   }
 }
 
+TEST(CodeSortedLayout, ManyCodesAndLargeK) {
+  // More codes than the threshold search sorts at first (256), with k
+  // needing a few of them or nearly all.
+  std::mt19937 rng(9);
+  const int nc = 3000, n = 20000, group = 4;
+  std::vector<uint16_t> codes(n);
+  for (auto& c : codes) c = uint16_t(rng() % nc);
+  TableIndex index(codes, nc);
+  std::vector<float> q(size_t(group) * nc);
+  for (auto& x : q) x = float(rng() % 100000);
+  std::vector<int> order(nc);
+  for (int c = 0; c < nc; ++c) order[c] = c;
+  for (int64_t k : {int64_t{3}, int64_t{900}, int64_t{4000}, int64_t{19000}}) {
+    ExpectSameSelection(index, order, 4096, n - 300, nullptr, q.data(), group, k, "k " + std::to_string(k));
+  }
+}
+
 TEST(CodeSortedLayout, SelectsWhatTimeOrderSelectsOnA2ats) {
   for (uint64_t seed : {3, 4}) {
     const Sequence s = MakeSequence(seed, int(seed % 2), 6000, 2);
