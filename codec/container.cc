@@ -46,6 +46,7 @@ absl::Status CheckHeader(const BlockHeader& h) {
 }
 
 uint64_t ChunkCount(uint64_t covered, int shift) { return (covered + (uint64_t{1} << shift) - 1) >> shift; }
+uint64_t AlignUp(uint64_t x, int shift) { return ChunkCount(x, shift) << shift; }
 
 uint32_t ChunkSum(const uint8_t* p, size_t n) { return static_cast<uint32_t>(Checksum64(p, n)); }
 
@@ -112,7 +113,12 @@ absl::StatusOr<Structure> ReadStructure(absl::Span<const uint8_t> bytes, BlockVi
   if (st.total < st.header_bytes + kBlockTrailerBytes) {
     return absl::DataLossError(absl::StrCat("block length ", st.total, " is smaller than its header"));
   }
-  if (LoadLE<uint16_t>(p + kOffFlags) & kBlockFlagChunkSums) {
+  const uint16_t flags = LoadLE<uint16_t>(p + kOffFlags);
+  if (((flags & kBlockFlagChunkSums) != 0) != ((flags & kBlockFlagAlignedSections) != 0)) {
+    return absl::DataLossError(absl::StrCat("block flags 0x", absl::Hex(flags),
+                                            ": chunk checksums and aligned sections go together"));
+  }
+  if (flags & kBlockFlagChunkSums) {
     const uint32_t shift = LoadLE<uint32_t>(p + kOffReserved);
     if (shift < kMinChunkShift || shift > kMaxChunkShift) {
       return absl::DataLossError(absl::StrCat("block chunk shift ", shift, " is outside [", kMinChunkShift, ", ",
@@ -120,24 +126,26 @@ absl::StatusOr<Structure> ReadStructure(absl::Span<const uint8_t> bytes, BlockVi
     }
     st.chunk_shift = static_cast<int>(shift);
   }
-  const uint64_t room = st.total - st.header_bytes - kBlockTrailerBytes;  // sections + chunk table
-  uint64_t sum = 0;
+  const uint64_t end = st.total - kBlockTrailerBytes;  // sections (with their alignment) + chunk table
+  uint64_t at = st.header_bytes;                        // where the next section starts
   view->sections.clear();
   view->sections.reserve(count);
   for (uint32_t i = 0; i < count; ++i) {
     const uint64_t len = LoadLE<uint64_t>(p + kOffSectionLengths + 8 * i);
-    if (len > room - sum) {
+    if (st.chunk_shift) at = AlignUp(at, st.chunk_shift);
+    if (at > end || len > end - at) {
       return absl::DataLossError(absl::StrCat("section ", i, " length ", len, " points past the payload (",
-                                              room - sum, " bytes left)"));
+                                              at > end ? 0 : end - at, " bytes left)"));
     }
-    view->sections.emplace_back(p + st.header_bytes + sum, static_cast<size_t>(len));
-    sum += len;
+    view->sections.emplace_back(p + at, static_cast<size_t>(len));
+    at += len;
   }
-  st.covered = st.header_bytes + sum;
+  st.covered = at;
   const uint64_t table = st.chunk_shift ? 4 * ChunkCount(st.covered, st.chunk_shift) : 0;
-  if (sum + table != room) {
-    return absl::DataLossError(absl::StrCat("section lengths sum to ", sum, table ? " plus a chunk table of " : "",
-                                            table ? absl::StrCat(table) : "", " but the payload is ", room));
+  if (st.covered + table != end) {
+    return absl::DataLossError(absl::StrCat("sections end at byte ", st.covered,
+                                            table ? " and a chunk table of " : "", table ? absl::StrCat(table) : "",
+                                            " follows, but the payload ends at ", end));
   }
   view->bytes = bytes.first(static_cast<size_t>(st.total));
   view->chunk_sums = absl::Span<const uint8_t>(p + st.covered, static_cast<size_t>(table));
@@ -148,7 +156,8 @@ absl::StatusOr<Structure> ReadStructure(absl::Span<const uint8_t> bytes, BlockVi
 // The header fields, once the header's bytes are verified.
 absl::Status ReadFields(const uint8_t* p, const Structure& st, BlockView* view) {
   const uint16_t flags = LoadLE<uint16_t>(p + kOffFlags);
-  if ((flags & ~kBlockFlagChunkSums) != 0 || (!st.chunk_shift && LoadLE<uint32_t>(p + kOffReserved) != 0)) {
+  if ((flags & ~(kBlockFlagChunkSums | kBlockFlagAlignedSections)) != 0 ||
+      (!st.chunk_shift && LoadLE<uint32_t>(p + kOffReserved) != 0)) {
     return absl::DataLossError("block flags or reserved fields are not zero");
   }
   absl::StatusOr<KvLayout> layout = DecodeLayout(p + kOffLayout);
@@ -183,20 +192,25 @@ absl::StatusOr<std::string> BuildBlock(const BlockHeader& header,
         absl::StrCat(sections.size(), " sections; at most ", kMaxBlockSections));
   }
   const size_t header_bytes = kBlockFixedHeaderBytes + 8 * sections.size();
+  std::vector<uint64_t> offsets;  // of each section; with chunk sums, on chunk boundaries
   uint64_t covered = header_bytes;
-  for (const auto& s : sections) covered += s.size();
+  for (const auto& s : sections) {
+    if (header.chunk_shift) covered = AlignUp(covered, header.chunk_shift);
+    offsets.push_back(covered);
+    covered += s.size();
+  }
   const uint64_t chunks = header.chunk_shift ? ChunkCount(covered, header.chunk_shift) : 0;
   const uint64_t total = covered + 4 * chunks + kBlockTrailerBytes;
   if (total > kMaxBlockBytes) {
     return absl::InvalidArgumentError(absl::StrCat("block of ", total, " bytes exceeds ", kMaxBlockBytes));
   }
-  std::string out(header_bytes, '\0');
+  std::string out(header_bytes, '\0');  // then zeros up to each section
   uint8_t* h = reinterpret_cast<uint8_t*>(out.data());
   StoreLE<uint32_t>(h + kOffMagic, kBlockMagic);
   StoreLE<uint16_t>(h + kOffVersion, kBlockFormatVersion);
   StoreLE<uint16_t>(h + kOffHeaderBytes, static_cast<uint16_t>(header_bytes));
   StoreLE<uint16_t>(h + kOffCodec, header.codec_id);
-  StoreLE<uint16_t>(h + kOffFlags, header.chunk_shift ? kBlockFlagChunkSums : 0);
+  StoreLE<uint16_t>(h + kOffFlags, header.chunk_shift ? kBlockFlagChunkSums | kBlockFlagAlignedSections : 0);
   StoreLE<uint32_t>(h + kOffSectionCount, static_cast<uint32_t>(sections.size()));
   StoreLE<uint64_t>(h + kOffTotalBytes, total);
   StoreLE<uint64_t>(h + kOffFingerprint, header.fingerprint.lo);
@@ -211,7 +225,10 @@ absl::StatusOr<std::string> BuildBlock(const BlockHeader& header,
     StoreLE<uint64_t>(h + kOffSectionLengths + 8 * i, sections[i].size());
   }
   out.reserve(total);
-  for (const auto& s : sections) out.append(reinterpret_cast<const char*>(s.data()), s.size());
+  for (size_t i = 0; i < sections.size(); ++i) {
+    out.resize(offsets[i], '\0');
+    out.append(reinterpret_cast<const char*>(sections[i].data()), sections[i].size());
+  }
   for (uint64_t c = 0; c < chunks; ++c) {
     const uint64_t begin = c << header.chunk_shift;
     const size_t len = static_cast<size_t>(std::min(uint64_t{1} << header.chunk_shift, covered - begin));
@@ -230,9 +247,17 @@ absl::StatusOr<BlockView> VerifyWhole(const uint8_t* p, const Structure& st, Blo
     return absl::DataLossError(
         absl::StrFormat("block checksum mismatch: stored %016x, computed %016x", view.checksum, actual));
   }
-  if (st.chunk_shift) {  // an accepted block is canonical: its chunk sums must be right too
+  if (st.chunk_shift) {  // an accepted block is canonical: its chunk sums must be right, its gaps zero
     RETURN_IF_ERROR(VerifyChunks(p, st.covered, view.chunk_sums.data(), st.chunk_shift, 0,
                                  ChunkCount(st.covered, st.chunk_shift) - 1));
+    uint64_t gap = st.header_bytes;
+    for (const absl::Span<const uint8_t>& sec : view.sections) {
+      const uint64_t start = static_cast<uint64_t>(sec.data() - p);
+      for (uint64_t i = gap; i < start; ++i) {
+        if (p[i] != 0) return absl::DataLossError(absl::StrCat("block padding byte ", i, " is not zero"));
+      }
+      gap = start + sec.size();
+    }
   }
   RETURN_IF_ERROR(ReadFields(p, st, &view));
   return view;
@@ -252,7 +277,9 @@ absl::StatusOr<BlockView> ParseBlockForRows(absl::Span<const uint8_t> bytes) {
   if (!st.chunk_shift) return VerifyWhole(bytes.data(), st, std::move(view));
   // The header, then section 0 (codec parameters, read by CodecForBlock).
   const uint8_t* p = bytes.data();
-  const uint64_t end0 = st.header_bytes + (view.sections.empty() ? 0 : view.sections[0].size());
+  const uint64_t end0 = view.sections.empty() ? st.header_bytes
+                                              : static_cast<uint64_t>(view.sections[0].data() - p) +
+                                                    view.sections[0].size();
   RETURN_IF_ERROR(VerifyChunks(p, st.covered, view.chunk_sums.data(), st.chunk_shift, 0,
                                (std::max<uint64_t>(end0, 1) - 1) >> st.chunk_shift));
   RETURN_IF_ERROR(ReadFields(p, st, &view));
@@ -286,11 +313,12 @@ absl::Status VerifyBlockRanges(const BlockView& view, absl::Span<const absl::Spa
   }
   // Scattered rows are a walk of DRAM misses: ask for a few chunks ahead
   // while hashing the current one.
-  constexpr size_t kAhead = 4;
+  constexpr size_t kAhead = 8;
   const uint64_t size = uint64_t{1} << shift;
   auto prefetch = [&](uint64_t c) {
     const uint64_t begin = c << shift, end = std::min(begin + size, covered);
     for (uint64_t o = begin; o < end; o += 64) __builtin_prefetch(p + o);
+    __builtin_prefetch(view.chunk_sums.data() + 4 * c);  // its stored sum, far away at the block's end
   };
   for (size_t i = 0; i < std::min(kAhead, chunks.size()); ++i) prefetch(chunks[i]);
   for (size_t i = 0; i < chunks.size(); ++i) {

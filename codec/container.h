@@ -36,6 +36,10 @@ inline constexpr size_t kBlockFixedHeaderBytes = 88;
 inline constexpr size_t kBlockTrailerBytes = 8;
 inline constexpr uint64_t kMaxBlockBytes = uint64_t{1} << 34;  // 16 GiB
 inline constexpr uint16_t kBlockFlagChunkSums = 1;
+// Set with kBlockFlagChunkSums, never alone: every section starts on a chunk
+// boundary (zero bytes in between), so a row that is a multiple of a chunk
+// long covers whole chunks and a row read hashes only the bytes it decodes.
+inline constexpr uint16_t kBlockFlagAlignedSections = 2;
 inline constexpr int kMinChunkShift = 8;   // 256-byte chunks
 inline constexpr int kMaxChunkShift = 16;  // 64 KiB
 

@@ -1,6 +1,7 @@
 #include "codec/container.h"
 
 #include <algorithm>
+#include <cstring>
 
 #include <string>
 
@@ -65,7 +66,9 @@ std::string ChunkedBlock(std::string* big) {
 TEST(Container, ChunkSumsRoundTripAndVerifyOnlyWhatIsRead) {
   std::string big;
   const std::string block = ChunkedBlock(&big);
-  const size_t covered = kBlockFixedHeaderBytes + 3 * 8 + 12 + 2000 + 1;
+  // Sections start on chunk boundaries: header 112 bytes, params at 256,
+  // the 2000-byte section at 512, the last one at 2560.
+  const size_t covered = 2560 + 1;
   EXPECT_EQ(block.size(), covered + 4 * ((covered + 255) / 256) + kBlockTrailerBytes);
   auto full = ParseBlock(AsBytes(block));
   ASSERT_TRUE(full.ok()) << full.status();
@@ -74,6 +77,20 @@ TEST(Container, ChunkSumsRoundTripAndVerifyOnlyWhatIsRead) {
   auto rebuilt = BuildBlock(full->header, full->sections);
   ASSERT_TRUE(rebuilt.ok());
   EXPECT_EQ(*rebuilt, block);  // canonical
+  for (size_t i = 0; i < 3; ++i) {
+    EXPECT_EQ((full->sections[i].data() - reinterpret_cast<const uint8_t*>(block.data())) % 256, 0u) << i;
+  }
+  {  // The padding must be zero (canonical blocks); the chunk sums guard it too.
+    std::string padded = block;
+    padded[300] = 1;  // between the params (256..268) and the next section (512)
+    const uint64_t sum = Checksum64(padded.data(), padded.size() - kBlockTrailerBytes);
+    std::memcpy(&padded[padded.size() - kBlockTrailerBytes], &sum, 8);
+    EXPECT_EQ(ParseBlock(AsBytes(padded)).status().code(), absl::StatusCode::kDataLoss);
+    // Flag bits 0 and 1 go together.
+    std::string flags = block;
+    flags[10] = static_cast<char>(flags[10] & ~kBlockFlagAlignedSections);
+    EXPECT_EQ(ParseBlockForRows(AsBytes(flags)).status().code(), absl::StatusCode::kDataLoss);
+  }
   auto partial = ParseBlockForRows(AsBytes(block));
   ASSERT_TRUE(partial.ok()) << partial.status();
   EXPECT_TRUE(partial->partial);
