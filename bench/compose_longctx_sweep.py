@@ -31,17 +31,19 @@ for name in sorted(os.listdir(runs)):
         continue
     cells = [c.strip() for c in table[0].strip("|").split("|")]
     tokens, codec, host_mib = int(seq.group(1)), seq.group(2), int(seq.group(3))
+    seg = re.search(r"code-sorted segments of (\d+) blocks", text)
+    layout = f"code-sorted, {seg.group(1)}-block segments" if seg else "time order"
     kv_bytes = tokens * int(per_tok.group(1))
     # Blocks read from the SSD tier per step, as the store counted them (the host
     # tier holds fewer blocks than its size over theirs: size classes round up).
     ssd_share = int(hits.group(2)) / (int(hits.group(1)) + int(hits.group(2))) if hits else \
         max(0.0, 1 - host_mib * 2**20 / kv_bytes)
-    rows.append(dict(codec=codec, host_mib=host_mib, kv_mib=kv_bytes / 2**20,
+    rows.append(dict(codec=codec, layout=layout, host_mib=host_mib, kv_mib=kv_bytes / 2**20,
                      ssd_share=ssd_share, promotions=float(hits.group(3)) if hits else -1,
                      step_ms=float(m.group(2)), ref_ms=float(m.group(3)), ratio=float(m.group(1)),
                      select_ms=float(cells[2]), fetch_ms=float(cells[3]), attend_ms=float(cells[4]),
                      mass_recall=float(cells[9]), out_err=float(cells[11]), tokens=tokens))
-rows.sort(key=lambda r: (r["codec"] != "f16", r["host_mib"]))
+rows.sort(key=lambda r: (r["codec"] != "f16", r["host_mib"], r["layout"] != "time order"))
 with open(os.path.join(out, "longctx_sweep.csv"), "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
     w.writeheader()
@@ -54,18 +56,18 @@ lines = [
     f"- date: {datetime.date.today().isoformat()}",
     f"- machine: {os.cpu_count()}-core x86_64 Debian 12, {cpu}",
     "- command: `bash bench/longctx_sweep.sh` (each run: `longctx --steps 6 --block 1024 --server --modes attend "
-    "--host_mib N [--codec kivi:bits=4]`; the per-run tables are below)",
+    "--host_mib N [--codec kivi:bits=4] [--segment_blocks 16]`; the per-run tables are below)",
     "- store: a `kvrecall-server` child process on loopback, host tier of the given size, SSD tier (RocksDB, page "
     "cache) for the rest. Blocks carry 256-byte chunk checksums: a step verifies the chunks of the rows it reads.",
     "- reference: exact CPU attention over all tokens in RAM as f32 on both cores (codec/attention.h AttendGroup, "
     "vectorized), timed right after each step; ratio = median of the per-step ratios.",
     "",
-    "| blocks | host tier | KV | blocks read from SSD | step (median) | exact attention (median) | ratio | select ms | fetch ms | "
+    "| blocks | layout | host tier | KV | blocks read from SSD | step (median) | exact attention (median) | ratio | select ms | fetch ms | "
     "attend+merge ms | mass recall @1% | output rel err |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 for r in rows:
-    lines.append(f"| {r['codec']} | {r['host_mib']} MiB | {r['kv_mib']:.0f} MiB | {100 * r['ssd_share']:.0f}% | "
+    lines.append(f"| {r['codec']} | {r['layout']} | {r['host_mib']} MiB | {r['kv_mib']:.0f} MiB | {100 * r['ssd_share']:.0f}% | "
                  f"{r['step_ms']:.1f} ms | {r['ref_ms']:.1f} ms | **{r['ratio']:.2f}x** | {r['select_ms']:.1f} | "
                  f"{r['fetch_ms']:.1f} | {r['attend_ms']:.1f} | {r['mass_recall']:.3f} | {r['out_err']:.3f} |")
 lines += ["", "select/fetch/attend are means over the steps (the first step maps the SSD tier's files); step and "
@@ -79,7 +81,7 @@ for name in sorted(os.listdir(runs)):
 open(os.path.join(out, "longctx_sweep.md"), "w").write("\n".join(lines) + "\n")
 
 fig, ax = plt.subplots(figsize=(8, 4))
-labels = [f"{r['codec']}\n{r['host_mib']} MiB host\n({100 * r['ssd_share']:.0f}% on SSD)" for r in rows]
+labels = [f"{r['codec']}{' sorted' if r['layout'] != 'time order' else ''}\n{r['host_mib']} MiB host\n({100 * r['ssd_share']:.0f}% on SSD)" for r in rows]
 x = range(len(rows))
 ax.bar([i - 0.2 for i in x], [r["step_ms"] for r in rows], 0.4, label="attend step (kvrecall-server)")
 ax.bar([i + 0.2 for i in x], [r["ref_ms"] for r in rows], 0.4, color="gray", label="exact CPU attention, 2 threads")

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # A million tokens through a kvrecall-server at several host-tier sizes and
-# two block codecs: how much of an attend step's time the SSD tier's share
+# two block codecs (and f16 in code-sorted segments): how much of an attend step's time the SSD tier's share
 # of the sequence costs. Writes bench/results/longctx_sweep.{md,csv,png}.
 #   bash bench/longctx_sweep.sh [--compose DIR]   (DIR: runs already made)
 set -euo pipefail
@@ -17,7 +17,8 @@ else
   shared=$(cd ..; pwd)/shared
   # name | flags
   configs=("f16-256|--host_mib 256" "f16-1536|--host_mib 1536"
-           "kivi4-256|--host_mib 256 --codec kivi:bits=4" "kivi4-512|--host_mib 512 --codec kivi:bits=4")
+           "kivi4-256|--host_mib 256 --codec kivi:bits=4" "kivi4-512|--host_mib 512 --codec kivi:bits=4"
+           "f16-256-sorted|--host_mib 256 --segment_blocks 16")
   for c in "${configs[@]}"; do
     name=${c%%|*}; flags=${c#*|}
     mkdir -p "$runs/$name"
