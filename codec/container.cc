@@ -149,7 +149,6 @@ absl::StatusOr<Structure> ReadStructure(absl::Span<const uint8_t> bytes, BlockVi
   }
   view->bytes = bytes.first(static_cast<size_t>(st.total));
   view->chunk_sums = absl::Span<const uint8_t>(p + st.covered, static_cast<size_t>(table));
-  view->checksum = LoadLE<uint64_t>(p + st.total - kBlockTrailerBytes);
   return st;
 }
 
@@ -242,6 +241,8 @@ namespace {
 
 // ParseBlock after ReadStructure: every checksum, then the fields.
 absl::StatusOr<BlockView> VerifyWhole(const uint8_t* p, const Structure& st, BlockView view) {
+  // (Read here, not by ReadStructure: a row read does not touch the block's last bytes.)
+  view.checksum = LoadLE<uint64_t>(p + st.total - kBlockTrailerBytes);
   const uint64_t actual = Checksum64(p, st.total - kBlockTrailerBytes);
   if (view.checksum != actual) {
     return absl::DataLossError(

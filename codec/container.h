@@ -65,7 +65,7 @@ struct BlockHeader {
 struct BlockView {
   BlockHeader header;
   std::vector<absl::Span<const uint8_t>> sections;
-  uint64_t checksum = 0;
+  uint64_t checksum = 0;  // the trailer (ParseBlock; 0 in a partial view, which does not read it)
   bool partial = false;
   absl::Span<const uint8_t> bytes;       // the whole block
   absl::Span<const uint8_t> chunk_sums;  // u32 LE per chunk (chunk_shift != 0)
