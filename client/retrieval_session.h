@@ -7,9 +7,11 @@
 // into blocks of `block_tokens`, one per KV head, which are encoded (codec),
 // saved through the KvClient (one batch per offload) under
 // SequenceBlockKey(fingerprint, salt, "<sequence_id>/kvh<h>", layer, 1,
-// block) and summarized in the layer's per-KV-head index.
+// block) and summarized in the layer's per-KV-head index (with
+// segment_blocks, indexed a block at a time and stored a code-sorted
+// segment at a time; see the option).
 // Step: per KV head, the union over its query heads of each head's top-K
-// offloaded tokens; then either
+// indexed tokens; then either
 //   gather: the store returns those rows (decoded by the block's codec), and
 //           attention runs here over local ∪ fetched rows, or
 //   attend: each store node computes the partial attention over its rows
