@@ -14,6 +14,7 @@
 
 #include "absl/flags/flag.h"
 #include "absl/flags/parse.h"
+#include "bench/results_io.h"
 #include "codec/attention.h"
 #include "codec/codec.h"
 #include "codec/container.h"
@@ -31,11 +32,6 @@ namespace kvrecall {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double Ms(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
-double Median(std::vector<double> x) {
-  std::sort(x.begin(), x.end());
-  return x[x.size() / 2];
-}
 
 int Run() {
   const int nb = absl::GetFlag(FLAGS_blocks), T = absl::GetFlag(FLAGS_tokens), d = 128, G = 4;
@@ -82,7 +78,7 @@ int Run() {
     if (auto s = (*store)->Attend(ns, items, G, scale, q, &out, &lse); !s.ok()) {
       return std::fprintf(stderr, "%s\n", s.ToString().c_str()), 1;
     }
-    t_store.push_back(Ms(t0));
+    t_store.push_back(MsSince(t0));
     // By hand: lease + verify the rows' chunks; decode; attend.
     double lease_ms = 0, decode_ms = 0, attend_ms = 0;
     std::vector<float> k, v, part(size_t(G) * d), plse(G);
@@ -92,15 +88,15 @@ int Run() {
       auto lease = (*store)->LeaseRows(ns, it.key, it.rows, &codec, LeaseFor::kScan);  // verifies the rows' chunks
       if (!lease.ok()) return 1;
       const BlockView* view = &lease->view();
-      lease_ms += Ms(t1);
+      lease_ms += MsSince(t1);
       t1 = Clock::now();
       const int R = int(it.rows.size());
       k.resize(size_t(R) * d), v.resize(k.size());
       if (!codec->DecodeRows(*view, it.rows, k.data(), v.data()).ok()) return 1;
-      decode_ms += Ms(t1);
+      decode_ms += MsSince(t1);
       t1 = Clock::now();
       AttendGroup(q.data(), G, k.data(), v.data(), R, d, d, scale, part.data(), plse.data());
-      attend_ms += Ms(t1);
+      attend_ms += MsSince(t1);
     }
     t_lease.push_back(lease_ms), t_decode.push_back(decode_ms), t_attend.push_back(attend_ms);
   }
@@ -112,7 +108,7 @@ int Run() {
     for (int r = 0; r < absl::GetFlag(FLAGS_rounds); ++r) {
       auto t0 = Clock::now();
       AttendGroup(q.data(), G, k.data(), v.data(), int64_t(eb) * T, d, d, scale, o.data(), l.data());
-      t_exact.push_back(Ms(t0) / (double(eb) * T) * 1e6);  // ns per row
+      t_exact.push_back(MsSince(t0) / (double(eb) * T) * 1e6);  // ns per row
     }
   }
   const double rows = double(rows_total);

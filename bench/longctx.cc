@@ -56,7 +56,6 @@ namespace kvrecall {
 namespace {
 
 using Clock = std::chrono::steady_clock;
-double Ms(Clock::time_point a) { return std::chrono::duration<double, std::milli>(Clock::now() - a).count(); }
 
 int Run() {
   const int64_t n = absl::GetFlag(FLAGS_tokens);
@@ -149,11 +148,6 @@ int Run() {
   const char* kPromotions = "kvrecall_promotions_total";
   const char* kAttendSeconds = "kvrecall_request_seconds_sum{op=\"attend\"}";
   const char* kAttendCount = "kvrecall_request_seconds_count{op=\"attend\"}";
-  auto median = [](std::vector<double> x) {
-    if (x.empty()) return 0.0;
-    std::sort(x.begin(), x.end());
-    return x.size() % 2 ? x[x.size() / 2] : 0.5 * (x[x.size() / 2 - 1] + x[x.size() / 2]);
-  };
   std::vector<ModeResult> results;
   std::vector<float> exact_out(size_t(steps) * H * G * d);
   double full_ms = 0;
@@ -184,10 +178,10 @@ int Run() {
   {
     auto t0 = Clock::now();
     for (int s = 0; s < steps; ++s) exact_step(s, exact_out.data() + size_t(s) * H * G * d, 1);
-    one_thread_ms = Ms(t0) / steps;
+    one_thread_ms = MsSince(t0) / steps;
     t0 = Clock::now();
     for (int s = 0; s < steps; ++s) exact_step(s, exact_out.data() + size_t(s) * H * G * d, ref_threads);
-    full_ms = Ms(t0) / steps;
+    full_ms = MsSince(t0) / steps;
     std::fprintf(stderr, "[longctx] exact CPU attention over %lld tokens: %.1f ms per step (%d threads), %.1f ms (1)\n",
                  static_cast<long long>(n), full_ms, ref_threads, one_thread_ms);
   }
@@ -233,7 +227,7 @@ int Run() {
       std::fprintf(stderr, "\r[longctx] %s: appended %lld / %lld tokens", r.mode.c_str(),
                    static_cast<long long>(t + m), static_cast<long long>(n));
     }
-    r.append_s = Ms(t0) / 1e3;
+    r.append_s = MsSince(t0) / 1e3;
     std::fprintf(stderr, " (%.1f s)\n", r.append_s);
     const RetrievalSessionStats before = (*s)->stats();
     const std::string metrics_before = server.pid > 0 ? HttpGet(server.metrics, "/metrics") : "";
@@ -247,12 +241,12 @@ int Run() {
                      server.pid > 0 ? "" : ("store metrics:\n" + (*client)->EmbeddedMetrics()).c_str());
         return 1;
       }
-      r.step_wall.push_back(Ms(ts));
+      r.step_wall.push_back(MsSince(ts));
       {
         std::vector<float> ref(size_t(H) * G * d);
         const auto tr = Clock::now();
         exact_step(step, ref.data(), ref_threads);
-        r.ref_wall.push_back(Ms(tr));
+        r.ref_wall.push_back(MsSince(tr));
       }
       for (int h = 0; h < H; ++h) {
         const std::vector<int64_t>& sel = (*s)->last_selection(0)[h];
@@ -299,7 +293,7 @@ int Run() {
   {  // The reference row: the median of the paired timings of both modes.
     std::vector<double> all;
     for (const auto& r : results) all.insert(all.end(), r.ref_wall.begin(), r.ref_wall.end());
-    if (!all.empty()) full_ms = median(all);
+    if (!all.empty()) full_ms = Median(all);
   }
   std::string md = absl::StrFormat(
       "Sequence: %lld tokens, %d KV heads x 4 query heads, head_dim %d, one layer; blocks of %d tokens of one KV head "
@@ -348,7 +342,7 @@ int Run() {
       "table's full-attention row is the median of all modes' paired timings). Memory per token: "
       "offloaded blocks %.0f B (all KV heads); GPU-resident summary %.0f bits per KV head (12-bit code)%s; append "
       "of the whole sequence %.1f s (%s run)%s%s.\n",
-      a.mode, median(ratios), static_cast<int>(ratios.size()), median(a.step_wall), median(a.ref_wall), ref_threads,
+      a.mode, Median(ratios), static_cast<int>(ratios.size()), Median(a.step_wall), Median(a.ref_wall), ref_threads,
       one_thread_ms, a.block_bytes_per_token,
       12.0,
       absl::GetFlag(FLAGS_segment_blocks) > 0

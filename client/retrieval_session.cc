@@ -152,10 +152,8 @@ class SessionImpl final : public RetrievalSession {
     // offloaded tokens (sorted).
     std::vector<std::vector<int64_t>> rows(H), pend(H);  // storage rows; positions waiting here (- sinks)
     const int64_t k = o_.topk > 0 ? o_.topk : static_cast<int64_t>(std::ceil(o_.topk_fraction * m));
-    SelectionConfig cfg;
-    cfg.sinks = 0, cfg.window = 0;
-    cfg.topk = o_.topk;
-    cfg.topk_fraction = o_.topk_fraction;
+    SelectionConfig cfg;  // time order: over the indexed tokens, no sinks or window of their own
+    cfg.sinks = 0, cfg.window = 0, cfg.topk = k;
     // Each head's request is sent as soon as its rows are selected, before
     // the next head is selected and before any reply is awaited: the store
     // works on one head while the next is selected, and the heads' fetches
@@ -169,12 +167,12 @@ class SessionImpl final : public RetrievalSession {
     double select_us = 0;
     for (int h = 0; h < H; ++h) {
       const Clock::time_point ts = Clock::now();
-      if (m > 0 && o_.segment_blocks > 0) {
+      if (k > 0 && o_.segment_blocks > 0) {
         CodeSortedLayout::Picks picks;
         RETURN_IF_ERROR(s.sorted[h].Select(*s.index[h], q_pre + size_t(h) * G * d, q_post + size_t(h) * G * d, G, m,
                                            k, &picks));
         rows[h] = std::move(picks.rows), pend[h] = std::move(picks.pending);
-      } else if (m > 0) {
+      } else if (k > 0) {
         ASSIGN_OR_RETURN(rows[h],
                          SelectTokens(*s.index[h], q_pre + size_t(h) * G * d, q_post + size_t(h) * G * d, G, m - 1, cfg));
       }

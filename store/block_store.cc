@@ -467,24 +467,6 @@ absl::StatusOr<size_t> BlockStore::Get(uint32_t ns, const BlockKey& key, absl::S
   return n;
 }
 
-absl::StatusOr<size_t> BlockStore::SizeOf(uint32_t ns, const BlockKey& key) {
-  {
-    absl::MutexLock l(&mu_);
-    if (!namespaces_.count(ns)) return absl::PermissionDeniedError("unknown namespace");
-    if (std::optional<uint64_t> n = host_->LengthOf({ns, key})) return *n;
-  }
-  if (ssd_) {
-    {
-      std::lock_guard<std::mutex> l(demote_mu_);
-      auto it = demote_pending_.find(TierKey{ns, key});
-      if (it != demote_pending_.end()) return it->second->size();
-    }
-    absl::StatusOr<std::string> got = ssd_->Get({ns, key});
-    if (got.ok()) return got->size();
-  }
-  return absl::NotFoundError("miss");
-}
-
 absl::StatusOr<std::string> BlockStore::Get(uint32_t ns, const BlockKey& key) {
   ASSIGN_OR_RETURN(BlockLease lease, Lease(ns, key));
   return std::string(reinterpret_cast<const char*>(lease.bytes().data()), lease.bytes().size());

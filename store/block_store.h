@@ -197,7 +197,6 @@ class BlockStore {
   absl::StatusOr<size_t> Get(uint32_t ns, const BlockKey& key, absl::Span<uint8_t> dst);
   absl::StatusOr<std::string> Get(uint32_t ns, const BlockKey& key);
   // Size of a present block, NOT_FOUND otherwise (for sizing buffers).
-  absl::StatusOr<size_t> SizeOf(uint32_t ns, const BlockKey& key);
   ExistsResult Exists(uint32_t ns, absl::Span<const BlockKey> chain);
   // True if a block was removed (from every tier).
   absl::StatusOr<bool> Delete(uint32_t ns, const BlockKey& key);
