@@ -60,6 +60,7 @@ ABSL_FLAG(std::string, concurrency, "1,4,16", "concurrent requesters");
 ABSL_FLAG(std::string, op, "", "one op only (put or get): prints the last-line summary");
 ABSL_FLAG(double, seconds, 1.5, "measuring time per configuration");
 ABSL_FLAG(bool, ssd, true, "also measure the SSD tier against a plain file");
+ABSL_FLAG(bool, peers, true, "measure ucx_perftest and Redis too (false: kvrecall alone, for profiling)");
 ABSL_FLAG(std::string, out_dir, "", "write store_bench.{md,csv} here (relative to the workspace)");
 
 namespace kvrecall {
@@ -303,8 +304,9 @@ int main(int argc, char** argv) {
   for (const auto& c : List(absl::GetFlag(FLAGS_concurrency))) conc.push_back(std::atoi(c.c_str()));
 
   Redis redis;
-  const bool have_redis = redis.Start();
-  if (!have_redis) std::fprintf(stderr, "redis-server did not start: no peer numbers\n");
+  const bool peers = absl::GetFlag(FLAGS_peers);
+  const bool have_redis = peers && redis.Start();
+  if (peers && !have_redis) std::fprintf(stderr, "redis-server did not start: no peer numbers\n");
 
   std::string md =
       "| transport | block | op | requesters | kvrecall GB/s | p50 µs | p99 µs | ucx_perftest GB/s | ucx_perftest lat µs | "
@@ -320,6 +322,7 @@ int main(int argc, char** argv) {
     StoreOptions o;
     o.host_bytes = 1ull << 30;
     o.eviction = "lru";
+    o.prefault_host = true;  // as kvrecall-server does by default
     o.admin_token = "bench-admin";
     auto store = BlockStore::Open(o, {{"bench", "bench-token-1", 1ull << 30, ""}});
     StoreService service(store->get(), Env::Default());
@@ -345,8 +348,8 @@ int main(int argc, char** argv) {
         (void)stub.Put({&key, 1}, {AsBytes(blocks[k % 4])}, false);
       }
       const int perf_iters = size >= (8 << 20) ? 100 : size >= (1 << 20) ? 500 : 5000;
-      const std::vector<double> bw = PerftestFinal(tls, "ucp_am_bw", size, perf_iters);
-      const std::vector<double> lat = PerftestFinal(tls, "ucp_am_lat", size, perf_iters);
+      const std::vector<double> bw = peers ? PerftestFinal(tls, "ucp_am_bw", size, perf_iters) : std::vector<double>{};
+      const std::vector<double> lat = peers ? PerftestFinal(tls, "ucp_am_lat", size, perf_iters) : std::vector<double>{};
       const double perf_gbps = bw.size() >= 6 ? bw[5] * 1e6 / 1e9 * 1.048576 : 0;  // MB/s is MiB/s
       const double perf_lat = lat.size() >= 3 ? lat[2] : 0;
       for (const std::string& op : ops) {

@@ -3,6 +3,9 @@
 // fault-injecting decorator.
 #include "client/store_stub.h"
 
+#include <unistd.h>
+
+#include <cstdlib>
 #include <random>
 #include <thread>
 
@@ -120,6 +123,48 @@ TEST(StoreService, MalformedRequestsGetErrorRepliesAndTheServerStaysUp) {
   EXPECT_GT(f.store->Stats().rejected, 1000u);
   StoreStub a(f.transport.get(), "token-a-123456");
   EXPECT_TRUE(a.Exists({BlockKey{1, 1}}).ok());
+}
+
+// Which requests a server runs off its progress thread (Exchange::Heavy):
+// those that wait on the SSD tier, and attention; not puts and gets from RAM.
+TEST(StoreService, RequestsThatWaitOnTheSsdRunOffTheProgressThread) {
+  const char* tmp = std::getenv("TEST_TMPDIR");
+  const std::string dir = std::string(tmp ? tmp : "/tmp") + "/heavy_" + std::to_string(getpid());
+  (void)std::system(("rm -rf '" + dir + "'").c_str());
+  StoreOptions o;
+  o.host_bytes = 8 << 20;
+  o.admin_token = "admin-token-xyz";
+  o.ssd_path = dir;
+  o.ssd_bytes = 64 << 20;
+  auto store = BlockStore::Open(o, {{"a", "token-a-123456", 1ull << 30, "sa"}});
+  ASSERT_TRUE(store.ok()) << store.status();
+  StoreService service(store->get(), Env::Default());
+  const std::string blk = MakeBlock(8, 1);
+  const uint32_t ns = *(*store)->Authenticate("token-a-123456");
+  ASSERT_TRUE((*store)->Put(ns, BlockKey{1, 1}, AsBytes(blk), false).ok());
+
+  auto heavy = [&](const Request& r, uint64_t payload) { return service.Begin(AsBytes(EncodeRequest(r)), payload)->Heavy(); };
+  Request get;
+  get.header.op = uint16_t(Op::kGet);
+  get.token = "token-a-123456";
+  get.keys = {BlockKey{1, 1}};
+  EXPECT_FALSE(heavy(get, 0)) << "a get from RAM";
+  get.keys = {BlockKey{1, 1}, BlockKey{9, 9}};
+  EXPECT_TRUE(heavy(get, 0)) << "a key not in RAM is looked up on the SSD";
+  Request put;
+  put.header.op = uint16_t(Op::kPut);
+  put.token = "token-a-123456";
+  put.puts = {{BlockKey{2, 2}, 0, uint32_t(blk.size())}};
+  put.header.payload_len = blk.size();
+  EXPECT_FALSE(heavy(put, blk.size())) << "a write-back put lands in RAM";
+  put.header.flags = kFlagDurable;
+  EXPECT_TRUE(heavy(put, blk.size())) << "a durable put writes and syncs the SSD";
+
+  Fixture f;  // no SSD tier: a missing key is a plain miss
+  StoreService& ram_only = *f.service;
+  get.keys = {BlockKey{9, 9}};
+  EXPECT_FALSE(ram_only.Begin(AsBytes(EncodeRequest(get)), 0)->Heavy());
+  (void)std::system(("rm -rf '" + dir + "'").c_str());
 }
 
 TEST(StoreStub, InjectedFaultsCostHitsNeverCorrectness) {

@@ -25,9 +25,12 @@ class Arena {
   // The size class (bytes actually taken) of a request.
   static uint64_t ClassOf(uint64_t bytes);
 
-  // Maps `capacity` bytes of anonymous memory (pages are touched only when
-  // written). RESOURCE_EXHAUSTED if the mapping fails.
-  static absl::StatusOr<std::unique_ptr<Arena>> Create(uint64_t capacity);
+  // Maps `capacity` bytes of anonymous memory (pages are backed when first
+  // written, or all at once with `prefault`). RESOURCE_EXHAUSTED if the
+  // mapping fails.
+  // prefault: back every page now (MADV_POPULATE_WRITE, else a write per
+  // page), so that puts do not pay the kernel's page zeroing on first touch.
+  static absl::StatusOr<std::unique_ptr<Arena>> Create(uint64_t capacity, bool prefault = false);
   ~Arena();
   Arena(const Arena&) = delete;
   Arena& operator=(const Arena&) = delete;

@@ -22,7 +22,7 @@ absl::StatusOr<std::unique_ptr<BlockStore>> BlockStore::Open(const StoreOptions&
   if (!(o.max_host_block_fraction > 0 && o.max_host_block_fraction <= 1)) {
     return absl::InvalidArgumentError("max_host_block_fraction must be in (0, 1]");
   }
-  ASSIGN_OR_RETURN(std::unique_ptr<HostTier> host, HostTier::Create(o.host_bytes, o.eviction));
+  ASSIGN_OR_RETURN(std::unique_ptr<HostTier> host, HostTier::Create(o.host_bytes, o.eviction, o.prefault_host));
   std::unique_ptr<SsdTier> ssd;
   if (!o.ssd_path.empty()) {
     SsdTierOptions so;
@@ -344,6 +344,15 @@ bool BlockStore::SecondRowTouch(const TierKey& key, uint64_t now) {
     auto it = ghosts_.find(k);
     if (it != ghosts_.end() && it->second == stamp) ghosts_.erase(it);
     ghost_fifo_.pop_front();
+  }
+  return false;
+}
+
+bool BlockStore::ReadsSsd(uint32_t ns, absl::Span<const BlockKey> keys) {
+  if (!ssd_) return false;
+  absl::MutexLock l(&mu_);
+  for (const BlockKey& k : keys) {
+    if (!host_->Contains({ns, k})) return true;
   }
   return false;
 }

@@ -5,9 +5,9 @@
 
 namespace kvrecall {
 
-absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(uint64_t capacity, const std::string& policy) {
+absl::StatusOr<std::unique_ptr<HostTier>> HostTier::Create(uint64_t capacity, const std::string& policy, bool prefault) {
   ASSIGN_OR_RETURN(std::unique_ptr<EvictionPolicy> p, MakeEvictionPolicy(policy, capacity));
-  ASSIGN_OR_RETURN(std::unique_ptr<Arena> a, Arena::Create(capacity));
+  ASSIGN_OR_RETURN(std::unique_ptr<Arena> a, Arena::Create(capacity, prefault));
   return std::unique_ptr<HostTier>(new HostTier(std::move(a), std::move(p)));
 }
 

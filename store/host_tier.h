@@ -52,7 +52,8 @@ class HostTier {
   // reused (write-back demotion).
   using DemoteFn = std::function<void(const TierKey&, absl::Span<const uint8_t>)>;
 
-  static absl::StatusOr<std::unique_ptr<HostTier>> Create(uint64_t capacity, const std::string& policy);
+  static absl::StatusOr<std::unique_ptr<HostTier>> Create(uint64_t capacity, const std::string& policy,
+                                                         bool prefault = false);
 
   struct Reservation {
     uint64_t offset = 0;

@@ -1,5 +1,9 @@
 #include "store/host_tier.h"
 
+#include <unistd.h>
+
+#include <cstdio>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -38,6 +42,30 @@ TEST(Arena, SizeClassesBoundWasteAndFreesCoalesce) {
   EXPECT_EQ((*a)->used(), 0u);
   EXPECT_EQ((*a)->free_extents(), 1u);
   EXPECT_EQ((*a)->largest_free(), 1u << 20);
+}
+
+// Resident set size of this process, from /proc/self/statm.
+uint64_t RssBytes() {
+  FILE* f = std::fopen("/proc/self/statm", "r");
+  unsigned long long pages = 0, rss = 0;
+  if (f && std::fscanf(f, "%llu %llu", &pages, &rss) != 2) rss = 0;
+  if (f) std::fclose(f);
+  return rss * uint64_t(sysconf(_SC_PAGESIZE));
+}
+
+TEST(Arena, PrefaultBacksTheWholeArenaUpFront) {
+  const uint64_t cap = 64 << 20;
+  const uint64_t before = RssBytes();
+  auto lazy = Arena::Create(cap);
+  ASSERT_TRUE(lazy.ok());
+  EXPECT_LT(RssBytes(), before + cap / 4) << "without prefault, untouched pages stay unbacked";
+  auto eager = Arena::Create(cap, /*prefault=*/true);
+  ASSERT_TRUE(eager.ok());
+  EXPECT_GE(RssBytes(), before + cap) << "prefault backs every page";
+  auto off = (*eager)->Allocate(1 << 20);
+  ASSERT_TRUE(off.has_value());
+  std::memset((*eager)->base() + *off, 7, 1 << 20);
+  EXPECT_EQ((*eager)->base()[*off + 12345], 7);
 }
 
 TEST(Eviction, LruEvictsLeastRecentAndSkipsUnevictable) {

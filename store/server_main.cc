@@ -39,6 +39,9 @@ ABSL_FLAG(int, grpc_port, 7401, "gRPC control-plane port (0: any free port)");
 ABSL_FLAG(int, metrics_port, 7402, "Prometheus /metrics port (0: any free port, -1: off)");
 ABSL_FLAG(int, workers, 0, "threads for attention and row gathers (0: one per core; -1: none, all on the UCX thread)");
 ABSL_FLAG(uint64_t, host_bytes, 256ull << 20, "host-tier arena bytes");
+ABSL_FLAG(bool, prefault_host, true,
+          "back the whole host arena with memory at start (fail fast if the machine lacks it; puts then never pay "
+          "first-touch page faults)");
 ABSL_FLAG(std::string, eviction, "s3fifo", "host-tier eviction: lru or s3fifo");
 ABSL_FLAG(double, max_host_block_fraction, 0.25, "blocks larger than this fraction of the host tier go to SSD only");
 ABSL_FLAG(std::string, ssd_path, "", "SSD-tier directory (RocksDB); empty: no SSD tier");
@@ -64,6 +67,7 @@ int Usage(const std::string& msg) {
 int Main() {
   StoreOptions o;
   o.host_bytes = absl::GetFlag(FLAGS_host_bytes);
+  o.prefault_host = absl::GetFlag(FLAGS_prefault_host);
   o.eviction = absl::GetFlag(FLAGS_eviction);
   o.max_host_block_fraction = absl::GetFlag(FLAGS_max_host_block_fraction);
   o.ssd_path = absl::GetFlag(FLAGS_ssd_path);

@@ -161,8 +161,27 @@ class StoreExchange final : public Exchange {
     if (LatencyHistogram* h = svc_->HistogramFor(req_.op())) h->Record(double(svc_->env_->NowMicros() - start_us_));
   }
 
-  // Attention and row gathers read and decode many blocks: off the progress thread.
-  bool Heavy() const override { return !failed_ && (req_.op() == Op::kAttend || req_.op() == Op::kGather); }
+  // Off the progress thread: attention and row gathers (they read and decode
+  // many blocks), and puts and gets that wait on the SSD tier (a RocksDB read,
+  // a write-through, a durable put's fsync), which would stall every other
+  // requester behind them. Puts and gets served from RAM stay on the progress
+  // thread, hashing included: handing 1 MiB blocks to a worker measured
+  // slower on 2 cores (two more thread switches per call, and no idle core
+  // to gain), bench/results/store_bench_analysis.md.
+  bool Heavy() const override {
+    if (failed_) return false;
+    switch (req_.op()) {
+      case Op::kAttend:
+      case Op::kGather:
+        return true;
+      case Op::kPut:
+        return svc_->store_->PutWritesSsd(req_.header.flags & kFlagDurable);
+      case Op::kGet:
+        return svc_->store_->ReadsSsd(ns_, req_.keys);
+      default:
+        return false;
+    }
+  }
 
   absl::string_view reply_head() const override { return head_; }
   ConstIov reply_payload() const override { return payload_; }
