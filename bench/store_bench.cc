@@ -60,6 +60,7 @@ ABSL_FLAG(std::string, concurrency, "1,4,16", "concurrent requesters");
 ABSL_FLAG(std::string, op, "", "one op only (put or get): prints the last-line summary");
 ABSL_FLAG(double, seconds, 1.5, "measuring time per configuration");
 ABSL_FLAG(bool, ssd, true, "also measure the SSD tier against a plain file");
+ABSL_FLAG(int, progress_threads, 0, "server progress threads (UcxServerOptions; 0: its default)");
 ABSL_FLAG(bool, peers, true, "measure ucx_perftest and Redis too (false: kvrecall alone, for profiling)");
 ABSL_FLAG(std::string, out_dir, "", "write store_bench.{md,csv} here (relative to the workspace)");
 
@@ -326,7 +327,9 @@ int main(int argc, char** argv) {
     o.admin_token = "bench-admin";
     auto store = BlockStore::Open(o, {{"bench", "bench-token-1", 1ull << 30, ""}});
     StoreService service(store->get(), Env::Default());
-    auto server = UcxServer::Start(&service, {});
+    UcxServerOptions so;
+    so.progress_threads = absl::GetFlag(FLAGS_progress_threads);
+    auto server = UcxServer::Start(&service, so);
     if (!server.ok()) {
       std::fprintf(stderr, "UCX server on %s: %s\n", tls.c_str(), server.status().ToString().c_str());
       continue;

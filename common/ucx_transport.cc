@@ -126,17 +126,16 @@ absl::StatusOr<ucp_mem_h> MapRegion(ucp_context_h ctx, absl::Span<uint8_t> regio
   return mem;
 }
 
-// The server's UCP context + worker, owned by its progress thread.
+// A server loop's UCP worker (on the server's context), owned by its
+// progress thread.
 struct Worker {
-  ucp_context_h ctx = nullptr;
   ucp_worker_h worker = nullptr;
   int efd = -1;       // the worker's event fd
   int wake_fd = -1;   // eventfd other threads write to
   int epoll_fd = -1;
   size_t max_am_header = 0;
 
-  absl::Status Init(unsigned am_id, ucp_am_recv_callback_t cb, void* arg) {
-    if (absl::Status st = NewContext(/*shared=*/false, &ctx); !st.ok()) return st;
+  absl::Status Init(ucp_context_h ctx, unsigned am_id, ucp_am_recv_callback_t cb, void* arg) {
     if (absl::Status st = NewWorker(ctx, UCS_THREAD_MODE_SINGLE, am_id, cb, arg, &worker, &max_am_header, &efd);
         !st.ok()) {
       return st;
@@ -183,10 +182,9 @@ struct Worker {
   }
   void Close() {
     if (worker) ucp_worker_destroy(worker);
-    if (ctx) ucp_cleanup(ctx);
     if (wake_fd >= 0) close(wake_fd);
     if (epoll_fd >= 0) close(epoll_fd);
-    worker = nullptr, ctx = nullptr, wake_fd = epoll_fd = -1;
+    worker = nullptr, wake_fd = epoll_fd = -1;
   }
 };
 
@@ -287,10 +285,10 @@ absl::Status ParseHostPort(const std::string& address, std::string* host, int* p
 // ---------------------------------------------------------------------------
 // Server.
 
-class UcxServerImpl;
+class ServerLoop;
 
 struct ServerCall {
-  UcxServerImpl* server = nullptr;
+  ServerLoop* server = nullptr;
   uint64_t id = 0;
   ucp_ep_h reply_ep = nullptr;
   std::unique_ptr<Exchange> ex;
@@ -303,13 +301,18 @@ struct ServerCall {
   absl::Status payload_status;
 };
 
-class UcxServerImpl final : public UcxServer {
+// One progress thread and its UCP worker: it receives requests, runs the
+// handler (heavy exchanges' Finish on its own worker pool) and sends the
+// replies. A server runs one or more; each client lane is served by one.
+class ServerLoop {
  public:
-  explicit UcxServerImpl(RequestHandler* h) : handler_(h) {}
-  ~UcxServerImpl() override { Shutdown(); }
+  ServerLoop(RequestHandler* h, ucp_context_h ctx) : handler_(h), ctx_(ctx) {}
+  ~ServerLoop() { Shutdown(); }
 
-  absl::Status Init(const UcxServerOptions& o) {
-    if (absl::Status s = w_.Init(kAmRequest, &UcxServerImpl::OnRequest, this); !s.ok()) return s;
+  // Creates the worker. `listen_fd` >= 0: this loop also answers bootstrap
+  // connections on it, handing each the address next_address() names.
+  absl::Status Init(int workers, int listen_fd, std::function<const std::string&()> next_address) {
+    if (absl::Status s = w_.Init(ctx_, kAmRequest, &ServerLoop::OnRequest, this); !s.ok()) return s;
     ucp_address_t* addr = nullptr;
     size_t len = 0;
     if (ucs_status_t st = ucp_worker_get_address(w_.worker, &addr, &len); st != UCS_OK) {
@@ -317,55 +320,22 @@ class UcxServerImpl final : public UcxServer {
     }
     address_blob_.assign(reinterpret_cast<const char*>(addr), len);
     ucp_worker_release_address(w_.worker, addr);
-    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
-    int one = 1;
-    setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
-    sockaddr_in sa{};
-    sa.sin_family = AF_INET;
-    sa.sin_port = htons(static_cast<uint16_t>(o.port));
-    if (inet_pton(AF_INET, o.bind_address.c_str(), &sa.sin_addr) != 1) {
-      return absl::InvalidArgumentError(absl::StrCat("bind address '", o.bind_address, "' is not an IPv4 address"));
-    }
-    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 || listen(listen_fd_, 128) != 0) {
-      return absl::UnavailableError(absl::StrCat("cannot listen on ", o.bind_address, ":", o.port, ": ", strerror(errno)));
-    }
-    socklen_t sl = sizeof(sa);
-    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&sa), &sl);
-    port_ = ntohs(sa.sin_port);
-    host_ = o.bind_address;
-    w_.Watch(listen_fd_);
-    const int workers = o.workers == 0 ? static_cast<int>(std::thread::hardware_concurrency()) : o.workers;
+    listen_fd_ = listen_fd;
+    next_address_ = std::move(next_address);
+    if (listen_fd_ >= 0) w_.Watch(listen_fd_);
     if (workers > 0) pool_ = std::make_unique<ThreadPool>(workers);
-    thread_ = std::thread([this] { Loop(); });
     return absl::OkStatus();
   }
+  void Start() { thread_ = std::thread([this] { Loop(); }); }
+  const std::string& address_blob() const { return address_blob_; }
+  int64_t in_flight() const { return in_flight_.load(); }
 
-  int port() const override { return port_; }
-  std::string address() const override { return absl::StrCat(host_, ":", port_); }
-
-  absl::Status RegisterMemory(absl::Span<uint8_t> region) override {
-    std::promise<absl::Status> done;
-    RunOnLoop([&] {
-      absl::StatusOr<ucp_mem_h> mem = MapRegion(w_.ctx, region);
-      if (mem.ok()) mems_.push_back(*mem);
-      done.set_value(mem.status());
-    });
-    return done.get_future().get();
-  }
-
-  void StopAccepting() override {
-    while (in_flight_.load() > 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-  }
-
-  void Shutdown() override {
-    if (!thread_.joinable()) return;
-    stop_ = true;
-    w_.Wake();
-    thread_.join();
-    for (ucp_mem_h m : mems_) ucp_mem_unmap(w_.ctx, m);
-    mems_.clear();
-    if (listen_fd_ >= 0) close(listen_fd_);
-    listen_fd_ = -1;
+  void Shutdown() {
+    if (thread_.joinable()) {
+      stop_ = true;
+      w_.Wake();
+      thread_.join();
+    }
     w_.Close();
   }
 
@@ -406,15 +376,17 @@ class UcxServerImpl final : public UcxServer {
 
   // Bootstrap: hand each connecting client our worker address.
   bool Accept() {
+    if (listen_fd_ < 0) return false;
     bool any = false;
     for (;;) {
       const int fd = accept4(listen_fd_, nullptr, nullptr, SOCK_CLOEXEC);
       if (fd < 0) break;
       any = true;
-      const uint32_t hdr[2] = {kBootstrapMagic, static_cast<uint32_t>(address_blob_.size())};
+      const std::string& blob = next_address_();
+      const uint32_t hdr[2] = {kBootstrapMagic, static_cast<uint32_t>(blob.size())};
       timeval tv{1, 0};
       setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
-      (void)(WriteAll(fd, hdr, sizeof(hdr)) && WriteAll(fd, address_blob_.data(), address_blob_.size()));
+      (void)(WriteAll(fd, hdr, sizeof(hdr)) && WriteAll(fd, blob.data(), blob.size()));
       close(fd);
     }
     return any;
@@ -422,7 +394,7 @@ class UcxServerImpl final : public UcxServer {
 
   static ucs_status_t OnRequest(void* arg, const void* header, size_t header_length, void* data, size_t length,
                                 const ucp_am_recv_param_t* param) {
-    auto* self = static_cast<UcxServerImpl*>(arg);
+    auto* self = static_cast<ServerLoop*>(arg);
     if (header_length < sizeof(WireHeader) || !(param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP)) {
       return UCS_OK;  // not ours: nobody to answer; drop
     }
@@ -482,7 +454,7 @@ class UcxServerImpl final : public UcxServer {
   void ReceiveRndv(ServerCall* call, void* desc) {
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
-    p.cb.recv_am = &UcxServerImpl::OnRecvDone;
+    p.cb.recv_am = &ServerLoop::OnRecvDone;
     p.user_data = call;
     void* buf;
     size_t count;
@@ -555,7 +527,7 @@ class UcxServerImpl final : public UcxServer {
     }
     ucp_request_param_t p{};
     p.op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA | UCP_OP_ATTR_FIELD_DATATYPE;
-    p.cb.send = &UcxServerImpl::OnSendDone;
+    p.cb.send = &ServerLoop::OnSendDone;
     p.user_data = call;
     void* buf;
     size_t count;
@@ -577,21 +549,104 @@ class UcxServerImpl final : public UcxServer {
   }
 
   RequestHandler* handler_;
+  ucp_context_h ctx_;
   Worker w_;
   std::string address_blob_;
-  int listen_fd_ = -1;
-  int port_ = 0;
-  std::string host_;
+  int listen_fd_ = -1;  // owned by the server
+  std::function<const std::string&()> next_address_;
   std::thread thread_;
   std::atomic<bool> stop_{false};
   std::atomic<int64_t> in_flight_{0};
   std::deque<ServerCall*> replies_;  // progress thread only
   std::unique_ptr<ThreadPool> pool_;  // heavy exchanges' Finish; owned by the progress thread once it runs
-  std::vector<ucp_mem_h> mems_;
   std::mutex tasks_mu_;
   std::deque<std::function<void()>> tasks_;
 };
 
+
+class UcxServerImpl final : public UcxServer {
+ public:
+  explicit UcxServerImpl(RequestHandler* h) : handler_(h) {}
+  ~UcxServerImpl() override { Shutdown(); }
+
+  absl::Status Init(const UcxServerOptions& o) {
+    const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const int nloops = o.progress_threads > 0 ? o.progress_threads : std::min(hw, 2);
+    // Workers driven from different threads share the context.
+    if (absl::Status s = NewContext(/*shared=*/nloops > 1, &ctx_); !s.ok()) return s;
+    listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
+    int one = 1;
+    setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+    sockaddr_in sa{};
+    sa.sin_family = AF_INET;
+    sa.sin_port = htons(static_cast<uint16_t>(o.port));
+    if (inet_pton(AF_INET, o.bind_address.c_str(), &sa.sin_addr) != 1) {
+      return absl::InvalidArgumentError(absl::StrCat("bind address '", o.bind_address, "' is not an IPv4 address"));
+    }
+    if (bind(listen_fd_, reinterpret_cast<sockaddr*>(&sa), sizeof(sa)) != 0 || listen(listen_fd_, 128) != 0) {
+      return absl::UnavailableError(absl::StrCat("cannot listen on ", o.bind_address, ":", o.port, ": ", strerror(errno)));
+    }
+    socklen_t sl = sizeof(sa);
+    getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&sa), &sl);
+    port_ = ntohs(sa.sin_port);
+    host_ = o.bind_address;
+    const int workers = o.workers == 0 ? hw : o.workers;
+    for (int i = 0; i < nloops; ++i) {
+      loops_.push_back(std::make_unique<ServerLoop>(handler_, ctx_));
+      // Every loop answers bootstrap connections (whichever is free first:
+      // one busy with a slow request must not hold up new lanes); each new
+      // lane is handed the next loop's worker, round robin.
+      absl::Status s = loops_.back()->Init(workers, listen_fd_, [this]() -> const std::string& {
+        return loops_[next_.fetch_add(1) % loops_.size()]->address_blob();
+      });
+      if (!s.ok()) return s;
+    }
+    for (auto& l : loops_) l->Start();
+    return absl::OkStatus();
+  }
+
+  int port() const override { return port_; }
+  std::string address() const override { return absl::StrCat(host_, ":", port_); }
+
+  absl::Status RegisterMemory(absl::Span<uint8_t> region) override {
+    absl::StatusOr<ucp_mem_h> mem = MapRegion(ctx_, region);
+    if (!mem.ok()) return mem.status();
+    std::lock_guard<std::mutex> l(mems_mu_);
+    mems_.push_back(*mem);
+    return absl::OkStatus();
+  }
+
+  void StopAccepting() override {
+    for (;;) {
+      int64_t n = 0;
+      for (auto& l : loops_) n += l->in_flight();
+      if (n == 0) return;
+      std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+  }
+
+  void Shutdown() override {
+    for (auto& l : loops_) l->Shutdown();
+    loops_.clear();
+    for (ucp_mem_h m : mems_) ucp_mem_unmap(ctx_, m);
+    mems_.clear();
+    if (listen_fd_ >= 0) close(listen_fd_);
+    listen_fd_ = -1;
+    if (ctx_) ucp_cleanup(ctx_);
+    ctx_ = nullptr;
+  }
+
+ private:
+  RequestHandler* handler_;
+  ucp_context_h ctx_ = nullptr;
+  int listen_fd_ = -1;
+  int port_ = 0;
+  std::string host_;
+  std::vector<std::unique_ptr<ServerLoop>> loops_;
+  std::atomic<size_t> next_{0};
+  std::mutex mems_mu_;
+  std::vector<ucp_mem_h> mems_;
+};
 // ---------------------------------------------------------------------------
 // Client.
 //

@@ -233,6 +233,36 @@ TEST_P(UcxTransport, HeavyExchangesRunOffTheProgressThread) {
   EXPECT_TRUE(heavy_reply == PlusOne(Pattern(300 << 10, 7)));
 }
 
+// With two progress threads, lanes are spread over them: a request that
+// stalls one loop (a light exchange sleeping 400 ms in Finish) does not hold
+// up a call on another lane, which the other loop answers meanwhile.
+TEST_P(UcxTransport, ProgressThreadsServeLanesInParallel) {
+  Echo echo;
+  UcxServerOptions o;
+  o.progress_threads = 2;
+  auto server = UcxServer::Start(&echo, o);
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = ConnectUcx((*server)->address());  // its first lane: loop 0
+  ASSERT_TRUE(client.ok()) << client.status();
+  std::atomic<bool> slow_started{false}, slow_done{false};
+  absl::StatusOr<std::string> slow = absl::UnknownError("not run");
+  std::thread t([&] {
+    std::string rp;
+    slow_started = true;
+    slow = EchoCall(client->get(), "sleep", Pattern(1000, 1), &rp);  // lane 0
+    slow_done = true;
+  });
+  while (!slow_started || echo.calls.load() == 0) std::this_thread::yield();
+  std::string rp;
+  auto fast = EchoCall(client->get(), "light", Pattern(300 << 10, 2), &rp);  // a new lane: loop 1
+  EXPECT_FALSE(slow_done.load()) << "the light call waited for the stalled loop";
+  ASSERT_TRUE(fast.ok()) << fast.status();
+  EXPECT_TRUE(rp == PlusOne(Pattern(300 << 10, 2)));
+  t.join();
+  ASSERT_TRUE(slow.ok()) << slow.status();
+  EXPECT_EQ(*slow, "re:sleep");
+}
+
 TEST_P(UcxTransport, ShutdownFinishesHeavyExchangesInProgress) {
   echo_.gate.open = false;
   std::string rp;

@@ -37,7 +37,11 @@ ABSL_FLAG(std::string, bind, "127.0.0.1", "IPv4 address to listen on (all three 
 ABSL_FLAG(int, port, 7400, "UCX bootstrap port (0: any free port)");
 ABSL_FLAG(int, grpc_port, 7401, "gRPC control-plane port (0: any free port)");
 ABSL_FLAG(int, metrics_port, 7402, "Prometheus /metrics port (0: any free port, -1: off)");
-ABSL_FLAG(int, workers, 0, "threads for attention and row gathers (0: one per core; -1: none, all on the UCX thread)");
+ABSL_FLAG(int, workers, 0,
+          "threads per progress thread for attention, row gathers and SSD-tier reads and writes (0: one per core; -1: "
+          "none, all on the progress thread)");
+ABSL_FLAG(int, progress_threads, 0,
+          "UCX progress threads, each with its own worker; clients' connections are spread over them (0: min(cores, 2))");
 ABSL_FLAG(uint64_t, host_bytes, 256ull << 20, "host-tier arena bytes");
 ABSL_FLAG(bool, prefault_host, true,
           "back the whole host arena with memory at start (fail fast if the machine lacks it; puts then never pay "
@@ -84,6 +88,9 @@ int Main() {
   else return Usage("--fsync must be durable, always or never");
   if (o.host_bytes < (1u << 20)) return Usage("--host_bytes must be at least 1 MiB");
   if (!o.ssd_path.empty() && o.ssd_bytes == 0) return Usage("--ssd_path needs --ssd_bytes");
+  if (absl::GetFlag(FLAGS_progress_threads) < 0 || absl::GetFlag(FLAGS_progress_threads) > 64) {
+    return Usage("--progress_threads must be 0 (default) to 64");
+  }
   std::vector<NamespaceConfig> namespaces;
   for (const std::string& spec : absl::GetFlag(FLAGS_namespace_spec)) {
     std::vector<std::string> f = absl::StrSplit(spec, ':');
@@ -100,6 +107,7 @@ int Main() {
   uo.bind_address = absl::GetFlag(FLAGS_bind);
   uo.port = absl::GetFlag(FLAGS_port);
   uo.workers = absl::GetFlag(FLAGS_workers);
+  uo.progress_threads = absl::GetFlag(FLAGS_progress_threads);
   absl::StatusOr<std::unique_ptr<UcxServer>> ucx = UcxServer::Start(&service, uo);
   if (!ucx.ok()) return Usage(ucx.status().ToString());
   // (The arena is registered lazily by UCX's registration cache on first

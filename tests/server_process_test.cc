@@ -195,6 +195,36 @@ uint64_t RssBytes(pid_t pid) {
 // budget plus a bounded overhead, and recent blocks keep hitting. With the
 // arena backed at start (the default) it is all there before the first put
 // and the process grows by the overhead only.
+// Bad flags or an unusable port: exit code 2 and a message naming the
+// problem, before anything listens.
+TEST(ServerProcess, BadFlagsExitNonZeroWithAClearMessage) {
+  Server busy;  // holds a data port the second server then asks for
+  ASSERT_TRUE(busy.Start({}));
+  const std::string busy_port = busy.data.substr(busy.data.rfind(':') + 1);
+  const std::vector<std::pair<std::string, std::string>> cases = {
+      {"--host_bytes=1000", "--host_bytes must be at least 1 MiB"},
+      {"--eviction=fifo", "eviction"},
+      {"--progress_threads=-1", "--progress_threads must be"},
+      {"--ssd_write=sideways", "--ssd_write must be back or through"},
+      {"--ssd_path=/tmp/x --ssd_bytes=0", "--ssd_path needs --ssd_bytes"},
+      {absl::StrCat("--port=", busy_port), "cannot listen"},
+  };
+  for (const auto& [flags, message] : cases) {
+    const std::string cmd = absl::StrCat(ServerBinary(), " --grpc_port=0 --metrics_port=0 --admin_token=x ", flags,
+                                         " 2>&1; echo \"exit=$?\"");
+    FILE* p = popen(cmd.c_str(), "r");
+    ASSERT_NE(p, nullptr);
+    std::string out;
+    char buf[4096];
+    size_t n;
+    while ((n = fread(buf, 1, sizeof(buf), p)) > 0) out.append(buf, n);
+    pclose(p);
+    EXPECT_NE(out.find("exit=2"), std::string::npos) << flags << ": " << out;
+    EXPECT_NE(out.find(message), std::string::npos) << flags << ": " << out;
+    EXPECT_EQ(out.find("kvrecall-server ready"), std::string::npos) << flags << ": " << out;
+  }
+}
+
 TEST(ServerProcess, MemoryStaysWithinTheHostBudget) {
   for (const bool prefault : {false, true}) {
     SCOPED_TRACE(prefault ? "--prefault_host" : "--noprefault_host");
