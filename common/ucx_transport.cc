@@ -52,7 +52,13 @@ std::vector<std::pair<std::string, std::string>> UcxTuning(const std::string& tl
   std::vector<std::pair<std::string, std::string>> out;
   bool tcp_only = !tls.empty();  // empty: UCX's default, every transport
   for (absl::string_view t : absl::StrSplit(tls, ',', absl::SkipEmpty())) tcp_only &= t == "tcp" || t == "self";
-  if (tcp_only) out.push_back({"RNDV_THRESH", "256K"});
+  if (tcp_only) {
+    out.push_back({"RNDV_THRESH", "256K"});
+    // Eager messages up to 64 KiB in one segment: with UCX's 8 KiB segments a
+    // 64 KiB block went as eight fragments, each its own send and copy.
+    out.push_back({"TCP_TX_SEG_SIZE", "64K"});
+    out.push_back({"TCP_RX_SEG_SIZE", "128K"});
+  }
   return out;
 }
 

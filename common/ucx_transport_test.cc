@@ -193,6 +193,27 @@ TEST(UcxTuning, RendezvousThresholdOnlyWhenTcpIsTheOnlyTransport) {
   EXPECT_FALSE(has("shm,self", "RNDV_THRESH"));
   EXPECT_FALSE(has("tcp,cma", "RNDV_THRESH"));
   EXPECT_FALSE(has("", "RNDV_THRESH"));  // UCX picks the transports
+  EXPECT_TRUE(has("tcp", "TCP_TX_SEG_SIZE") && has("tcp", "TCP_RX_SEG_SIZE"));
+  EXPECT_FALSE(has("shm,self", "TCP_TX_SEG_SIZE"));
+}
+
+// The tuning is what the transport runs with: a 64 KiB message over tcp
+// alone goes in one eager segment and arrives intact (and one past the
+// segment, and one past the rendezvous threshold).
+TEST(UcxTuning, TcpSegmentsCarryWholeBlocks) {
+  setenv("UCX_TLS", "tcp", 1);
+  setenv("UCX_NET_DEVICES", "lo", 1);
+  Echo echo;
+  auto server = UcxServer::Start(&echo, {});
+  ASSERT_TRUE(server.ok()) << server.status();
+  auto client = ConnectUcx((*server)->address());
+  ASSERT_TRUE(client.ok()) << client.status();
+  for (size_t n : {size_t{64} << 10, (size_t{64} << 10) + 1, size_t{300} << 10}) {
+    std::string rp;
+    auto r = EchoCall(client->get(), "seg", Pattern(n, 3), &rp);
+    ASSERT_TRUE(r.ok()) << n << ": " << r.status();
+    EXPECT_TRUE(rp == PlusOne(Pattern(n, 3))) << n;
+  }
 }
 
 // More callers than one lane: each gets its own lane, and a call that times
