@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <chrono>
 #include <condition_variable>
 #include <cstring>
 #include <deque>
@@ -293,6 +294,35 @@ absl::Status ParseHostPort(const std::string& address, std::string* host, int* p
 
 class ServerLoop;
 
+// The worker threads that run heavy exchanges' Finish, shared by a server's
+// loops (so that heavy work runs on as many threads as were asked for,
+// however many loops feed it). Closed once at shutdown: it finishes what was
+// submitted, and later submissions are refused (the loop runs them inline).
+class HeavyPool {
+ public:
+  explicit HeavyPool(int threads) {
+    if (threads > 0) pool_ = std::make_unique<ThreadPool>(threads);
+  }
+  bool Submit(std::function<void()> fn) {
+    std::lock_guard<std::mutex> l(mu_);
+    if (!pool_) return false;
+    pool_->Submit(std::move(fn));
+    return true;
+  }
+  void Close() {
+    std::unique_ptr<ThreadPool> p;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      p = std::move(pool_);
+    }
+    p.reset();  // joins its threads after running what was queued
+  }
+
+ private:
+  std::mutex mu_;
+  std::unique_ptr<ThreadPool> pool_;
+};
+
 struct ServerCall {
   ServerLoop* server = nullptr;
   uint64_t id = 0;
@@ -312,12 +342,12 @@ struct ServerCall {
 // replies. A server runs one or more; each client lane is served by one.
 class ServerLoop {
  public:
-  ServerLoop(RequestHandler* h, ucp_context_h ctx) : handler_(h), ctx_(ctx) {}
+  ServerLoop(RequestHandler* h, ucp_context_h ctx, HeavyPool* heavy) : handler_(h), ctx_(ctx), heavy_(heavy) {}
   ~ServerLoop() { Shutdown(); }
 
   // Creates the worker. `listen_fd` >= 0: this loop also answers bootstrap
   // connections on it, handing each the address next_address() names.
-  absl::Status Init(int workers, int listen_fd, std::function<const std::string&()> next_address) {
+  absl::Status Init(int listen_fd, std::function<const std::string&()> next_address) {
     if (absl::Status s = w_.Init(ctx_, kAmRequest, &ServerLoop::OnRequest, this); !s.ok()) return s;
     ucp_address_t* addr = nullptr;
     size_t len = 0;
@@ -329,16 +359,23 @@ class ServerLoop {
     listen_fd_ = listen_fd;
     next_address_ = std::move(next_address);
     if (listen_fd_ >= 0) w_.Watch(listen_fd_);
-    if (workers > 0) pool_ = std::make_unique<ThreadPool>(workers);
     return absl::OkStatus();
   }
   void Start() { thread_ = std::thread([this] { Loop(); }); }
   const std::string& address_blob() const { return address_blob_; }
   int64_t in_flight() const { return in_flight_.load(); }
 
+  // Shutdown, in two steps around closing the heavy pool: stop taking
+  // requests (the loop keeps sending the replies of those in progress), then
+  // once the pool is closed, drain and join.
+  void RequestStop() {
+    stop_ = true;
+    w_.Wake();
+  }
   void Shutdown() {
     if (thread_.joinable()) {
       stop_ = true;
+      pool_closed_ = true;
       w_.Wake();
       thread_.join();
     }
@@ -371,7 +408,13 @@ class ServerLoop {
       busy |= FlushReplies();
       w_.ProgressOrWait(busy, 50);
     }
-    pool_.reset();  // finishes the heavy exchanges in progress; their replies queue as tasks
+    // Heavy exchanges in progress queue their replies as tasks until the
+    // server has closed the pool.
+    while (!pool_closed_) {
+      bool busy = RunTasks();
+      busy |= FlushReplies();
+      w_.ProgressOrWait(busy, 1);
+    }
     // Let outstanding sends finish or fail before the worker goes.
     for (int i = 0; i < 1000 && in_flight_.load() > 0; ++i) {
       ucp_worker_progress(w_.worker);
@@ -380,7 +423,7 @@ class ServerLoop {
     }
   }
 
-  // Bootstrap: hand each connecting client our worker address.
+  // Bootstrap: hand each connecting client lane the next loop's worker address.
   bool Accept() {
     if (listen_fd_ < 0) return false;
     bool any = false;
@@ -505,11 +548,10 @@ class ServerLoop {
     std::deque<ServerCall*> q;
     q.swap(replies_);
     for (ServerCall* call : q) {
-      if (pool_ && call->ex->Heavy()) {
-        pool_->Submit([this, call] {
-          call->ex->Finish(call->payload_status);
-          RunOnLoop([this, call] { SendReply(call); });
-        });
+      if (call->ex->Heavy() && heavy_->Submit([this, call] {
+            call->ex->Finish(call->payload_status);
+            RunOnLoop([this, call] { SendReply(call); });
+          })) {
         continue;
       }
       call->ex->Finish(call->payload_status);
@@ -561,14 +603,13 @@ class ServerLoop {
   int listen_fd_ = -1;  // owned by the server
   std::function<const std::string&()> next_address_;
   std::thread thread_;
-  std::atomic<bool> stop_{false};
+  HeavyPool* heavy_;  // the server's
+  std::atomic<bool> stop_{false}, pool_closed_{false};
   std::atomic<int64_t> in_flight_{0};
   std::deque<ServerCall*> replies_;  // progress thread only
-  std::unique_ptr<ThreadPool> pool_;  // heavy exchanges' Finish; owned by the progress thread once it runs
   std::mutex tasks_mu_;
   std::deque<std::function<void()>> tasks_;
 };
-
 
 class UcxServerImpl final : public UcxServer {
  public:
@@ -578,8 +619,9 @@ class UcxServerImpl final : public UcxServer {
   absl::Status Init(const UcxServerOptions& o) {
     const int hw = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
     const int nloops = o.progress_threads > 0 ? o.progress_threads : std::min(hw, 2);
-    // Workers driven from different threads share the context.
-    if (absl::Status s = NewContext(/*shared=*/nloops > 1, &ctx_); !s.ok()) return s;
+    // The loops' workers are driven from different threads, and memory is
+    // registered from the caller's: a thread-safe context.
+    if (absl::Status s = NewContext(/*shared=*/true, &ctx_); !s.ok()) return s;
     listen_fd_ = socket(AF_INET, SOCK_STREAM | SOCK_NONBLOCK, 0);
     int one = 1;
     setsockopt(listen_fd_, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
@@ -596,13 +638,13 @@ class UcxServerImpl final : public UcxServer {
     getsockname(listen_fd_, reinterpret_cast<sockaddr*>(&sa), &sl);
     port_ = ntohs(sa.sin_port);
     host_ = o.bind_address;
-    const int workers = o.workers == 0 ? hw : o.workers;
+    heavy_ = std::make_unique<HeavyPool>(o.workers == 0 ? hw : o.workers);
     for (int i = 0; i < nloops; ++i) {
-      loops_.push_back(std::make_unique<ServerLoop>(handler_, ctx_));
+      loops_.push_back(std::make_unique<ServerLoop>(handler_, ctx_, heavy_.get()));
       // Every loop answers bootstrap connections (whichever is free first:
       // one busy with a slow request must not hold up new lanes); each new
       // lane is handed the next loop's worker, round robin.
-      absl::Status s = loops_.back()->Init(workers, listen_fd_, [this]() -> const std::string& {
+      absl::Status s = loops_.back()->Init(listen_fd_, [this]() -> const std::string& {
         return loops_[next_.fetch_add(1) % loops_.size()]->address_blob();
       });
       if (!s.ok()) return s;
@@ -632,6 +674,8 @@ class UcxServerImpl final : public UcxServer {
   }
 
   void Shutdown() override {
+    for (auto& l : loops_) l->RequestStop();
+    if (heavy_) heavy_->Close();  // the loops send the replies of what it finishes
     for (auto& l : loops_) l->Shutdown();
     loops_.clear();
     for (ucp_mem_h m : mems_) ucp_mem_unmap(ctx_, m);
@@ -648,6 +692,7 @@ class UcxServerImpl final : public UcxServer {
   int listen_fd_ = -1;
   int port_ = 0;
   std::string host_;
+  std::unique_ptr<HeavyPool> heavy_;
   std::vector<std::unique_ptr<ServerLoop>> loops_;
   std::atomic<size_t> next_{0};
   std::mutex mems_mu_;

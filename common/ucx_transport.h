@@ -19,8 +19,8 @@
 // a UCP worker on a shared context; the bootstrap hands each new client lane
 // the next loop's worker address, round robin, so lanes' requests are
 // received, copied and verified in parallel. The handler runs on the loop,
-// except heavy exchanges' Finish (Exchange::Heavy), which runs on the loop's
-// pool of worker threads and hands the reply back to it. The client has no thread of its own: it keeps
+// except heavy exchanges' Finish (Exchange::Heavy), which runs on a pool of
+// worker threads shared by the loops and hands the reply back to its loop. The client has no thread of its own: it keeps
 // lanes (a UCP worker + endpoint each, created on demand, up to 64), and a
 // caller takes a free lane and drives it itself, so a call crosses threads
 // only to the server and back. A call past its deadline returns
@@ -52,9 +52,9 @@ struct UcxServerOptions {
   // Progress threads, each with its own UCP worker; client lanes are spread
   // over them round robin as they connect. 0: min(cores, 2).
   int progress_threads = 0;
-  // Threads, per progress thread, that run heavy exchanges' Finish
-  // (Exchange::Heavy); the rest run on the progress thread. 0: one per core;
-  // negative: none (all inline).
+  // Threads that run heavy exchanges' Finish (Exchange::Heavy), shared by
+  // the progress threads; the rest run on the progress thread. 0: one per
+  // core; negative: none (all inline).
   int workers = 0;
 };
 

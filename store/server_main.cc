@@ -38,8 +38,8 @@ ABSL_FLAG(int, port, 7400, "UCX bootstrap port (0: any free port)");
 ABSL_FLAG(int, grpc_port, 7401, "gRPC control-plane port (0: any free port)");
 ABSL_FLAG(int, metrics_port, 7402, "Prometheus /metrics port (0: any free port, -1: off)");
 ABSL_FLAG(int, workers, 0,
-          "threads per progress thread for attention, row gathers and SSD-tier reads and writes (0: one per core; -1: "
-          "none, all on the progress thread)");
+          "threads for attention, row gathers and SSD-tier reads and writes, shared by the progress threads (0: one "
+          "per core; -1: none, all on the progress threads)");
 ABSL_FLAG(int, progress_threads, 0,
           "UCX progress threads, each with its own worker; clients' connections are spread over them (0: min(cores, 2))");
 ABSL_FLAG(uint64_t, host_bytes, 256ull << 20, "host-tier arena bytes");
@@ -110,9 +110,9 @@ int Main() {
   uo.progress_threads = absl::GetFlag(FLAGS_progress_threads);
   absl::StatusOr<std::unique_ptr<UcxServer>> ucx = UcxServer::Start(&service, uo);
   if (!ucx.ok()) return Usage(ucx.status().ToString());
-  // (The arena is registered lazily by UCX's registration cache on first
-  // use; pre-registering every page of a mostly untouched arena would make
-  // it resident.)
+  // (The arena is registered lazily, by UCX's registration cache on first
+  // use of each region: with tcp and shared memory registration pins
+  // nothing, and a transport that pins pays it for what is used.)
   BlockStore* s = store->get();
   UcxServer* u = ucx->get();
   std::unique_ptr<EtcdRegistration> registration;
