@@ -698,6 +698,7 @@ class UcxServerImpl final : public UcxServer {
   std::mutex mems_mu_;
   std::vector<ucp_mem_h> mems_;
 };
+
 // ---------------------------------------------------------------------------
 // Client.
 //
