@@ -47,16 +47,19 @@ __attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G
   std::fill(out, out + size_t(G) * d, 0.0f);
   std::fill(lse, lse + G, kNegInf);
   if (n <= 0 || G <= 0) return;
-  std::vector<float> s(size_t(G) * kChunk), m(G, kNegInf);
+  // Scores of one chunk per query head; sized to the rows there are (a
+  // store's Attend calls this per block with a few dozen rows).
+  const int64_t cs = std::min(kChunk, n);
+  std::vector<float> s(size_t(G) * cs), m(G, kNegInf);
   std::vector<double> l(G, 0.0);
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t cn = std::min(kChunk, n - c0);
     for (int64_t r = 0; r < cn; ++r) {
       const float* kr = k + (c0 + r) * stride;
-      for (int g = 0; g < G; ++g) s[size_t(g) * kChunk + r] = Dot(q + size_t(g) * d, kr, d) * scale;
+      for (int g = 0; g < G; ++g) s[size_t(g) * cs + r] = Dot(q + size_t(g) * d, kr, d) * scale;
     }
     for (int g = 0; g < G; ++g) {
-      float* sg = s.data() + size_t(g) * kChunk;
+      float* sg = s.data() + size_t(g) * cs;
       const float cm = *std::max_element(sg, sg + cn);
       if (cm > m[g]) {  // rescale what was accumulated under the old max
         const float f = std::isinf(m[g]) ? 0.0f : std::exp(m[g] - cm);
@@ -70,7 +73,7 @@ __attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G
     }
     for (int64_t r = 0; r < cn; ++r) {
       const float* vr = v + (c0 + r) * stride;
-      for (int g = 0; g < G; ++g) Axpy(s[size_t(g) * kChunk + r], vr, out + size_t(g) * d, d);
+      for (int g = 0; g < G; ++g) Axpy(s[size_t(g) * cs + r], vr, out + size_t(g) * d, d);
     }
   }
   for (int g = 0; g < G; ++g) {
