@@ -3,8 +3,6 @@
 // fault-injecting decorator.
 #include "client/store_stub.h"
 
-#include <unistd.h>
-
 #include <cstdlib>
 #include <random>
 #include <thread>
@@ -16,6 +14,7 @@
 #include "codec/container.h"
 #include "store/protocol.h"
 #include "store/service.h"
+#include "tests/server_process.h"
 
 namespace kvrecall {
 namespace {
@@ -128,9 +127,7 @@ TEST(StoreService, MalformedRequestsGetErrorRepliesAndTheServerStaysUp) {
 // Which requests a server runs off its progress thread (Exchange::Heavy):
 // those that wait on the SSD tier, and attention; not puts and gets from RAM.
 TEST(StoreService, RequestsThatWaitOnTheSsdRunOffTheProgressThread) {
-  const char* tmp = std::getenv("TEST_TMPDIR");
-  const std::string dir = std::string(tmp ? tmp : "/tmp") + "/heavy_" + std::to_string(getpid());
-  (void)std::system(("rm -rf '" + dir + "'").c_str());
+  const std::string dir = TempDir("heavy");
   StoreOptions o;
   o.host_bytes = 8 << 20;
   o.admin_token = "admin-token-xyz";
