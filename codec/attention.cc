@@ -34,15 +34,81 @@ float AttendRows(const float* q, const float* k, const float* v, int64_t n, int 
 
 namespace {
 
+// Eight floats as one value: GCC's vector extension lowers it to one AVX
+// register in the AVX2 build and to two SSE registers in the baseline one;
+// the lanes do the same float operations either way. Unaligned (aligned(4)).
+typedef float F8 __attribute__((vector_size(32), aligned(4), may_alias));
+
+// By reference, not by value: no vector crosses a call (ABI).
+inline const F8& Load8(const float* p) { return *reinterpret_cast<const F8*>(p); }
+inline F8& At8(float* p) { return *reinterpret_cast<F8*>(p); }
+
+// Scores of one key row for Gb query heads (q is [Gb][d]), scaled, into
+// s[g * cs]: per head exactly Dot's lanes and reduction, but the row is
+// loaded once for all heads and the heads' sums are independent chains.
+template <int Gb>
+__attribute__((always_inline)) inline void RowScores(const float* q, int d, const float* kr, float scale, float* s,
+                                                     int64_t cs) {
+  F8 acc[Gb];
+  _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) acc[g] = F8{0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= d; i += 8) {
+    const F8 kv = Load8(kr + i);
+    _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) acc[g] += Load8(q + size_t(g) * d + i) * kv;
+  }
+  _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) {
+    float a[8];
+    At8(a) = acc[g];
+    for (int j = i, l = 0; j < d; ++j, ++l) a[l] += q[size_t(g) * d + j] * kr[j];
+    s[g * cs] = (((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))) * scale;
+  }
+}
+
+// out[g] += Σ_r p[g * cs + r] · v_r for rows [0, n) of v, Gb heads: Axpy's
+// elementwise updates in the same row order, but blocked over 16 columns so
+// the Gb x 16 outputs stay in registers while the rows stream past.
+template <int Gb>
+__attribute__((always_inline)) inline void AccumulateRows(const float* p, int64_t cs, const float* v, int64_t stride,
+                                                          int64_t n, int d, float* out) {
+  int c = 0;
+  for (; c + 16 <= d; c += 16) {
+    F8 a0[Gb], a1[Gb];
+    _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) a0[g] = Load8(out + size_t(g) * d + c), a1[g] = Load8(out + size_t(g) * d + c + 8);
+    for (int64_t r = 0; r < n; ++r) {
+      const F8 v0 = Load8(v + r * stride + c), v1 = Load8(v + r * stride + c + 8);
+      _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) {
+        const float w = p[g * cs + r];
+        a0[g] += w * v0, a1[g] += w * v1;
+      }
+    }
+    _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) At8(out + size_t(g) * d + c) = a0[g], At8(out + size_t(g) * d + c + 8) = a1[g];
+  }
+  for (; c + 8 <= d; c += 8) {
+    F8 a0[Gb];
+    _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) a0[g] = Load8(out + size_t(g) * d + c);
+    for (int64_t r = 0; r < n; ++r) {
+      const F8 v0 = Load8(v + r * stride + c);
+      _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) a0[g] += p[g * cs + r] * v0;
+    }
+    _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) At8(out + size_t(g) * d + c) = a0[g];
+  }
+  for (; c < d; ++c) {
+    for (int64_t r = 0; r < n; ++r) {
+      _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) out[size_t(g) * d + c] += p[g * cs + r] * v[r * stride + c];
+    }
+  }
+}
+
 // AttendGroup's body, compiled twice: for the baseline ISA and for AVX2,
-// picked at run time. Dot's 8 lanes and Axpy's elementwise updates do the
-// same float operations in the same order at any vector width (no FMA
-// contraction: the AVX2 build does not enable FMA), so both give identical
-// results.
+// picked at run time. RowScores and AccumulateRows do the same float
+// operations in the same order at any vector width (no FMA contraction: the
+// AVX2 build does not enable FMA), so both give identical results, equal to
+// G passes of Dot and Axpy. Heads go four at a time (registers).
 __attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G, const float* k, const float* v,
                                                            int64_t n, int d, int64_t stride, float scale, float* out,
                                                            float* lse) {
   constexpr int64_t kChunk = 512;  // G x 512 scores stay in L1/L2
+  constexpr int64_t kRowBlock = 64;  // rows per pass of AccumulateRows (their V stays in L1 across column blocks)
   const float kNegInf = -std::numeric_limits<float>::infinity();
   std::fill(out, out + size_t(G) * d, 0.0f);
   std::fill(lse, lse + G, kNegInf);
@@ -50,16 +116,40 @@ __attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G
   // Scores of one chunk per query head; sized to the rows there are (a
   // store's Attend calls this per block with a few dozen rows).
   const int64_t cs = std::min(kChunk, n);
-  std::vector<float> s(size_t(G) * cs), m(G, kNegInf);
-  std::vector<double> l(G, 0.0);
+  constexpr size_t kStackScores = 2048, kStackHeads = 16;  // a store's per-block call: no allocation
+  float s_stack[kStackScores], m_stack[kStackHeads];
+  double l_stack[kStackHeads];
+  std::vector<float> s_heap, m_heap;
+  std::vector<double> l_heap;
+  float* s = s_stack;
+  float* m = m_stack;
+  double* l = l_stack;
+  if (size_t(G) * cs > kStackScores) s_heap.resize(size_t(G) * cs), s = s_heap.data();
+  if (size_t(G) > kStackHeads) m_heap.resize(G), l_heap.resize(G), m = m_heap.data(), l = l_heap.data();
+  std::fill(m, m + G, kNegInf);
+  std::fill(l, l + G, 0.0);
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t cn = std::min(kChunk, n - c0);
     for (int64_t r = 0; r < cn; ++r) {
       const float* kr = k + (c0 + r) * stride;
-      for (int g = 0; g < G; ++g) s[size_t(g) * cs + r] = Dot(q + size_t(g) * d, kr, d) * scale;
+      // The V pass below reads this chunk's rows a column block at a time,
+      // which the hardware prefetcher does not follow: fetch them into L2
+      // now, while K streams (a chunk of V is 256 KiB at d = 128).
+      const char* vr = reinterpret_cast<const char*>(v + (c0 + r) * stride);
+      for (int64_t b = 0; b < int64_t(d) * 4; b += 64) __builtin_prefetch(vr + b, 0, 2);
+      for (int g0 = 0; g0 < G; g0 += 4) {
+        const float* qg = q + size_t(g0) * d;
+        float* sg = s + size_t(g0) * cs + r;
+        switch (std::min(4, G - g0)) {
+          case 4: RowScores<4>(qg, d, kr, scale, sg, cs); break;
+          case 3: RowScores<3>(qg, d, kr, scale, sg, cs); break;
+          case 2: RowScores<2>(qg, d, kr, scale, sg, cs); break;
+          default: RowScores<1>(qg, d, kr, scale, sg, cs); break;
+        }
+      }
     }
     for (int g = 0; g < G; ++g) {
-      float* sg = s.data() + size_t(g) * cs;
+      float* sg = s + size_t(g) * cs;
       const float cm = *std::max_element(sg, sg + cn);
       if (cm > m[g]) {  // rescale what was accumulated under the old max
         const float f = std::isinf(m[g]) ? 0.0f : std::exp(m[g] - cm);
@@ -71,9 +161,19 @@ __attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G
       for (int64_t r = 0; r < cn; ++r) sum += (sg[r] = std::exp(sg[r] - m[g]));
       l[g] += sum;
     }
-    for (int64_t r = 0; r < cn; ++r) {
-      const float* vr = v + (c0 + r) * stride;
-      for (int g = 0; g < G; ++g) Axpy(s[size_t(g) * cs + r], vr, out + size_t(g) * d, d);
+    for (int64_t r0 = 0; r0 < cn; r0 += kRowBlock) {
+      const int64_t rn = std::min(kRowBlock, cn - r0);
+      const float* vr = v + (c0 + r0) * stride;
+      for (int g0 = 0; g0 < G; g0 += 4) {
+        const float* pg = s + size_t(g0) * cs + r0;
+        float* og = out + size_t(g0) * d;
+        switch (std::min(4, G - g0)) {
+          case 4: AccumulateRows<4>(pg, cs, vr, stride, rn, d, og); break;
+          case 3: AccumulateRows<3>(pg, cs, vr, stride, rn, d, og); break;
+          case 2: AccumulateRows<2>(pg, cs, vr, stride, rn, d, og); break;
+          default: AccumulateRows<1>(pg, cs, vr, stride, rn, d, og); break;
+        }
+      }
     }
   }
   for (int g = 0; g < G; ++g) {

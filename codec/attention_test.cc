@@ -30,7 +30,7 @@ TEST(Attention, HandComputedCase) {
 TEST(Attention, GroupPassEqualsSeparatePasses) {
   std::mt19937 rng(7);
   std::normal_distribution<float> n01;
-  for (int G : {1, 4}) {
+  for (int G : {1, 3, 4, 5}) {
     for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{511}, int64_t{513}, int64_t{3000}}) {
       const int d = 64, stride = 80;
       std::vector<float> q(size_t(G) * d), k(size_t(std::max<int64_t>(n, 1)) * stride), v(k.size());
