@@ -251,12 +251,12 @@ int Run() {
       for (int h = 0; h < H; ++h) {
         const std::vector<int64_t>& sel = (*s)->last_selection(0)[h];
         const std::vector<int> ids(sel.begin(), sel.end());
+        const size_t q0 = (size_t(step) * H + h) * G;
+        const std::vector<SelectionRecall> rcs =
+            GroupSelectionRecall(dq_post.data() + q0 * d, G, kh[h].data(), n, d, d, 1 / std::sqrt(float(d)), ids);
         for (int g = 0; g < G; ++g) {
-          const size_t qi = (size_t(step) * H + h) * G + g;
-          const std::vector<double> p =
-              AttentionProbs(dq_post.data() + qi * d, static_cast<int>(n - 1), kh[h].data(), static_cast<int>(n), d,
-                             1 / std::sqrt(double(d)));
-          const SelectionRecall rc = ComputeSelectionRecall(p, ids);
+          const size_t qi = q0 + g;
+          const SelectionRecall& rc = rcs[g];
           r.mass += rc.mass_recall, r.topk += rc.topk_recall;
           r.out_err += RelativeError(exact_out.data() + qi * d, out.data() + (size_t(h) * G + g) * d, d);
         }

@@ -301,7 +301,7 @@ class SessionImpl final : public RetrievalSession {
       }
     }
     const float scale = 1.0f / std::sqrt(float(d));
-    std::vector<float> k(size_t(s.n) * d), v(k.size()), exact(d), scratch(s.n);
+    std::vector<float> k(size_t(s.n) * d), v(k.size()), exact(size_t(G) * d), lse(G);
     std::vector<KvClient::RecallSample> report;
     for (int h = 0; h < H; ++h) {
       const std::vector<int64_t> row_of = StorageRows(s, h);
@@ -320,17 +320,16 @@ class SessionImpl final : public RetrievalSession {
         std::copy_n(vr, d, v.data() + size_t(p) * d);
       }
       const std::vector<int> ids(s.last[h].begin(), s.last[h].end());
-
+      const float* qh = q_post + size_t(h) * G * d;
+      const std::vector<SelectionRecall> recalls = GroupSelectionRecall(qh, G, k.data(), s.n, d, d, scale, ids);
+      AttendGroup(qh, G, k.data(), v.data(), s.n, d, d, scale, exact.data(), lse.data());
       for (int g = 0; g < G; ++g) {
         const size_t qi = size_t(h) * G + g;
-        const std::vector<double> probs =
-            AttentionProbs(q_post + qi * d, static_cast<int>(s.n - 1), k.data(), static_cast<int>(s.n), d, scale);
-        const SelectionRecall r = ComputeSelectionRecall(probs, ids);
-        AttendRows(q_post + qi * d, k.data(), v.data(), s.n, d, d, scale, exact.data(), scratch.data());
+        const SelectionRecall& r = recalls[g];
         const double n = static_cast<double>(++stats_.recall_samples);
         stats_.topk_recall += (r.topk_recall - stats_.topk_recall) / n;
         stats_.mass_recall += (r.mass_recall - stats_.mass_recall) / n;
-        const double err = RelativeError(exact.data(), out + qi * d, d);
+        const double err = RelativeError(exact.data() + size_t(g) * d, out + qi * d, d);
         stats_.output_error += (err - stats_.output_error) / n;
         report.push_back({static_cast<float>(std::clamp(r.topk_recall, 0.0, 1.0)),
                           static_cast<float>(std::clamp(r.mass_recall, 0.0, 1.0)),

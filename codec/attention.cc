@@ -183,7 +183,29 @@ __attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G
   }
 }
 
+__attribute__((always_inline)) inline void GroupScoresBody(const float* q, int G, const float* k, int64_t n, int d,
+                                                           int64_t stride, float scale, float* scores) {
+  for (int64_t r = 0; r < n; ++r) {
+    const float* kr = k + r * stride;
+    for (int g0 = 0; g0 < G; g0 += 4) {
+      const float* qg = q + size_t(g0) * d;
+      float* sg = scores + size_t(g0) * n + r;
+      switch (std::min(4, G - g0)) {
+        case 4: RowScores<4>(qg, d, kr, scale, sg, n); break;
+        case 3: RowScores<3>(qg, d, kr, scale, sg, n); break;
+        case 2: RowScores<2>(qg, d, kr, scale, sg, n); break;
+        default: RowScores<1>(qg, d, kr, scale, sg, n); break;
+      }
+    }
+  }
+}
+
 #if defined(__x86_64__)
+__attribute__((target("avx2"))) void GroupScoresAvx2(const float* q, int G, const float* k, int64_t n, int d,
+                                                      int64_t stride, float scale, float* scores) {
+  GroupScoresBody(q, G, k, n, d, stride, scale, scores);
+}
+
 __attribute__((target("avx2"))) void AttendGroupAvx2(const float* q, int G, const float* k, const float* v,
                                                       int64_t n, int d, int64_t stride, float scale, float* out,
                                                       float* lse) {
@@ -204,6 +226,15 @@ void AttendGroup(const float* q, int G, const float* k, const float* v, int64_t 
   if (HasAvx2()) return AttendGroupAvx2(q, G, k, v, n, d, stride, scale, out, lse);
 #endif
   AttendGroupBody(q, G, k, v, n, d, stride, scale, out, lse);
+}
+
+void GroupScores(const float* q, int G, const float* k, int64_t n, int d, int64_t stride, float scale,
+                 float* scores) {
+  if (n <= 0 || G <= 0) return;
+#if defined(__x86_64__)
+  if (HasAvx2()) return GroupScoresAvx2(q, G, k, n, d, stride, scale, scores);
+#endif
+  GroupScoresBody(q, G, k, n, d, stride, scale, scores);
 }
 
 void MergeAttention(float* out_a, float* lse_a, const float* out_b, float lse_b, int d) {

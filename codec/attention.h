@@ -23,6 +23,13 @@ float AttendRows(const float* q, const float* k, const float* v, int64_t n, int 
 void AttendGroup(const float* q, int G, const float* k, const float* v, int64_t n, int d, int64_t stride,
                  float scale, float* out, float* lse);
 
+// Scaled logits of the G query heads of a group over n rows of K (row stride
+// `stride` floats): scores[g * n + r] = scale * q_g·K[r], each equal to what
+// AttendGroup computes for it (the same kernel). For metrics over a whole
+// sequence (recall sampling), where the logits themselves are wanted.
+void GroupScores(const float* q, int G, const float* k, int64_t n, int d, int64_t stride, float scale,
+                 float* scores);
+
 // Merges a partial result (out_b, lse_b) into (out_a, lse_a) in place: the
 // attention over the union of two disjoint row sets.
 void MergeAttention(float* out_a, float* lse_a, const float* out_b, float lse_b, int d);

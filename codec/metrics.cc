@@ -1,7 +1,10 @@
 #include "codec/metrics.h"
 
+#include "codec/attention.h"
+
 #include <algorithm>
 #include <cmath>
+#include <functional>
 #include <limits>
 #include <numeric>
 
@@ -136,6 +139,49 @@ SelectionRecall ComputeSelectionRecall(const std::vector<double>& p, const std::
   for (int i = 0; i < kcount; ++i) hit += in[order[i]];
   r.topk_recall = static_cast<double>(hit) / kcount;
   return r;
+}
+
+std::vector<SelectionRecall> GroupSelectionRecall(const float* q, int G, const float* k, int64_t n, int d,
+                                                  int64_t stride, float scale, const std::vector<int>& selected) {
+  std::vector<SelectionRecall> out(std::max(G, 0));
+  if (n <= 0 || G <= 0) return out;
+  std::vector<int64_t> sel;  // distinct, in range, ascending
+  sel.reserve(selected.size());
+  for (int s : selected) {
+    if (s >= 0 && s < n) sel.push_back(s);
+  }
+  std::sort(sel.begin(), sel.end());
+  sel.erase(std::unique(sel.begin(), sel.end()), sel.end());
+  const int64_t kcount = static_cast<int64_t>(sel.size());
+  if (kcount == 0) return out;
+  std::vector<float> logits(size_t(G) * n), copy;
+  GroupScores(q, G, k, n, d, stride, scale, logits.data());
+  for (int g = 0; g < G; ++g) {
+    const float* s = logits.data() + size_t(g) * n;
+    const float mx = *std::max_element(s, s + n);
+    double total = 0, picked = 0;
+    for (int64_t j = 0; j < n; ++j) total += std::exp(s[j] - mx);
+    for (int64_t j : sel) picked += std::exp(s[j] - mx);
+    // The K-th largest logit; the top K are those above it and the earliest
+    // of those equal to it.
+    copy.assign(s, s + n);
+    std::nth_element(copy.begin(), copy.begin() + (kcount - 1), copy.end(), std::greater<float>());
+    const float t = copy[kcount - 1];
+    int64_t above = 0, hit = 0;
+    for (int64_t j = 0; j < n; ++j) above += s[j] > t;
+    for (int64_t j : sel) hit += s[j] > t;
+    int64_t quota = kcount - above;  // tokens at the threshold that make the top K, earliest first
+    size_t next = 0;  // walks sel alongside
+    for (int64_t j = 0; j < n && quota > 0; ++j) {
+      if (s[j] != t) continue;
+      --quota;
+      while (next < sel.size() && sel[next] < j) ++next;
+      if (next < sel.size() && sel[next] == j) ++hit;
+    }
+    out[g].mass_recall = picked / total;
+    out[g].topk_recall = static_cast<double>(hit) / kcount;
+  }
+  return out;
 }
 
 double QueryWeightedDistortion(const float* q, int nq, const float* k, const float* k_hat, int n,

@@ -53,6 +53,16 @@ struct SelectionRecall {
 SelectionRecall ComputeSelectionRecall(const std::vector<double>& p,
                                        const std::vector<int>& selected);
 
+// The same for the G query heads of a group over the n rows of K (row stride
+// `stride` floats; every row visible to every query), computed for a whole
+// long sequence at once: logits in float by the attention kernel
+// (GroupScores), normalized in double; the exact top-K by a k-th-largest
+// threshold (ties to the earlier token), not a sort. O(n) per head, against
+// ComputeSelectionRecall(AttentionProbs(...))'s double dot products and
+// partial sort: what recall sampling over a million tokens needs.
+std::vector<SelectionRecall> GroupSelectionRecall(const float* q, int G, const float* k, int64_t n, int d,
+                                                  int64_t stride, float scale, const std::vector<int>& selected);
+
 // Query-weighted key distortion: mean over keys of eᵀHe, e = k̂ − k, with
 // H = (1/nq) Σ q qᵀ over the given queries (the A²ATS objective, SQuat's
 // penalty). Equals the mean squared unscaled logit error over all pairs.

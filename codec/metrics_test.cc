@@ -57,6 +57,56 @@ TEST(Metrics, SelectionRecall) {
   EXPECT_EQ(ComputeSelectionRecall(p, {}).mass_recall, 0.0);
 }
 
+// The group version on logits that are log-probabilities (d = 1, q = 1):
+// the same answers as ComputeSelectionRecall, ties going to the earlier token.
+TEST(Metrics, GroupSelectionRecallHandCases) {
+  const float q[1] = {1.0f};
+  std::vector<float> k;
+  for (double x : {0.05, 0.5, 0.1, 0.3, 0.05}) k.push_back(static_cast<float>(std::log(x)));
+  std::vector<SelectionRecall> r = GroupSelectionRecall(q, 1, k.data(), 5, 1, 1, 1.0f, {1, 3});
+  ASSERT_EQ(r.size(), 1u);
+  EXPECT_DOUBLE_EQ(r[0].topk_recall, 1.0);
+  EXPECT_NEAR(r[0].mass_recall, 0.8, 1e-6);
+  r = GroupSelectionRecall(q, 1, k.data(), 5, 1, 1, 1.0f, {1, 2, 4, 4, 99});
+  EXPECT_NEAR(r[0].topk_recall, 2.0 / 3.0, 1e-12);
+  EXPECT_NEAR(r[0].mass_recall, 0.65, 1e-6);
+  EXPECT_EQ(GroupSelectionRecall(q, 1, k.data(), 5, 1, 1, 1.0f, {})[0].mass_recall, 0.0);
+  // Three tokens tie at the threshold of the top 2 = {3, 0}.
+  k.clear();
+  for (double x : {0.2, 0.2, 0.2, 0.4}) k.push_back(static_cast<float>(std::log(x)));
+  EXPECT_DOUBLE_EQ(GroupSelectionRecall(q, 1, k.data(), 4, 1, 1, 1.0f, {0, 3})[0].topk_recall, 1.0);
+  EXPECT_DOUBLE_EQ(GroupSelectionRecall(q, 1, k.data(), 4, 1, 1, 1.0f, {1, 3})[0].topk_recall, 0.5);
+  r = GroupSelectionRecall(q, 1, k.data(), 4, 1, 1, 1.0f, {2, 0});
+  EXPECT_DOUBLE_EQ(r[0].topk_recall, 0.5);
+  EXPECT_NEAR(r[0].mass_recall, 0.4, 1e-6);
+}
+
+// Against the double-precision path on random heads: the same mass recall
+// to float accuracy, the same top-K up to near-ties at the threshold.
+TEST(Metrics, GroupSelectionRecallMatchesPerHeadPath) {
+  std::mt19937 rng(5);
+  std::normal_distribution<float> n01;
+  const int G = 5, d = 64, n = 3000, stride = 72;
+  std::vector<float> q(size_t(G) * d), k(size_t(n) * stride);
+  for (float& x : q) x = n01(rng);
+  for (float& x : k) x = n01(rng);
+  std::vector<float> dense(size_t(n) * d);
+  for (int r = 0; r < n; ++r) std::copy_n(k.data() + size_t(r) * stride, d, dense.data() + size_t(r) * d);
+  std::vector<int> selected;
+  for (int i = 0; i < 90; ++i) selected.push_back(static_cast<int>(rng() % n));
+  selected.push_back(selected[0]);  // a duplicate
+  const float scale = 1.0f / std::sqrt(float(d));
+  const std::vector<SelectionRecall> fast = GroupSelectionRecall(q.data(), G, k.data(), n, d, stride, scale, selected);
+  ASSERT_EQ(fast.size(), size_t(G));
+  for (int g = 0; g < G; ++g) {
+    const SelectionRecall ref =
+        ComputeSelectionRecall(AttentionProbs(q.data() + size_t(g) * d, n - 1, dense.data(), n, d, scale), selected);
+    EXPECT_NEAR(fast[g].mass_recall, ref.mass_recall, 1e-5) << g;
+    EXPECT_NEAR(fast[g].topk_recall, ref.topk_recall, 2.5 / 90) << g;
+    EXPECT_GT(fast[g].mass_recall, 0.0);
+  }
+}
+
 TEST(Metrics, ProbsAreCausalAndNormalized) {
   std::mt19937 rng(2);
   std::normal_distribution<float> n01;
