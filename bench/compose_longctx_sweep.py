@@ -23,10 +23,11 @@ for name in sorted(os.listdir(runs)):
     m = re.search(r"step: ([0-9.]+)x the time.*?steps of the step's wall time, ([0-9.]+) ms median, divided by exact "
                   r"attention for the same step timed right after it, ([0-9.]+) ms median", text, re.S)
     seq = re.search(r"Sequence: (\d+) tokens.*?\(codec ([^)]+)\).*?: (\d+) MiB host tier", text, re.S)
+    heads = re.search(r"(\d+) KV heads x (\d+) query heads, head_dim (\d+)", text)
     per_tok = re.search(r"offloaded blocks (\d+) B", text)
     hits = re.search(r"the store per step: (\d+) host-tier hits, (\d+) SSD-tier hits, ([0-9.]+) promotions", text)
     table = [l for l in text.splitlines() if l.startswith("| attend")]
-    if not (m and seq and per_tok and table):
+    if not (m and seq and per_tok and table and heads):
         print(f"compose: {name}: no result", file=sys.stderr)
         continue
     cells = [c.strip() for c in table[0].strip("|").split("|")]
@@ -42,7 +43,9 @@ for name in sorted(os.listdir(runs)):
                      ssd_share=ssd_share, promotions=float(hits.group(3)) if hits else -1,
                      step_ms=float(m.group(2)), ref_ms=float(m.group(3)), ratio=float(m.group(1)),
                      select_ms=float(cells[2]), fetch_ms=float(cells[3]), attend_ms=float(cells[4]),
-                     mass_recall=float(cells[9]), out_err=float(cells[11]), tokens=tokens))
+                     mass_recall=float(cells[9]), out_err=float(cells[11]), tokens=tokens,
+                     # f32 K and V of every token and KV head, read once per reference step
+                     ref_gbps=tokens * int(heads.group(1)) * int(heads.group(3)) * 2 * 4 / (float(m.group(3)) * 1e6)))
 rows.sort(key=lambda r: (r["codec"] != "f16", r["host_mib"], r["layout"] != "time order"))
 with open(os.path.join(out, "longctx_sweep.csv"), "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
@@ -60,15 +63,17 @@ lines = [
     "- store: a `kvrecall-server` child process on loopback, host tier of the given size, SSD tier (RocksDB, page "
     "cache) for the rest. Blocks carry 256-byte chunk checksums: a step verifies the chunks of the rows it reads.",
     "- reference: exact CPU attention over all tokens in RAM as f32 on both cores (codec/attention.h AttendGroup, "
-    "vectorized), timed right after each step; ratio = median of the per-step ratios.",
+    "vectorized, all query heads of a KV head per pass over its K and V), timed right after each step; ratio = median of "
+    "the per-step ratios. Its GB/s: the f32 K and V it reads per step over its median time.",
     "",
-    "| blocks | layout | host tier | KV | blocks read from SSD | step (median) | exact attention (median) | ratio | select ms | fetch ms | "
+    "| blocks | layout | host tier | KV | blocks read from SSD | step (median) | exact attention (median) | "
+    "reference GB/s | ratio | select ms | fetch ms | "
     "attend+merge ms | mass recall @1% | output rel err |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 for r in rows:
     lines.append(f"| {r['codec']} | {r['layout']} | {r['host_mib']} MiB | {r['kv_mib']:.0f} MiB | {100 * r['ssd_share']:.0f}% | "
-                 f"{r['step_ms']:.1f} ms | {r['ref_ms']:.1f} ms | **{r['ratio']:.2f}x** | {r['select_ms']:.1f} | "
+                 f"{r['step_ms']:.1f} ms | {r['ref_ms']:.1f} ms | {r['ref_gbps']:.1f} | **{r['ratio']:.2f}x** | {r['select_ms']:.1f} | "
                  f"{r['fetch_ms']:.1f} | {r['attend_ms']:.1f} | {r['mass_recall']:.3f} | {r['out_err']:.3f} |")
 lines += ["", "select/fetch/attend are means over the steps (the first step maps the SSD tier's files); step and "
           "reference are medians. Blocks read from SSD: the store's SSD-tier hits over all hits per step (no "

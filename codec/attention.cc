@@ -50,13 +50,16 @@ template <int Gb>
 __attribute__((always_inline)) inline void RowScores(const float* q, int d, const float* kr, float scale, float* s,
                                                      int64_t cs) {
   F8 acc[Gb];
-  _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) acc[g] = F8{0, 0, 0, 0, 0, 0, 0, 0};
+  #pragma GCC unroll 4
+  for (int g = 0; g < Gb; ++g) acc[g] = F8{0, 0, 0, 0, 0, 0, 0, 0};
   int i = 0;
   for (; i + 8 <= d; i += 8) {
     const F8 kv = Load8(kr + i);
-    _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) acc[g] += Load8(q + size_t(g) * d + i) * kv;
+    #pragma GCC unroll 4
+    for (int g = 0; g < Gb; ++g) acc[g] += Load8(q + size_t(g) * d + i) * kv;
   }
-  _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) {
+  #pragma GCC unroll 4
+  for (int g = 0; g < Gb; ++g) {
     float a[8];
     At8(a) = acc[g];
     for (int j = i, l = 0; j < d; ++j, ++l) a[l] += q[size_t(g) * d + j] * kr[j];
@@ -73,28 +76,35 @@ __attribute__((always_inline)) inline void AccumulateRows(const float* p, int64_
   int c = 0;
   for (; c + 16 <= d; c += 16) {
     F8 a0[Gb], a1[Gb];
-    _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) a0[g] = Load8(out + size_t(g) * d + c), a1[g] = Load8(out + size_t(g) * d + c + 8);
+    #pragma GCC unroll 4
+    for (int g = 0; g < Gb; ++g) a0[g] = Load8(out + size_t(g) * d + c), a1[g] = Load8(out + size_t(g) * d + c + 8);
     for (int64_t r = 0; r < n; ++r) {
       const F8 v0 = Load8(v + r * stride + c), v1 = Load8(v + r * stride + c + 8);
-      _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) {
+      #pragma GCC unroll 4
+      for (int g = 0; g < Gb; ++g) {
         const float w = p[g * cs + r];
         a0[g] += w * v0, a1[g] += w * v1;
       }
     }
-    _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) At8(out + size_t(g) * d + c) = a0[g], At8(out + size_t(g) * d + c + 8) = a1[g];
+    #pragma GCC unroll 4
+    for (int g = 0; g < Gb; ++g) At8(out + size_t(g) * d + c) = a0[g], At8(out + size_t(g) * d + c + 8) = a1[g];
   }
   for (; c + 8 <= d; c += 8) {
     F8 a0[Gb];
-    _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) a0[g] = Load8(out + size_t(g) * d + c);
+    #pragma GCC unroll 4
+    for (int g = 0; g < Gb; ++g) a0[g] = Load8(out + size_t(g) * d + c);
     for (int64_t r = 0; r < n; ++r) {
       const F8 v0 = Load8(v + r * stride + c);
-      _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) a0[g] += p[g * cs + r] * v0;
+      #pragma GCC unroll 4
+      for (int g = 0; g < Gb; ++g) a0[g] += p[g * cs + r] * v0;
     }
-    _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) At8(out + size_t(g) * d + c) = a0[g];
+    #pragma GCC unroll 4
+    for (int g = 0; g < Gb; ++g) At8(out + size_t(g) * d + c) = a0[g];
   }
   for (; c < d; ++c) {
     for (int64_t r = 0; r < n; ++r) {
-      _Pragma("GCC unroll 4") for (int g = 0; g < Gb; ++g) out[size_t(g) * d + c] += p[g * cs + r] * v[r * stride + c];
+      #pragma GCC unroll 4
+      for (int g = 0; g < Gb; ++g) out[size_t(g) * d + c] += p[g * cs + r] * v[r * stride + c];
     }
   }
 }
