@@ -67,6 +67,21 @@ __attribute__((always_inline)) inline void RowScores(const float* q, int d, cons
   }
 }
 
+// RowScores for all G heads of a group, four at a time (registers).
+__attribute__((always_inline)) inline void GroupRowScores(const float* q, int G, int d, const float* kr, float scale,
+                                                          float* s, int64_t cs) {
+  for (int g0 = 0; g0 < G; g0 += 4) {
+    const float* qg = q + size_t(g0) * d;
+    float* sg = s + size_t(g0) * cs;
+    switch (std::min(4, G - g0)) {
+      case 4: RowScores<4>(qg, d, kr, scale, sg, cs); break;
+      case 3: RowScores<3>(qg, d, kr, scale, sg, cs); break;
+      case 2: RowScores<2>(qg, d, kr, scale, sg, cs); break;
+      default: RowScores<1>(qg, d, kr, scale, sg, cs); break;
+    }
+  }
+}
+
 // out[g] += Σ_r p[g * cs + r] · v_r for rows [0, n) of v, Gb heads: Axpy's
 // elementwise updates in the same row order, but blocked over 16 columns so
 // the Gb x 16 outputs stay in registers while the rows stream past.
@@ -147,16 +162,7 @@ __attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G
       // now, while K streams (a chunk of V is 256 KiB at d = 128).
       const char* vr = reinterpret_cast<const char*>(v + (c0 + r) * stride);
       for (int64_t b = 0; b < int64_t(d) * 4; b += 64) __builtin_prefetch(vr + b, 0, 2);
-      for (int g0 = 0; g0 < G; g0 += 4) {
-        const float* qg = q + size_t(g0) * d;
-        float* sg = s + size_t(g0) * cs + r;
-        switch (std::min(4, G - g0)) {
-          case 4: RowScores<4>(qg, d, kr, scale, sg, cs); break;
-          case 3: RowScores<3>(qg, d, kr, scale, sg, cs); break;
-          case 2: RowScores<2>(qg, d, kr, scale, sg, cs); break;
-          default: RowScores<1>(qg, d, kr, scale, sg, cs); break;
-        }
-      }
+      GroupRowScores(q, G, d, kr, scale, s + r, cs);
     }
     for (int g = 0; g < G; ++g) {
       float* sg = s + size_t(g) * cs;
@@ -195,19 +201,7 @@ __attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G
 
 __attribute__((always_inline)) inline void GroupScoresBody(const float* q, int G, const float* k, int64_t n, int d,
                                                            int64_t stride, float scale, float* scores) {
-  for (int64_t r = 0; r < n; ++r) {
-    const float* kr = k + r * stride;
-    for (int g0 = 0; g0 < G; g0 += 4) {
-      const float* qg = q + size_t(g0) * d;
-      float* sg = scores + size_t(g0) * n + r;
-      switch (std::min(4, G - g0)) {
-        case 4: RowScores<4>(qg, d, kr, scale, sg, n); break;
-        case 3: RowScores<3>(qg, d, kr, scale, sg, n); break;
-        case 2: RowScores<2>(qg, d, kr, scale, sg, n); break;
-        default: RowScores<1>(qg, d, kr, scale, sg, n); break;
-      }
-    }
-  }
+  for (int64_t r = 0; r < n; ++r) GroupRowScores(q, G, d, k + r * stride, scale, scores + r, n);
 }
 
 #if defined(__x86_64__)
