@@ -2,13 +2,14 @@
 
 #include <unistd.h>
 
-#include <cstdio>
 #include <cstring>
 #include <random>
 #include <string>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "tests/server_process.h"
 
 namespace kvrecall {
 namespace {
@@ -44,24 +45,15 @@ TEST(Arena, SizeClassesBoundWasteAndFreesCoalesce) {
   EXPECT_EQ((*a)->largest_free(), 1u << 20);
 }
 
-// Resident set size of this process, from /proc/self/statm.
-uint64_t RssBytes() {
-  FILE* f = std::fopen("/proc/self/statm", "r");
-  unsigned long long pages = 0, rss = 0;
-  if (f && std::fscanf(f, "%llu %llu", &pages, &rss) != 2) rss = 0;
-  if (f) std::fclose(f);
-  return rss * uint64_t(sysconf(_SC_PAGESIZE));
-}
-
 TEST(Arena, PrefaultBacksTheWholeArenaUpFront) {
   const uint64_t cap = 64 << 20;
-  const uint64_t before = RssBytes();
+  const uint64_t before = RssBytes(getpid());
   auto lazy = Arena::Create(cap);
   ASSERT_TRUE(lazy.ok());
-  EXPECT_LT(RssBytes(), before + cap / 4) << "without prefault, untouched pages stay unbacked";
+  EXPECT_LT(RssBytes(getpid()), before + cap / 4) << "without prefault, untouched pages stay unbacked";
   auto eager = Arena::Create(cap, /*prefault=*/true);
   ASSERT_TRUE(eager.ok());
-  EXPECT_GE(RssBytes(), before + cap) << "prefault backs every page";
+  EXPECT_GE(RssBytes(getpid()), before + cap) << "prefault backs every page";
   auto off = (*eager)->Allocate(1 << 20);
   ASSERT_TRUE(off.has_value());
   std::memset((*eager)->base() + *off, 7, 1 << 20);

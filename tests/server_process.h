@@ -10,8 +10,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <string>
 #include <vector>
 
@@ -36,6 +38,18 @@ inline std::string TempDir(const std::string& name) {
   std::string dir = std::string(base ? base : "/tmp") + "/" + name + "_" + std::to_string(getpid());
   (void)std::system(("rm -rf '" + dir + "'").c_str());
   return dir;
+}
+
+// Resident set size of process `pid`, from /proc/<pid>/status (0 if unreadable).
+inline uint64_t RssBytes(pid_t pid) {
+  FILE* f = std::fopen(absl::StrCat("/proc/", pid, "/status").c_str(), "r");
+  char line[256];
+  uint64_t kb = 0;
+  while (f && fgets(line, sizeof(line), f)) {
+    if (std::strncmp(line, "VmRSS:", 6) == 0) kb = std::strtoull(line + 6, nullptr, 10);
+  }
+  if (f) std::fclose(f);
+  return kb * 1024;
 }
 
 // GET `path` from an HTTP server at host:port (bash's /dev/tcp): the raw response.

@@ -180,17 +180,6 @@ TEST(ServerProcess, Kill9DuringDurablePutsLosesNothingAcknowledged) {
   EXPECT_TRUE(WIFEXITED(s.Stop(SIGTERM)));
 }
 
-uint64_t RssBytes(pid_t pid) {
-  FILE* f = std::fopen(absl::StrCat("/proc/", pid, "/status").c_str(), "r");
-  char line[256];
-  uint64_t kb = 0;
-  while (f && fgets(line, sizeof(line), f)) {
-    if (std::strncmp(line, "VmRSS:", 6) == 0) kb = std::strtoull(line + 6, nullptr, 10);
-  }
-  if (f) std::fclose(f);
-  return kb * 1024;
-}
-
 // Three times the host budget goes in; the process grows by at most the
 // budget plus a bounded overhead, and recent blocks keep hitting. With the
 // arena backed at start (the default) it is all there before the first put
