@@ -329,4 +329,23 @@ absl::Status VerifyBlockRanges(const BlockView& view, absl::Span<const absl::Spa
   return absl::OkStatus();
 }
 
+void PrefetchBlockRanges(const BlockView& view, absl::Span<const absl::Span<const uint8_t>> ranges) {
+  if (!view.partial) return;
+  const int shift = view.header.chunk_shift;
+  const uint8_t* p = view.bytes.data();
+  const uint64_t covered = static_cast<uint64_t>(view.chunk_sums.data() - p);
+  uint64_t done = ~uint64_t{0};  // the last chunk asked for (adjacent rows share chunks)
+  for (const absl::Span<const uint8_t>& r : ranges) {
+    if (r.empty() || r.data() < p || r.data() + r.size() > p + covered) continue;
+    const uint64_t first = uint64_t(r.data() - p) >> shift, last = uint64_t(r.data() + r.size() - 1 - p) >> shift;
+    for (uint64_t c = first; c <= last; ++c) {
+      if (c == done) continue;
+      const uint64_t end = std::min((c + 1) << shift, covered);
+      for (uint64_t o = c << shift; o < end; o += 64) __builtin_prefetch(p + o);
+      __builtin_prefetch(view.chunk_sums.data() + 4 * c);
+      done = c;
+    }
+  }
+}
+
 }  // namespace kvrecall

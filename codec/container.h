@@ -92,6 +92,13 @@ absl::StatusOr<BlockView> ParseBlockForRows(absl::Span<const uint8_t> bytes);
 // range outside the block. OK at once for a fully verified view.
 absl::Status VerifyBlockRanges(const BlockView& view, absl::Span<const absl::Span<const uint8_t>> ranges);
 
+// Asks the memory system for the chunks under `ranges` of a partial view and
+// for their stored sums (what VerifyBlockRanges will read), without waiting
+// for them: a reader of many blocks calls it for the next block while it works
+// on this one. Ranges outside the block are ignored; a no-op for a fully
+// verified view.
+void PrefetchBlockRanges(const BlockView& view, absl::Span<const absl::Span<const uint8_t>> ranges);
+
 inline absl::Span<const uint8_t> AsBytes(absl::string_view s) {
   return absl::Span<const uint8_t>(reinterpret_cast<const uint8_t*>(s.data()), s.size());
 }

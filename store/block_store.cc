@@ -437,23 +437,42 @@ void BlockStore::DropHostCopy(const TierKey& tk) {
 
 absl::StatusOr<BlockLease> BlockStore::LeaseRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows,
                                                  std::unique_ptr<KvCodec>* codec, LeaseFor use) {
+  return FinishRows(ns, key, rows, codec, use, OpenRows(ns, key, rows, use, /*prefetch=*/false));
+}
+
+absl::StatusOr<BlockStore::OpenedRows> BlockStore::OpenRows(uint32_t ns, const BlockKey& key,
+                                                            absl::Span<const int> rows, LeaseFor use, bool prefetch) {
+  OpenedRows o;
+  ASSIGN_OR_RETURN(o.lease, Lease(ns, key, use));
+  ASSIGN_OR_RETURN(o.codec, CodecForBlock(o.lease.view()));
+  if (o.lease.view().partial) {
+    o.ranges_status = o.codec->RowByteRanges(o.lease.view(), rows, &o.ranges);
+    if (prefetch && o.ranges_status.ok()) PrefetchBlockRanges(o.lease.view(), o.ranges);
+  }
+  return o;
+}
+
+absl::StatusOr<BlockLease> BlockStore::FinishRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows,
+                                                  std::unique_ptr<KvCodec>* codec, LeaseFor use,
+                                                  absl::StatusOr<OpenedRows> opened) {
   const TierKey tk{ns, key};
-  std::vector<absl::Span<const uint8_t>> ranges;
   for (int attempt = 0;; ++attempt) {
-    ASSIGN_OR_RETURN(BlockLease lease, Lease(ns, key, use));
-    ASSIGN_OR_RETURN(*codec, CodecForBlock(lease.view()));
-    absl::Status s;
+    if (attempt > 0) opened = OpenRows(ns, key, rows, use, /*prefetch=*/false);
+    if (!opened.ok()) return opened.status();
+    BlockLease& lease = opened->lease;
+    absl::Status s;  // a fully verified view needs nothing more
     if (lease.view().partial) {
-      s = (*codec)->RowByteRanges(lease.view(), rows, &ranges);
+      s = opened->ranges_status;
       if (s.ok()) {
-        s = VerifyBlockRanges(lease.view(), ranges);
+        s = VerifyBlockRanges(lease.view(), opened->ranges);
       } else if (s.code() == absl::StatusCode::kUnimplemented) {
         s = ParseBlock(lease.bytes()).status();  // a codec that can't list its rows' bytes: verify them all
       }
     }
     if (s.code() != absl::StatusCode::kDataLoss) {
       if (!s.ok()) return s;  // rows outside the block
-      return lease;
+      *codec = std::move(opened->codec);
+      return std::move(lease);
     }
     checksum_failures_.fetch_add(1);
     const bool from_host = lease.ref_.has_value();
@@ -597,9 +616,16 @@ absl::Status BlockStore::Attend(uint32_t ns, const std::vector<AttendItem>& item
   const LeaseFor use = RowReadOf(items.size());
   int L = 0, H = 0, d = 0;
   std::vector<float> k, v, part, part_lse;
+  // One block ahead: the next block is leased and its rows' bytes requested
+  // from memory before this block's are verified, decoded and attended, so
+  // that scattered rows arrive while the CPU works instead of one miss at a
+  // time. (An error of the next block is returned when its turn comes.)
+  absl::StatusOr<OpenedRows> next = OpenRows(ns, items[0].key, items[0].rows, use, /*prefetch=*/true);
   for (size_t it = 0; it < items.size(); ++it) {
+    absl::StatusOr<OpenedRows> opened = std::move(next);
+    if (it + 1 < items.size()) next = OpenRows(ns, items[it + 1].key, items[it + 1].rows, use, /*prefetch=*/true);
     std::unique_ptr<KvCodec> codec;
-    ASSIGN_OR_RETURN(BlockLease lease, LeaseRows(ns, items[it].key, items[it].rows, &codec, use));
+    ASSIGN_OR_RETURN(BlockLease lease, FinishRows(ns, items[it].key, items[it].rows, &codec, use, std::move(opened)));
     const BlockView& view = lease.view();
     const BlockHeader& h = view.header;
     if (it == 0) {

@@ -254,6 +254,23 @@ class BlockStore {
   absl::Status AddNamespaceLocked(const NamespaceConfig& c) ABSL_EXCLUSIVE_LOCKS_REQUIRED(mu_);
   // Drops a host copy that failed verification (the SSD copy, if any, stays).
   void DropHostCopy(const TierKey& tk);
+  // The two halves of LeaseRows. OpenRows leases the block and lists the
+  // bytes `rows` decode from (`ranges`, or why not in `ranges_status`),
+  // verifying nothing beyond what Lease does; with `prefetch` it asks the
+  // memory system for those bytes, so that a reader of many blocks opens the
+  // next block before it verifies and reads this one. FinishRows verifies an
+  // opened lease, handling a bad copy as LeaseRows documents.
+  struct OpenedRows {
+    BlockLease lease;
+    std::unique_ptr<KvCodec> codec;
+    std::vector<absl::Span<const uint8_t>> ranges;
+    absl::Status ranges_status;
+  };
+  absl::StatusOr<OpenedRows> OpenRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows, LeaseFor use,
+                                      bool prefetch);
+  absl::StatusOr<BlockLease> FinishRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows,
+                                        std::unique_ptr<KvCodec>* codec, LeaseFor use,
+                                        absl::StatusOr<OpenedRows> opened);
   absl::Status CheckAdmin(absl::string_view token) const;
   // Host-tier insert of verified bytes (two-phase), evicting as needed.
   // clean: the SSD tier holds the same bytes (a promotion).
