@@ -610,52 +610,83 @@ absl::StatusOr<std::vector<float>> BlockStore::GatherRows(uint32_t ns, const Blo
   return out;
 }
 
-absl::Status BlockStore::Attend(uint32_t ns, const std::vector<AttendItem>& items, int group, float scale,
-                               absl::Span<const float> queries, std::vector<float>* out, std::vector<float>* lse) {
-  if (items.empty() || group < 1) return absl::InvalidArgumentError("attend: no rows or bad group");
-  const LeaseFor use = RowReadOf(items.size());
-  int L = 0, H = 0, d = 0;
-  std::vector<float> k, v, part, part_lse;
+absl::Status BlockStore::ReadRowsInOrder(
+    uint32_t ns, absl::Span<const AttendItem> items, LeaseFor use,
+    absl::FunctionRef<absl::Status(size_t, absl::StatusOr<BlockLease>, std::unique_ptr<KvCodec>)> fn) {
+  if (items.empty()) return absl::OkStatus();
   // One block ahead: the next block is leased and its rows' bytes requested
-  // from memory before this block's are verified, decoded and attended, so
-  // that scattered rows arrive while the CPU works instead of one miss at a
-  // time. (An error of the next block is returned when its turn comes.)
+  // from memory before this block's are verified and used, so that scattered
+  // rows arrive while the CPU works instead of one miss at a time. (An error
+  // of the next block is its own result, handed over when its turn comes.)
   absl::StatusOr<OpenedRows> next = OpenRows(ns, items[0].key, items[0].rows, use, /*prefetch=*/true);
   for (size_t it = 0; it < items.size(); ++it) {
     absl::StatusOr<OpenedRows> opened = std::move(next);
     if (it + 1 < items.size()) next = OpenRows(ns, items[it + 1].key, items[it + 1].rows, use, /*prefetch=*/true);
     std::unique_ptr<KvCodec> codec;
-    ASSIGN_OR_RETURN(BlockLease lease, FinishRows(ns, items[it].key, items[it].rows, &codec, use, std::move(opened)));
-    const BlockView& view = lease.view();
-    const BlockHeader& h = view.header;
-    if (it == 0) {
-      L = static_cast<int>(h.layer_count), H = h.layout.num_kv_heads, d = h.layout.head_dim;
-      if (queries.size() != size_t(L) * H * group * d) {
-        return absl::InvalidArgumentError(absl::StrCat("attend: ", queries.size(), " query floats for blocks of ", L,
-                                                       " layers x ", H, " KV heads x group ", group, " x ", d));
-      }
-      out->assign(queries.size(), 0.0f);
-      lse->assign(size_t(L) * H * group, -INFINITY);
-      part.resize(size_t(group) * d), part_lse.resize(group);
-    } else if (static_cast<int>(h.layer_count) != L || h.layout.num_kv_heads != H || h.layout.head_dim != d) {
-      return absl::InvalidArgumentError("attend: blocks of different shapes");
-    }
-    const std::vector<int>& rows = items[it].rows;
-    const int R = static_cast<int>(rows.size());
-    if (R == 0) continue;
-    k.resize(size_t(L) * H * R * d), v.resize(k.size());
-    RETURN_IF_ERROR(codec->DecodeRows(view, rows, k.data(), v.data()));  // INVALID_ARGUMENT for bad rows
-    for (int lh = 0; lh < L * H; ++lh) {
-      const float* kr = k.data() + size_t(lh) * R * d;
-      const float* vr = v.data() + size_t(lh) * R * d;
-      const size_t q0 = size_t(lh) * group;
-      AttendGroup(queries.data() + q0 * d, group, kr, vr, R, d, d, scale, part.data(), part_lse.data());
-      for (int g = 0; g < group; ++g) {
-        MergeAttention(out->data() + (q0 + g) * d, &(*lse)[q0 + g], part.data() + size_t(g) * d, part_lse[g], d);
-      }
-    }
+    absl::StatusOr<BlockLease> lease = FinishRows(ns, items[it].key, items[it].rows, &codec, use, std::move(opened));
+    RETURN_IF_ERROR(fn(it, std::move(lease), std::move(codec)));
   }
   return absl::OkStatus();
+}
+
+std::vector<absl::StatusOr<std::vector<float>>> BlockStore::GatherRows(uint32_t ns,
+                                                                        absl::Span<const AttendItem> items) {
+  std::vector<absl::StatusOr<std::vector<float>>> got;
+  got.reserve(items.size());
+  (void)ReadRowsInOrder(ns, items, RowReadOf(items.size()),
+                        [&](size_t it, absl::StatusOr<BlockLease> lease, std::unique_ptr<KvCodec> codec) {
+                          if (!lease.ok()) return got.push_back(lease.status()), absl::OkStatus();
+                          const BlockHeader& h = lease->view().header;
+                          const size_t per = size_t(h.layer_count) * h.layout.num_kv_heads * items[it].rows.size() *
+                                             h.layout.head_dim;
+                          std::vector<float> out(2 * per);
+                          absl::Status st = codec->DecodeRows(lease->view(), items[it].rows, out.data(),
+                                                              out.data() + per);
+                          if (st.ok()) got.push_back(std::move(out)); else got.push_back(st);
+                          return absl::OkStatus();
+                        });
+  return got;
+}
+
+absl::Status BlockStore::Attend(uint32_t ns, const std::vector<AttendItem>& items, int group, float scale,
+                               absl::Span<const float> queries, std::vector<float>* out, std::vector<float>* lse) {
+  if (items.empty() || group < 1) return absl::InvalidArgumentError("attend: no rows or bad group");
+  int L = 0, H = 0, d = 0;
+  std::vector<float> k, v, part, part_lse;
+  return ReadRowsInOrder(
+      ns, items, RowReadOf(items.size()),
+      [&](size_t it, absl::StatusOr<BlockLease> got, std::unique_ptr<KvCodec> codec) -> absl::Status {
+        if (!got.ok()) return got.status();
+        const BlockView& view = got->view();
+        const BlockHeader& h = view.header;
+        if (it == 0) {
+          L = static_cast<int>(h.layer_count), H = h.layout.num_kv_heads, d = h.layout.head_dim;
+          if (queries.size() != size_t(L) * H * group * d) {
+            return absl::InvalidArgumentError(absl::StrCat("attend: ", queries.size(), " query floats for blocks of ",
+                                                           L, " layers x ", H, " KV heads x group ", group, " x ", d));
+          }
+          out->assign(queries.size(), 0.0f);
+          lse->assign(size_t(L) * H * group, -INFINITY);
+          part.resize(size_t(group) * d), part_lse.resize(group);
+        } else if (static_cast<int>(h.layer_count) != L || h.layout.num_kv_heads != H || h.layout.head_dim != d) {
+          return absl::InvalidArgumentError("attend: blocks of different shapes");
+        }
+        const std::vector<int>& rows = items[it].rows;
+        const int R = static_cast<int>(rows.size());
+        if (R == 0) return absl::OkStatus();
+        k.resize(size_t(L) * H * R * d), v.resize(k.size());
+        RETURN_IF_ERROR(codec->DecodeRows(view, rows, k.data(), v.data()));  // INVALID_ARGUMENT for bad rows
+        for (int lh = 0; lh < L * H; ++lh) {
+          const float* kr = k.data() + size_t(lh) * R * d;
+          const float* vr = v.data() + size_t(lh) * R * d;
+          const size_t q0 = size_t(lh) * group;
+          AttendGroup(queries.data() + q0 * d, group, kr, vr, R, d, d, scale, part.data(), part_lse.data());
+          for (int g = 0; g < group; ++g) {
+            MergeAttention(out->data() + (q0 + g) * d, &(*lse)[q0 + g], part.data() + size_t(g) * d, part_lse[g], d);
+          }
+        }
+        return absl::OkStatus();
+      });
 }
 
 StoreStats BlockStore::Stats() const {

@@ -37,6 +37,7 @@
 #include "absl/base/thread_annotations.h"
 #include "absl/container/flat_hash_map.h"
 #include "absl/container/flat_hash_set.h"
+#include "absl/functional/function_ref.h"
 #include "absl/status/statusor.h"
 #include "absl/synchronization/mutex.h"
 #include "absl/types/span.h"
@@ -235,6 +236,10 @@ class BlockStore {
   };
   absl::Status Attend(uint32_t ns, const std::vector<AttendItem>& items, int group, float scale,
                       absl::Span<const float> queries, std::vector<float>* out, std::vector<float>* lse);
+  // GatherRows for each item, in order (a result per item; reading several
+  // blocks this way overlaps each block's memory reads with the previous
+  // block's work, as Attend does). use: RowReadOf(items.size()).
+  std::vector<absl::StatusOr<std::vector<float>>> GatherRows(uint32_t ns, absl::Span<const AttendItem> items);
 
   void CountRejected() { rejected_.fetch_add(1, std::memory_order_relaxed); }
   StoreStats Stats() const;
@@ -271,6 +276,12 @@ class BlockStore {
   absl::StatusOr<BlockLease> FinishRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows,
                                         std::unique_ptr<KvCodec>* codec, LeaseFor use,
                                         absl::StatusOr<OpenedRows> opened);
+  // Row leases of `items` in order, handed to fn(index, lease, codec); the
+  // next block is opened with a prefetch before fn runs for this one. Stops
+  // at the first error fn returns and returns it.
+  absl::Status ReadRowsInOrder(uint32_t ns, absl::Span<const AttendItem> items, LeaseFor use,
+                               absl::FunctionRef<absl::Status(size_t, absl::StatusOr<BlockLease>,
+                                                              std::unique_ptr<KvCodec>)> fn);
   absl::Status CheckAdmin(absl::string_view token) const;
   // Host-tier insert of verified bytes (two-phase), evicting as needed.
   // clean: the SSD tier holds the same bytes (a promotion).

@@ -471,6 +471,22 @@ TEST(BlockStore, AttendOverManyBlocksIsAttentionOverTheirRows) {
     EXPECT_NEAR(lse[g], want_lse[g], 1e-4f);
     for (int c = 0; c < d; ++c) EXPECT_NEAR(out[g * d + c], want[g * d + c], 1e-5f) << g << " " << c;
   }
+  // The same rows gathered in one pass: per block, what GatherRows of that block gives.
+  {
+    std::vector<BlockStore::AttendItem> g = items;
+    g[3].rows.push_back(kTokens);           // past the end: its own error
+    g.insert(g.begin() + 6, {BlockKey{98, 11}, {0}});  // missing: its own miss
+    const auto got = s->GatherRows(a, g);
+    ASSERT_EQ(got.size(), g.size());
+    for (size_t i = 0; i < g.size(); ++i) {
+      const auto one = s->GatherRows(a, g[i].key, g[i].rows);
+      ASSERT_EQ(got[i].status().code(), one.status().code()) << i;
+      if (one.ok()) EXPECT_EQ(*got[i], *one) << i;
+    }
+    EXPECT_EQ(got[3].status().code(), absl::StatusCode::kInvalidArgument);
+    EXPECT_EQ(got[6].status().code(), absl::StatusCode::kNotFound);
+    EXPECT_TRUE(got[7].ok());
+  }
   // A row past block 5's end.
   std::vector<BlockStore::AttendItem> bad = items;
   bad[5].rows.push_back(kTokens);

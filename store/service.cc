@@ -118,7 +118,15 @@ class StoreExchange final : public Exchange {
       case Op::kGather: {
         uint64_t off = 0;
         const bool compressed = req_.header.flags & kFlagGatherCompressed;
-        for (const GatherItem& g : req_.gathers) {
+        std::vector<absl::StatusOr<std::vector<float>>> decoded;  // all blocks' rows, read in one pass
+        if (!compressed) {
+          std::vector<BlockStore::AttendItem> items;
+          items.reserve(req_.gathers.size());
+          for (const GatherItem& g : req_.gathers) items.push_back({g.key, std::vector<int>(g.rows.begin(), g.rows.end())});
+          decoded = store->GatherRows(ns_, items);
+        }
+        for (size_t gi = 0; gi < req_.gathers.size(); ++gi) {
+          const GatherItem& g = req_.gathers[gi];
           absl::Span<const uint8_t> bytes;
           absl::Status st;
           if (compressed) {
@@ -129,15 +137,14 @@ class StoreExchange final : public Exchange {
               leases_.push_back(std::move(*lease));
             }
           } else {
-            std::vector<int> rows(g.rows.begin(), g.rows.end());
-            absl::StatusOr<std::vector<float>> f =
-                store->GatherRows(ns_, g.key, rows, RowReadOf(req_.gathers.size()));
+            absl::StatusOr<std::vector<float>>& f = decoded[gi];
             st = f.status();
             if (st.ok()) {
               // Decoded rows carry their own XXH3-64 so the client can verify them too.
               std::string rows_bytes(reinterpret_cast<const char*>(f->data()), f->size() * sizeof(float));
               AppendLE<uint64_t>(&rows_bytes, Checksum64(rows_bytes.data(), rows_bytes.size()));
               owned_.push_back(std::move(rows_bytes));
+              f = absl::StatusOr<std::vector<float>>();  // copied: free it before the next block's copy
               bytes = {reinterpret_cast<const uint8_t*>(owned_.back().data()), owned_.back().size()};
             }
           }
