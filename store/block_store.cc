@@ -630,19 +630,30 @@ absl::Status BlockStore::ReadRowsInOrder(
 }
 
 std::vector<absl::StatusOr<std::vector<float>>> BlockStore::GatherRows(uint32_t ns,
-                                                                        absl::Span<const AttendItem> items) {
+                                                                        absl::Span<const AttendItem> items,
+                                                                        uint64_t max_bytes) {
   std::vector<absl::StatusOr<std::vector<float>>> got;
   got.reserve(items.size());
+  uint64_t used = 0;
   (void)ReadRowsInOrder(ns, items, RowReadOf(items.size()),
                         [&](size_t it, absl::StatusOr<BlockLease> lease, std::unique_ptr<KvCodec> codec) {
                           if (!lease.ok()) return got.push_back(lease.status()), absl::OkStatus();
                           const BlockHeader& h = lease->view().header;
                           const size_t per = size_t(h.layer_count) * h.layout.num_kv_heads * items[it].rows.size() *
                                              h.layout.head_dim;
+                          if (used + 2 * per * sizeof(float) > max_bytes) {
+                            got.push_back(absl::ResourceExhaustedError("gathered rows past the reply limit"));
+                            return absl::OkStatus();
+                          }
                           std::vector<float> out(2 * per);
                           absl::Status st = codec->DecodeRows(lease->view(), items[it].rows, out.data(),
                                                               out.data() + per);
-                          if (st.ok()) got.push_back(std::move(out)); else got.push_back(st);
+                          if (st.ok()) {
+                            used += out.size() * sizeof(float);
+                            got.push_back(std::move(out));
+                          } else {
+                            got.push_back(st);
+                          }
                           return absl::OkStatus();
                         });
   return got;

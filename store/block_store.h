@@ -238,8 +238,11 @@ class BlockStore {
                       absl::Span<const float> queries, std::vector<float>* out, std::vector<float>* lse);
   // GatherRows for each item, in order (a result per item; reading several
   // blocks this way overlaps each block's memory reads with the previous
-  // block's work, as Attend does). use: RowReadOf(items.size()).
-  std::vector<absl::StatusOr<std::vector<float>>> GatherRows(uint32_t ns, absl::Span<const AttendItem> items);
+  // block's work, as Attend does). use: RowReadOf(items.size()). An item
+  // whose rows would take the results past `max_bytes` (f32 bytes of the
+  // items decoded so far) is not decoded: RESOURCE_EXHAUSTED.
+  std::vector<absl::StatusOr<std::vector<float>>> GatherRows(uint32_t ns, absl::Span<const AttendItem> items,
+                                                             uint64_t max_bytes);
 
   void CountRejected() { rejected_.fetch_add(1, std::memory_order_relaxed); }
   StoreStats Stats() const;

@@ -476,7 +476,7 @@ TEST(BlockStore, AttendOverManyBlocksIsAttentionOverTheirRows) {
     std::vector<BlockStore::AttendItem> g = items;
     g[3].rows.push_back(kTokens);           // past the end: its own error
     g.insert(g.begin() + 6, {BlockKey{98, 11}, {0}});  // missing: its own miss
-    const auto got = s->GatherRows(a, g);
+    const auto got = s->GatherRows(a, g, /*max_bytes=*/1 << 20);
     ASSERT_EQ(got.size(), g.size());
     for (size_t i = 0; i < g.size(); ++i) {
       const auto one = s->GatherRows(a, g[i].key, g[i].rows);
@@ -486,6 +486,18 @@ TEST(BlockStore, AttendOverManyBlocksIsAttentionOverTheirRows) {
     EXPECT_EQ(got[3].status().code(), absl::StatusCode::kInvalidArgument);
     EXPECT_EQ(got[6].status().code(), absl::StatusCode::kNotFound);
     EXPECT_TRUE(got[7].ok());
+    // A limit that holds blocks 0 and 1's rows: the rest are refused unread,
+    // except a later block small enough to fit what is left.
+    const uint64_t two = (got[0]->size() + got[1]->size()) * sizeof(float);
+    std::vector<BlockStore::AttendItem> h = {items[0], items[1], items[2], {items[4].key, {0}}};
+    const uint64_t one_row = 2 * d * sizeof(float);
+    const auto capped = s->GatherRows(a, h, two + one_row);
+    ASSERT_EQ(capped.size(), 4u);
+    EXPECT_TRUE(capped[0].ok() && capped[1].ok());
+    ASSERT_GT(items[2].rows.size(), 1u);
+    EXPECT_EQ(capped[2].status().code(), absl::StatusCode::kResourceExhausted);
+    EXPECT_TRUE(capped[3].ok());
+    EXPECT_EQ(s->GatherRows(a, h, 0)[0].status().code(), absl::StatusCode::kResourceExhausted);
   }
   // A row past block 5's end.
   std::vector<BlockStore::AttendItem> bad = items;

@@ -123,7 +123,7 @@ class StoreExchange final : public Exchange {
           std::vector<BlockStore::AttendItem> items;
           items.reserve(req_.gathers.size());
           for (const GatherItem& g : req_.gathers) items.push_back({g.key, std::vector<int>(g.rows.begin(), g.rows.end())});
-          decoded = store->GatherRows(ns_, items);
+          decoded = store->GatherRows(ns_, items, StoreService::kMaxReplyPayload);  // the reply is checked below too
         }
         for (size_t gi = 0; gi < req_.gathers.size(); ++gi) {
           const GatherItem& g = req_.gathers[gi];
