@@ -67,6 +67,15 @@ absl::Status VerifyChunks(const uint8_t* p, uint64_t covered, const uint8_t* sum
   return absl::OkStatus();
 }
 
+// Asks for chunk c of a chunked view (of the `covered` bytes) and for its
+// stored sum, far away at the block's end.
+void PrefetchChunk(const BlockView& view, uint64_t covered, uint64_t c) {
+  const int shift = view.header.chunk_shift;
+  const uint64_t end = std::min((c + 1) << shift, covered);
+  for (uint64_t o = c << shift; o < end; o += 64) __builtin_prefetch(view.bytes.data() + o);
+  __builtin_prefetch(view.chunk_sums.data() + 4 * c);
+}
+
 // The block's structure from its header, bounds-checked against the buffer
 // but not yet verified by any checksum: section spans, chunk table, and the
 // number of bytes the chunks cover (header + sections).
@@ -315,12 +324,7 @@ absl::Status VerifyBlockRanges(const BlockView& view, absl::Span<const absl::Spa
   // Scattered rows are a walk of DRAM misses: ask for a few chunks ahead
   // while hashing the current one.
   constexpr size_t kAhead = 8;
-  const uint64_t size = uint64_t{1} << shift;
-  auto prefetch = [&](uint64_t c) {
-    const uint64_t begin = c << shift, end = std::min(begin + size, covered);
-    for (uint64_t o = begin; o < end; o += 64) __builtin_prefetch(p + o);
-    __builtin_prefetch(view.chunk_sums.data() + 4 * c);  // its stored sum, far away at the block's end
-  };
+  auto prefetch = [&](uint64_t c) { PrefetchChunk(view, covered, c); };
   for (size_t i = 0; i < std::min(kAhead, chunks.size()); ++i) prefetch(chunks[i]);
   for (size_t i = 0; i < chunks.size(); ++i) {
     if (i + kAhead < chunks.size()) prefetch(chunks[i + kAhead]);
@@ -340,9 +344,7 @@ void PrefetchBlockRanges(const BlockView& view, absl::Span<const absl::Span<cons
     const uint64_t first = uint64_t(r.data() - p) >> shift, last = uint64_t(r.data() + r.size() - 1 - p) >> shift;
     for (uint64_t c = first; c <= last; ++c) {
       if (c == done) continue;
-      const uint64_t end = std::min((c + 1) << shift, covered);
-      for (uint64_t o = c << shift; o < end; o += 64) __builtin_prefetch(p + o);
-      __builtin_prefetch(view.chunk_sums.data() + 4 * c);
+      PrefetchChunk(view, covered, c);
       done = c;
     }
   }

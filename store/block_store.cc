@@ -598,16 +598,30 @@ absl::Status BlockStore::Unpin(uint32_t ns, const BlockKey& key) {
   return absl::OkStatus();
 }
 
+namespace {
+
+// Bytes of `rows` rows of a block decoded to f32 K and V.
+uint64_t DecodedRowsBytes(const BlockView& view, size_t rows) {
+  const BlockHeader& h = view.header;
+  return 2 * sizeof(float) * uint64_t(h.layer_count) * h.layout.num_kv_heads * rows * h.layout.head_dim;
+}
+
+// The rows of a verified row lease decoded: K then V, each
+// [layer_count][kv_heads][rows][head_dim] f32.
+absl::StatusOr<std::vector<float>> DecodeLeasedRows(const BlockView& view, const KvCodec& codec,
+                                                    absl::Span<const int> rows) {
+  std::vector<float> out(DecodedRowsBytes(view, rows.size()) / sizeof(float));
+  RETURN_IF_ERROR(codec.DecodeRows(view, rows, out.data(), out.data() + out.size() / 2));
+  return out;
+}
+
+}  // namespace
+
 absl::StatusOr<std::vector<float>> BlockStore::GatherRows(uint32_t ns, const BlockKey& key, absl::Span<const int> rows,
                                                           LeaseFor use) {
   std::unique_ptr<KvCodec> codec;
   ASSIGN_OR_RETURN(BlockLease lease, LeaseRows(ns, key, rows, &codec, use));
-  const BlockView& view = lease.view();
-  const BlockHeader& h = view.header;
-  const size_t per = size_t(h.layer_count) * h.layout.num_kv_heads * rows.size() * h.layout.head_dim;
-  std::vector<float> out(2 * per);
-  RETURN_IF_ERROR(codec->DecodeRows(view, rows, out.data(), out.data() + per));
-  return out;
+  return DecodeLeasedRows(lease.view(), *codec, rows);
 }
 
 absl::Status BlockStore::ReadRowsInOrder(
@@ -638,21 +652,12 @@ std::vector<absl::StatusOr<std::vector<float>>> BlockStore::GatherRows(uint32_t 
   (void)ReadRowsInOrder(ns, items, RowReadOf(items.size()),
                         [&](size_t it, absl::StatusOr<BlockLease> lease, std::unique_ptr<KvCodec> codec) {
                           if (!lease.ok()) return got.push_back(lease.status()), absl::OkStatus();
-                          const BlockHeader& h = lease->view().header;
-                          const size_t per = size_t(h.layer_count) * h.layout.num_kv_heads * items[it].rows.size() *
-                                             h.layout.head_dim;
-                          if (used + 2 * per * sizeof(float) > max_bytes) {
+                          const uint64_t bytes = DecodedRowsBytes(lease->view(), items[it].rows.size());
+                          if (used + bytes > max_bytes) {
                             got.push_back(absl::ResourceExhaustedError("gathered rows past the reply limit"));
-                            return absl::OkStatus();
-                          }
-                          std::vector<float> out(2 * per);
-                          absl::Status st = codec->DecodeRows(lease->view(), items[it].rows, out.data(),
-                                                              out.data() + per);
-                          if (st.ok()) {
-                            used += out.size() * sizeof(float);
-                            got.push_back(std::move(out));
                           } else {
-                            got.push_back(st);
+                            got.push_back(DecodeLeasedRows(lease->view(), *codec, items[it].rows));
+                            if (got.back().ok()) used += bytes;
                           }
                           return absl::OkStatus();
                         });
