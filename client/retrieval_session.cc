@@ -54,9 +54,9 @@ class SessionImpl final : public RetrievalSession {
     if (o_.block_tokens < 1 || o_.sinks < 0 || o_.window < 0 || o_.segment_blocks < 0) {
       return absl::InvalidArgumentError("bad session sizes");
     }
-    if (o_.segment_blocks > 0 && int64_t{o_.segment_blocks} * o_.block_tokens > 65535) {
+    if (o_.segment_blocks > 0 && int64_t{o_.segment_blocks} * o_.block_tokens > int64_t{UINT32_MAX}) {
       return absl::InvalidArgumentError(absl::StrCat("a segment of ", o_.segment_blocks, " x ", o_.block_tokens,
-                                                     " tokens; at most 65535"));
+                                                     " tokens; at most 2^32 - 1"));
     }
     if (o_.chunk_shift != 0 && (o_.chunk_shift < kMinChunkShift || o_.chunk_shift > kMaxChunkShift)) {
       return absl::InvalidArgumentError(absl::StrCat("chunk_shift ", o_.chunk_shift, " outside [", kMinChunkShift,
@@ -127,8 +127,9 @@ class SessionImpl final : public RetrievalSession {
       } else if (s.indexed - (s.tail_start - o_.sinks) >= segment) {
         std::vector<std::vector<uint32_t>> perms(H);
         for (int h = 0; h < H; ++h) {
+          const int64_t before = s.sorted[h].StateBytes();
           ASSIGN_OR_RETURN(perms[h], s.sorted[h].Seal(*s.index[h]));
-          stats_.layout_bytes += (s.index[h]->num_codes() + 1) * 2;
+          stats_.layout_bytes += s.sorted[h].StateBytes() - before;
         }
         RETURN_IF_ERROR(Store(layer, segment, perms));
       }
@@ -419,6 +420,21 @@ class SessionImpl final : public RetrievalSession {
     const int64_t first_block = (s.tail_start - o_.sinks) / B, nb = tokens / B;
     std::vector<std::string> blocks;
     std::vector<BlockKey> keys;
+    // Saved in batches of about kSaveBatchBytes, so a large segment is never
+    // held encoded all at once.
+    constexpr size_t kSaveBatchBytes = size_t{64} << 20;
+    size_t batch_bytes = 0;
+    auto save = [&]() -> absl::Status {
+      std::vector<absl::Span<const uint8_t>> spans;
+      for (const std::string& b : blocks) spans.push_back(AsBytesOf(b));
+      std::vector<absl::Status> saved = client_->Save(keys, spans).get();
+      for (size_t i = 0; i < blocks.size(); ++i) {
+        if (!saved[i].ok()) return Annotate(saved[i], "offloading a block");
+        ++stats_.saved_blocks, stats_.saved_bytes += static_cast<int64_t>(blocks[i].size());
+      }
+      blocks.clear(), keys.clear(), batch_bytes = 0;
+      return absl::OkStatus();
+    };
     std::vector<float> k(size_t(B) * d), v(k.size());
     for (int h = 0; h < H; ++h) {
       for (int64_t b = 0; b < nb; ++b) {
@@ -438,17 +454,13 @@ class SessionImpl final : public RetrievalSession {
         eo.fingerprint = fingerprint_;
         eo.chunk_shift = o_.chunk_shift;
         ASSIGN_OR_RETURN(std::string block, codec_->Encode(c, &eo));
+        batch_bytes += block.size();
         blocks.push_back(std::move(block));
         keys.push_back(HeadBlockKey(layer, h, first_block + b));
+        if (batch_bytes >= kSaveBatchBytes) RETURN_IF_ERROR(save());
       }
     }
-    std::vector<absl::Span<const uint8_t>> spans;
-    for (const std::string& b : blocks) spans.push_back(AsBytesOf(b));
-    std::vector<absl::Status> saved = client_->Save(keys, spans).get();
-    for (size_t i = 0; i < blocks.size(); ++i) {
-      if (!saved[i].ok()) return Annotate(saved[i], "offloading a block");
-      ++stats_.saved_blocks, stats_.saved_bytes += static_cast<int64_t>(blocks[i].size());
-    }
+    if (!blocks.empty()) RETURN_IF_ERROR(save());
     const size_t drop = size_t(tokens) * H * d;
     s.tail_k.erase(s.tail_k.begin(), s.tail_k.begin() + drop);
     s.tail_v.erase(s.tail_v.begin(), s.tail_v.begin() + drop);

@@ -51,7 +51,11 @@ struct RetrievalSessionOptions {
   // calibration's mean query, so a step's picks are runs of rows instead of
   // rows scattered over every block, found without a pass over the sealed
   // tokens. Same tokens selected as in time order (tested); the waiting
-  // tokens are selected like stored ones and attended here.
+  // tokens are selected like stored ones and attended here. The longer the
+  // segment, the longer the runs: one segment per prefill (a batch job's
+  // whole context) makes each picked code a single run per KV head, at the
+  // price of holding the prefill here until it seals (segments past 65535
+  // tokens keep 4-byte row offsets per code instead of 2).
   int segment_blocks = 0;
   // Offloaded blocks carry a checksum per 2^chunk_shift bytes (0: none), so
   // the store verifies only the rows a step reads instead of whole blocks.

@@ -217,8 +217,8 @@ absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, c
 }
 
 absl::Status CodeSortedLayout::Init(std::vector<int> order, int64_t segment_tokens) {
-  if (segment_tokens <= 0 || segment_tokens > 65535) {
-    return absl::InvalidArgumentError(absl::StrCat("segment of ", segment_tokens, " tokens; must be in [1, 65535]"));
+  if (segment_tokens <= 0 || segment_tokens > int64_t{UINT32_MAX}) {
+    return absl::InvalidArgumentError(absl::StrCat("segment of ", segment_tokens, " tokens; must be in [1, 2^32)"));
   }
   const int nc = static_cast<int>(order.size());
   if (nc == 0 || nc > 65536) return absl::InvalidArgumentError("code order: need 1..65536 codes");
@@ -230,7 +230,7 @@ absl::Status CodeSortedLayout::Init(std::vector<int> order, int64_t segment_toke
     rank_[order[r]] = r;
   }
   nc_ = nc, seg_ = segment_tokens, order_ = std::move(order);
-  starts_.clear();
+  starts16_.clear(), starts32_.clear();
   hist_.assign(nc, 0);
   return absl::OkStatus();
 }
@@ -246,19 +246,24 @@ absl::StatusOr<std::vector<uint32_t>> CodeSortedLayout::Seal(const RetrievalInde
                                                       index.size()));
   }
   const uint16_t* codes = index.codes() + begin;
-  std::vector<uint16_t> starts(nc_ + 1, 0);
+  std::vector<uint32_t> starts(nc_ + 1, 0);
   for (int64_t t = 0; t < seg_; ++t) ++starts[rank_[codes[t]] + 1];
   for (int r = 0; r < nc_; ++r) {
     hist_[order_[r]] += starts[r + 1];
-    starts[r + 1] = static_cast<uint16_t>(starts[r + 1] + starts[r]);
+    starts[r + 1] += starts[r];
   }
-  starts_.push_back(std::move(starts));
+  if (wide()) {
+    starts32_.push_back(std::move(starts));
+  } else {
+    starts16_.emplace_back(starts.begin(), starts.end());  // every value <= seg_ <= 65535
+  }
   return Permutation(index, segments() - 1);
 }
 
 std::vector<uint32_t> CodeSortedLayout::Permutation(const RetrievalIndex& index, int64_t segment) const {
   const uint16_t* codes = index.codes() + segment * seg_;
-  std::vector<uint32_t> cursor(starts_[segment].begin(), starts_[segment].end() - 1), perm(seg_);
+  std::vector<uint32_t> cursor(nc_), perm(seg_);
+  for (int r = 0; r < nc_; ++r) cursor[r] = static_cast<uint32_t>(Start(segment, r));
   for (int64_t t = 0; t < seg_; ++t) perm[cursor[rank_[codes[t]]]++] = static_cast<uint32_t>(t);
   return perm;
 }
@@ -296,11 +301,11 @@ absl::Status CodeSortedLayout::Select(const RetrievalIndex& index, const float* 
   // the longest prefix. Otherwise a head's quota spreads over several codes
   // in position order: count it token by token.
   const bool one_tie = std::all_of(t.ties.begin(), t.ties.end(), [](int n) { return n <= 1; });
-  std::vector<std::vector<uint16_t>> taken;  // per segment, per picked rank: tie tokens taken (general case)
+  std::vector<std::vector<uint32_t>> taken;  // per segment, per picked rank: tie tokens taken (general case)
   if (!one_tie && sealed_end > 0) {
     std::vector<int> slot(nc_, -1);
     for (size_t i = 0; i < picked.size(); ++i) slot[order_[picked[i]]] = static_cast<int>(i);
-    taken.assign(segments(), std::vector<uint16_t>(picked.size(), 0));
+    taken.assign(segments(), std::vector<uint32_t>(picked.size(), 0));
     for (int64_t i = 0; i < sealed_end; ++i) {
       const int c = codes[i];
       if (t.tie[c] == 0) continue;  // (a code all of whose tokens one head takes still uses the others' quotas)
@@ -308,11 +313,10 @@ absl::Status CodeSortedLayout::Select(const RetrievalIndex& index, const float* 
     }
   }
   for (int64_t s = 0; s < segments(); ++s) {
-    const std::vector<uint16_t>& st = starts_[s];
     const int64_t base = s * seg_;
     for (size_t i = 0; i < picked.size(); ++i) {
       const int r = picked[i], c = order_[r];
-      const int64_t begin = st[r], count = st[r + 1] - st[r];
+      const int64_t begin = Start(s, r), count = Start(s, r + 1) - begin;
       if (count == 0) continue;
       int64_t n = 0;
       if (one_tie) {

@@ -120,11 +120,12 @@ absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, c
 class CodeSortedLayout {
  public:
   // `order`: the index's num_codes codes in storage order (a permutation);
-  // 0 < segment_tokens <= 65535.
+  // 0 < segment_tokens < 2^32 (row offsets take 2 bytes per code and segment
+  // up to 65535 tokens, 4 beyond).
   absl::Status Init(std::vector<int> order, int64_t segment_tokens);
   int64_t segment_tokens() const { return seg_; }
-  int64_t sealed() const { return seg_ * static_cast<int64_t>(starts_.size()); }  // tokens in sealed segments
-  int64_t segments() const { return static_cast<int64_t>(starts_.size()); }
+  int64_t sealed() const { return seg_ * segments(); }  // tokens in sealed segments
+  int64_t segments() const { return static_cast<int64_t>(wide() ? starts32_.size() : starts16_.size()); }
   // Seals the next segment, tokens [sealed(), sealed() + segment_tokens) of
   // `index` (which must hold them); returns its storage order: perm[row] =
   // position within the segment.
@@ -139,13 +140,19 @@ class CodeSortedLayout {
   // tokens [0, end) (end >= sealed()).
   absl::Status Select(const RetrievalIndex& index, const float* q_pre, const float* q_post, int group, int64_t end,
                       int64_t k, Picks* out) const;
-  int64_t StateBytes() const { return static_cast<int64_t>(starts_.size()) * (nc_ + 1) * 2; }
+  int64_t StateBytes() const { return segments() * (nc_ + 1) * (wide() ? 4 : 2); }
 
  private:
   int nc_ = 0;
   int64_t seg_ = 0;
   std::vector<int> order_, rank_;
-  std::vector<std::vector<uint16_t>> starts_;  // per segment: first row of each rank, [nc + 1]
+  bool wide() const { return seg_ > 65535; }
+  // First row of rank r in segment s (r in [0, nc]).
+  int64_t Start(int64_t s, int r) const { return wide() ? int64_t{starts32_[s][r]} : int64_t{starts16_[s][r]}; }
+  // Per segment: first row of each rank, [nc + 1]; uint16 while a segment
+  // fits (segment_tokens <= 65535), else uint32.
+  std::vector<std::vector<uint16_t>> starts16_;
+  std::vector<std::vector<uint32_t>> starts32_;
   std::vector<int64_t> hist_;                  // per code: tokens over the sealed segments
 };
 

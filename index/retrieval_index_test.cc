@@ -371,6 +371,32 @@ TEST(CodeSortedLayout, ManyCodesAndLargeK) {
   }
 }
 
+TEST(CodeSortedLayout, SegmentsPastSixteenBitRowOffsets) {
+  // Segments of more than 65535 tokens keep 32-bit row offsets: two of
+  // 70,000 tokens plus waiting ones select what time order selects, with
+  // ties (few codes) and without.
+  std::mt19937 rng(11);
+  const int64_t segment = 70000, n = 2 * segment + 5000;
+  for (int nc : {7, 3000}) {
+    std::vector<uint16_t> codes(n);
+    for (auto& c : codes) c = uint16_t(rng() % nc);
+    TableIndex index(codes, nc);
+    std::vector<float> q(size_t(4) * nc);
+    for (auto& x : q) x = float(rng() % (nc == 7 ? 3 : 100000));
+    std::vector<int> order(nc);
+    for (int c = 0; c < nc; ++c) order[c] = c;
+    std::shuffle(order.begin(), order.end(), rng);
+    for (int64_t k : {int64_t{5}, int64_t{4200}, int64_t{60000}}) {
+      ExpectSameSelection(index, order, segment, n, nullptr, q.data(), 4, k,
+                          "codes " + std::to_string(nc) + " k " + std::to_string(k));
+    }
+    CodeSortedLayout layout;
+    ASSERT_TRUE(layout.Init(order, segment).ok());
+    ASSERT_TRUE(layout.Seal(index).ok());
+    EXPECT_EQ(layout.StateBytes(), int64_t{nc + 1} * 4);
+  }
+}
+
 TEST(CodeSortedLayout, SelectsWhatTimeOrderSelectsOnA2ats) {
   for (uint64_t seed : {3, 4}) {
     const Sequence s = MakeSequence(seed, int(seed % 2), 6000, 2);
@@ -395,7 +421,7 @@ TEST(CodeSortedLayout, BadInputsAreClearErrors) {
   CodeSortedLayout layout;
   EXPECT_EQ(layout.Init({0, 1, 1}, 8).code(), absl::StatusCode::kInvalidArgument);
   EXPECT_EQ(layout.Init({0, 1, 2}, 0).code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_EQ(layout.Init({0, 1, 2}, 70000).code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(layout.Init({0, 1, 2}, int64_t{1} << 32).code(), absl::StatusCode::kInvalidArgument);
   ASSERT_TRUE(layout.Init({2, 0, 1}, 8).ok());
   TableIndex index(std::vector<uint16_t>(12, 1), 3);
   ASSERT_TRUE(layout.Seal(index).ok());
