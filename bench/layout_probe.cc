@@ -57,7 +57,7 @@ int Run() {
     std::vector<float> mq(d, 0.0f), mq_post(d, 0.0f), mean_table(K);
     for (int64_t i = 0; i < cal * G; ++i)
       for (int c = 0; c < d; ++c) mq[c] += qp[size_t(i) * d + c] / float(cal * G);
-    (void)(*idx)->CodeScores(mq.data(), mq_post.data(), absl::MakeSpan(mean_table));
+    (void)(*idx)->CodeScores(mq.data(), mq_post.data(), 1, absl::MakeSpan(mean_table));
     std::vector<int> rank(K);
     {
       std::vector<int> order(K);
@@ -81,7 +81,7 @@ int Run() {
       for (int g = 0; g < G; ++g) {
         std::vector<float> table(K);
         const size_t qi = (size_t(s) * G + g) * d;
-        (void)(*idx)->CodeScores(dqp.data() + qi, dqq.data() + qi, absl::MakeSpan(table));
+        (void)(*idx)->CodeScores(dqp.data() + qi, dqq.data() + qi, 1, absl::MakeSpan(table));
         std::vector<int64_t> t(n);
         std::iota(t.begin(), t.end(), 0);
         std::nth_element(t.begin(), t.begin() + k_sel, t.end(),

@@ -2,8 +2,9 @@
 
 #include <algorithm>
 #include <chrono>
-#include <future>
 #include <cmath>
+#include <future>
+#include <limits>
 #include <map>
 #include <set>
 
@@ -247,34 +248,50 @@ class SessionImpl final : public RetrievalSession {
     RETURN_IF_ERROR(failed);
     stats_.fetch_us += us(t0) - select_us;  // sends and waits (selection overlaps the store's work)
     t0 = Clock::now();
-    // Local rows per head: sinks, the picked tokens still waiting here, the
-    // window (the tail past the indexed tokens); then the fetched rows.
+    // Per KV head, one pass over each local part for all its query heads
+    // (AttendGroup), read where it lies: the sinks, the picked tokens still
+    // waiting here (copied together), the window (the tail past the indexed
+    // tokens, rows H * d apart), then the fetched rows and the store's part,
+    // merged by log-sum-exp.
     const int64_t ns = std::min<int64_t>(s.n, o_.sinks);
     const int64_t window_off = m - stored;  // tail offset of the first window token
     const int64_t nw = std::max<int64_t>(0, s.n - s.tail_start - window_off);
-    std::vector<float> kl, vl, scratch;
+    std::vector<float> kp, vp, part(size_t(G) * d), part_lse(G), lse(G);
     for (int h = 0; h < H; ++h) {
-      const int64_t nf = fetched[h].empty() ? 0 : static_cast<int64_t>(rows[h].size());
-      const int64_t np = static_cast<int64_t>(pend[h].size()), local = ns + np + nw;
-      kl.resize(size_t(local + nf) * d), vl.resize(kl.size()), scratch.resize(local + nf + 1);
-      for (int64_t i = 0; i < ns; ++i) {
-        std::copy_n(s.sink_k.data() + (size_t(h) * o_.sinks + i) * d, d, kl.data() + size_t(i) * d);
-        std::copy_n(s.sink_v.data() + (size_t(h) * o_.sinks + i) * d, d, vl.data() + size_t(i) * d);
+      const float* qh = q_post + size_t(h) * G * d;
+      float* oh = out + size_t(h) * G * d;
+      std::fill(oh, oh + size_t(G) * d, 0.0f);
+      std::fill(lse.begin(), lse.end(), -std::numeric_limits<float>::infinity());
+      auto add = [&](const float* k, const float* v, int64_t n, int64_t stride) {
+        if (n <= 0) return;
+        AttendGroup(qh, G, k, v, n, d, stride, scale, part.data(), part_lse.data());
+        for (int g = 0; g < G; ++g) {
+          MergeAttention(oh + size_t(g) * d, &lse[g], part.data() + size_t(g) * d, part_lse[g], d);
+        }
+      };
+      add(s.sink_k.data() + size_t(h) * o_.sinks * d, s.sink_v.data() + size_t(h) * o_.sinks * d, ns, d);
+      const int64_t np = static_cast<int64_t>(pend[h].size());
+      if (np > 0) {
+        kp.resize(size_t(np) * d), vp.resize(kp.size());
+        for (int64_t i = 0; i < np; ++i) {
+          const int64_t t = pend[h][i] - stored;  // tail offset
+          std::copy_n(s.tail_k.data() + (size_t(t) * H + h) * d, d, kp.data() + size_t(i) * d);
+          std::copy_n(s.tail_v.data() + (size_t(t) * H + h) * d, d, vp.data() + size_t(i) * d);
+        }
+        add(kp.data(), vp.data(), np, d);
       }
-      for (int64_t i = 0; i < np + nw; ++i) {
-        const int64_t t = i < np ? pend[h][i] - stored : window_off + (i - np);  // tail offset
-        std::copy_n(s.tail_k.data() + (size_t(t) * H + h) * d, d, kl.data() + size_t(ns + i) * d);
-        std::copy_n(s.tail_v.data() + (size_t(t) * H + h) * d, d, vl.data() + size_t(ns + i) * d);
+      if (nw > 0) {
+        const size_t w0 = (size_t(window_off) * H + h) * d;
+        add(s.tail_k.data() + w0, s.tail_v.data() + w0, nw, int64_t(H) * d);
       }
-      if (nf > 0) {
-        std::copy_n(fetched[h].begin(), size_t(nf) * d, kl.begin() + size_t(local) * d);
-        std::copy_n(fetched[h].begin() + size_t(nf) * d, size_t(nf) * d, vl.begin() + size_t(local) * d);
+      if (!fetched[h].empty()) {
+        const int64_t nf = static_cast<int64_t>(rows[h].size());
+        add(fetched[h].data(), fetched[h].data() + size_t(nf) * d, nf, d);
       }
-      for (int g = 0; g < G; ++g) {
-        const size_t qi = size_t(h) * G + g;
-        float* o = out + qi * d;
-        float lse = AttendRows(q_post + qi * d, kl.data(), vl.data(), local + nf, d, d, scale, o, scratch.data());
-        if (!remote[h].out.empty()) MergeAttention(o, &lse, remote[h].out.data() + size_t(g) * d, remote[h].lse[g], d);
+      if (!remote[h].out.empty()) {
+        for (int g = 0; g < G; ++g) {
+          MergeAttention(oh + size_t(g) * d, &lse[g], remote[h].out.data() + size_t(g) * d, remote[h].lse[g], d);
+        }
       }
     }
     stats_.attend_us += us(t0);
@@ -385,7 +402,7 @@ class SessionImpl final : public RetrievalSession {
           if (t.q_pre) mean_pre[j] += t.q_pre[size_t(i) * d + j] / float(t.num_queries);
         }
       }
-      RETURN_IF_ERROR(idx.CodeScores(mean_pre.data(), mean_post.data(), absl::MakeSpan(table)));
+      RETURN_IF_ERROR(idx.CodeScores(mean_pre.data(), mean_post.data(), 1, absl::MakeSpan(table)));
       std::stable_sort(order.begin(), order.end(), [&](int a, int b) { return table[a] > table[b]; });
     }
     return layout->Init(std::move(order), int64_t{o_.segment_blocks} * o_.block_tokens);

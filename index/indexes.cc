@@ -14,6 +14,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_split.h"
+#include "codec/attention.h"
 #include "codec/bytes.h"
 #include "codec/commvq.h"
 #include "codec/half.h"
@@ -202,11 +203,13 @@ class A2atsIndex final : public RetrievalIndex {
 
   int num_codes() const override { return trained() ? k_ : 0; }
   const uint16_t* codes() const override { return codes_.data(); }
-  absl::Status CodeScores(const float* q_pre, const float*, absl::Span<float> table) const override {
+  absl::Status CodeScores(const float* q_pre, const float*, int group, absl::Span<float> table) const override {
     if (!trained()) return absl::FailedPreconditionError("a2ats index is not trained");
-    if (table.size() != size_t(k_)) return absl::InvalidArgumentError("a2ats: table size != centroids");
-    RETURN_IF_ERROR(CheckFinite(q_pre, 1, d_, "query"));
-    Table(q_pre, table.data());
+    if (group < 1 || table.size() != size_t(group) * k_) {
+      return absl::InvalidArgumentError("a2ats: table size != queries x centroids");
+    }
+    RETURN_IF_ERROR(CheckFinite(q_pre, group, d_, "query"));
+    Tables(q_pre, group, table.data());
     return absl::OkStatus();
   }
 
@@ -264,17 +267,24 @@ class A2atsIndex final : public RetrievalIndex {
  private:
   // The query's score per centroid: y = L⁻¹ (R_b q), then q̃·c = y·c_w for
   // whitened centroids c_w, scaled by 1/√d.
-  void Table(const float* q_pre, float* table) const {
-    std::vector<float> q(q_pre, q_pre + d_);
-    ApplyRope(q.data(), layout_, b_);
-    std::vector<float> y(d_);
-    for (int i = 0; i < d_; ++i) {
-      double s = q[i];
-      for (int j = 0; j < i; ++j) s -= l_[size_t(i) * d_ + j] * y[j];
-      y[i] = static_cast<float>(s / l_[size_t(i) * d_ + i]);
+  void Table(const float* q_pre, float* table) const { Tables(q_pre, 1, table); }
+  // The tables of `group` queries [group][d] into table [group][k]: each
+  // query windowed-RoPE'd and whitened, then one pass over the centroids for
+  // all of them (GroupScores: per query exactly Dot's sums, so one query's
+  // table is the same alone or in a group).
+  void Tables(const float* q_pre, int group, float* table) const {
+    std::vector<float> y(size_t(group) * d_), q(d_);
+    for (int g = 0; g < group; ++g) {
+      std::copy_n(q_pre + size_t(g) * d_, d_, q.begin());
+      ApplyRope(q.data(), layout_, b_);
+      float* yg = y.data() + size_t(g) * d_;
+      for (int i = 0; i < d_; ++i) {
+        double s = q[i];
+        for (int j = 0; j < i; ++j) s -= l_[size_t(i) * d_ + j] * yg[j];
+        yg[i] = static_cast<float>(s / l_[size_t(i) * d_ + i]);
+      }
     }
-    const float scale = 1.0f / std::sqrt(float(d_));
-    for (int j = 0; j < k_; ++j) table[j] = Dot(y.data(), centroids_.data() + size_t(j) * d_, d_) * scale;
+    GroupScores(y.data(), group, centroids_.data(), k_, d_, d_, 1.0f / std::sqrt(float(d_)), table);
   }
   // w = Lᵀ k (row vector k·L): the space where (k−c)ᵀH(k−c) is Euclidean.
   void Whiten(const float* k, int64_t n, float* w) const {

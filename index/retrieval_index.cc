@@ -64,11 +64,12 @@ absl::Status ComputeThresholds(const RetrievalIndex& index, const float* q_pre, 
                                const std::vector<int64_t>& hist, int64_t k, CodeThresholds* t) {
   const int nc = index.num_codes(), d = index.dim();
   t->all.assign(nc, 0), t->tie.assign(nc, 0), t->quota.assign(group, 0), t->ties.assign(group, 0);
-  std::vector<float> table(nc);
+  (void)d;
+  std::vector<float> tables(size_t(group) * nc);
+  RETURN_IF_ERROR(index.CodeScores(q_pre, q_post, group, absl::MakeSpan(tables)));
   std::vector<int> order(nc);
   for (int g = 0; g < group; ++g) {
-    RETURN_IF_ERROR(index.CodeScores(q_pre ? q_pre + size_t(g) * d : nullptr, q_post ? q_post + size_t(g) * d : nullptr,
-                                     absl::MakeSpan(table)));
+    const float* table = tables.data() + size_t(g) * nc;
     for (int c = 0; c < nc; ++c) order[c] = c;
     // The best codes in order until they hold k tokens: a top-k is a small
     // share of the codes, so sort only a prefix, growing it when short.
@@ -172,7 +173,7 @@ absl::Status SelectByScore(const RetrievalIndex& index, const float* q_pre, cons
 
 }  // namespace
 
-absl::Status RetrievalIndex::CodeScores(const float*, const float*, absl::Span<float>) const {
+absl::Status RetrievalIndex::CodeScores(const float*, const float*, int, absl::Span<float>) const {
   return absl::UnimplementedError(absl::StrCat(name(), " has no per-token codes"));
 }
 

@@ -63,13 +63,15 @@ class RetrievalIndex {
 
   // Indexes whose score is a function of one small code per token (A²ATS:
   // score = table[code]) expose the codes (size() of them, each below
-  // num_codes()) and a query's table, and SelectTokens thresholds on a
+  // num_codes()) and the queries' tables, and SelectTokens thresholds on a
   // histogram of codes in one pass instead of scoring and ranking every
   // token per query head (same selection, ties included). 0 / nullptr /
   // UNIMPLEMENTED for the others.
   virtual int num_codes() const { return 0; }
   virtual const uint16_t* codes() const { return nullptr; }
-  virtual absl::Status CodeScores(const float* q_pre, const float* q_post, absl::Span<float> table) const;
+  // The tables of `group` queries q [group][dim] (pre- and post-RoPE) at once:
+  // table [group][num_codes()] (one pass over the codebook for all of them).
+  virtual absl::Status CodeScores(const float* q_pre, const float* q_post, int group, absl::Span<float> table) const;
   // Bits of per-token summary (what a GPU would keep per token and KV head).
   virtual double BitsPerToken() const = 0;
   // Bytes of per-sequence-independent state (codebooks, whitening, ...).

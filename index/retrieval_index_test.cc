@@ -157,7 +157,7 @@ TEST(Retrieval, SelectionByCodeEqualsPerTokenRanking) {
   auto quest = Build("quest", MakeSequence(3, 0, 600, 1));
   std::vector<float> table(4);
   EXPECT_EQ(quest->num_codes(), 0);
-  EXPECT_EQ(quest->CodeScores(nullptr, nullptr, absl::MakeSpan(table)).code(), absl::StatusCode::kUnimplemented);
+  EXPECT_EQ(quest->CodeScores(nullptr, nullptr, 1, absl::MakeSpan(table)).code(), absl::StatusCode::kUnimplemented);
 }
 
 TEST(Retrieval, FullBudgetSelectsEverythingAndSinksWindowAlways) {
@@ -270,8 +270,8 @@ class TableIndex final : public RetrievalIndex {
   void Reset() override {}
   int num_codes() const override { return nc_; }
   const uint16_t* codes() const override { return codes_.data(); }
-  absl::Status CodeScores(const float*, const float* q, absl::Span<float> table) const override {
-    std::copy_n(q, nc_, table.begin());
+  absl::Status CodeScores(const float*, const float* q, int group, absl::Span<float> table) const override {
+    std::copy_n(q, size_t(group) * nc_, table.begin());
     return absl::OkStatus();
   }
   double BitsPerToken() const override { return 16; }
@@ -371,6 +371,26 @@ TEST(CodeSortedLayout, ManyCodesAndLargeK) {
   }
 }
 
+TEST(RetrievalIndex, GroupCodeTablesEqualOneQueryAtATime) {
+  // SelectTokens' threshold search takes a KV head's query heads' tables in
+  // one pass over the codebook; each must be exactly the table of its query
+  // alone (ties at a threshold depend on the exact floats).
+  const Sequence s = MakeSequence(5, 0, 3000, 2);
+  auto idx = Build("a2ats:centroids=64,iters=4", s);
+  const int nc = idx->num_codes(), G = 4;
+  ASSERT_EQ(nc, 64);
+  std::vector<float> group(size_t(G) * nc), one(nc);
+  ASSERT_TRUE(idx->CodeScores(s.dq_pre.data(), s.dq_post.data(), G, absl::MakeSpan(group)).ok());
+  for (int g = 0; g < G; ++g) {
+    ASSERT_TRUE(idx->CodeScores(s.dq_pre.data() + size_t(g) * s.d, s.dq_post.data() + size_t(g) * s.d, 1,
+                                absl::MakeSpan(one))
+                    .ok());
+    for (int c = 0; c < nc; ++c) ASSERT_EQ(group[size_t(g) * nc + c], one[c]) << "head " << g << " code " << c;
+  }
+  EXPECT_EQ(idx->CodeScores(s.dq_pre.data(), s.dq_post.data(), G, absl::MakeSpan(one)).code(),
+            absl::StatusCode::kInvalidArgument);
+}
+
 TEST(CodeSortedLayout, SegmentsPastSixteenBitRowOffsets) {
   // Segments of more than 65535 tokens keep 32-bit row offsets: two of
   // 70,000 tokens plus waiting ones select what time order selects, with
@@ -406,7 +426,7 @@ TEST(CodeSortedLayout, SelectsWhatTimeOrderSelectsOnA2ats) {
     for (size_t i = 0; i < s.q_post.size(); ++i) {
       mean_pre[i % s.d] += s.q_pre[i], mean_post[i % s.d] += s.q_post[i];
     }
-    ASSERT_TRUE(idx->CodeScores(mean_pre.data(), mean_post.data(), absl::MakeSpan(table)).ok());
+    ASSERT_TRUE(idx->CodeScores(mean_pre.data(), mean_post.data(), 1, absl::MakeSpan(table)).ok());
     std::vector<int> order(idx->num_codes());
     for (size_t c = 0; c < order.size(); ++c) order[c] = int(c);
     std::sort(order.begin(), order.end(), [&](int a, int b) { return table[a] > table[b]; });
