@@ -65,9 +65,11 @@ int Run() {
   cfg.rope_scaling = static_cast<float>(std::max(1.0, n / 16384.0));
   const int d = cfg.head_dim, G = cfg.group_size;
   const KvLayout l = SyntheticLayout(cfg, H);
-  // Generate everything up front ([t][H][d]), the calibration sample, and the decode queries.
+  // Generate everything up front (per KV head, [n][d]: the reference reads
+  // them in place, the appends interleave a chunk at a time), the calibration
+  // sample, and the decode queries.
   std::fprintf(stderr, "[longctx] generating %lld tokens x %d KV heads\n", static_cast<long long>(n), H);
-  std::vector<float> kpre(size_t(n) * H * d), kpost(kpre.size()), v(kpre.size());
+  std::vector<std::vector<float>> kpre(H), kh(H), vh(H);
   const int64_t cal_n = std::min<int64_t>(absl::GetFlag(FLAGS_train_tokens), n);
   std::vector<std::vector<float>> cal_kpre(H), cal_kpost(H), cal_qpre(H), cal_qpost(H);
   std::vector<float> dq_pre(size_t(steps) * H * G * d), dq_post(dq_pre.size());
@@ -89,11 +91,7 @@ int Run() {
       }
     cal_kpre[h].assign(kp.begin(), kp.begin() + size_t(cal_n) * d);
     cal_kpost[h].assign(kq.begin(), kq.begin() + size_t(cal_n) * d);
-    for (int64_t t = 0; t < n; ++t) {
-      std::copy_n(kp.data() + size_t(t) * d, d, kpre.data() + (size_t(t) * H + h) * d);
-      std::copy_n(kq.data() + size_t(t) * d, d, kpost.data() + (size_t(t) * H + h) * d);
-      std::copy_n(vv.data() + size_t(t) * d, d, v.data() + (size_t(t) * H + h) * d);
-    }
+    kpre[h] = std::move(kp), kh[h] = std::move(kq), vh[h] = std::move(vv);
   }
   std::vector<TrainingData> cal(H);
   for (int h = 0; h < H; ++h) {
@@ -151,13 +149,6 @@ int Run() {
   std::vector<ModeResult> results;
   std::vector<float> exact_out(size_t(steps) * H * G * d);
   double full_ms = 0;
-  // Per-head contiguous K and V ([n][d]) for the reference and the recall.
-  std::vector<std::vector<float>> kh(H, std::vector<float>(size_t(n) * d)), vh(kh);
-  for (int h = 0; h < H; ++h)
-    for (int64_t t = 0; t < n; ++t) {
-      std::copy_n(kpost.data() + (size_t(t) * H + h) * d, d, kh[h].data() + size_t(t) * d);
-      std::copy_n(v.data() + (size_t(t) * H + h) * d, d, vh[h].data() + size_t(t) * d);
-    }
   // The reference: exact attention over all n tokens for one step's queries,
   // per KV head, the head's G query heads in one pass over its K and V (a GQA
   // decode kernel); out gets [H][G][d].
@@ -216,11 +207,17 @@ int Run() {
     }
     auto t0 = Clock::now();
     const int64_t chunk = 1 << 14;
+    std::vector<float> ck(size_t(chunk) * H * d), ckp(ck.size()), cv(ck.size());  // a chunk as [t][H][d]
     for (int64_t t = 0; t < n; t += chunk) {
       const int64_t m = std::min(chunk, n - t);
-      const size_t off = size_t(t) * H * d;
-      if (absl::Status st = (*s)->Append(0, kpre.data() + off, kpost.data() + off, v.data() + off, static_cast<int>(m));
-          !st.ok()) {
+      for (int64_t i = 0; i < m; ++i)
+        for (int h = 0; h < H; ++h) {
+          const size_t src = size_t(t + i) * d, dst = (size_t(i) * H + h) * d;
+          std::copy_n(kpre[h].data() + src, d, ckp.data() + dst);
+          std::copy_n(kh[h].data() + src, d, ck.data() + dst);
+          std::copy_n(vh[h].data() + src, d, cv.data() + dst);
+        }
+      if (absl::Status st = (*s)->Append(0, ckp.data(), ck.data(), cv.data(), static_cast<int>(m)); !st.ok()) {
         std::fprintf(stderr, "longctx append: %s\n", st.ToString().c_str());
         return 1;
       }
