@@ -59,7 +59,7 @@ lines = [
     f"- date: {datetime.date.today().isoformat()}",
     f"- machine: {os.cpu_count()}-core x86_64 Debian 12, {cpu}",
     "- command: `bash bench/longctx_sweep.sh` (each run: `longctx --steps 6 --block 1024 --server --modes attend "
-    "--host_mib N [--codec kivi:bits=4] [--segment_blocks 16]`; the per-run tables are below)",
+    "--host_mib N [--codec kivi:bits=4] [--segment_blocks 1023]`; the per-run tables are below)",
     "- store: a `kvrecall-server` child process on loopback, host tier of the given size, SSD tier (RocksDB, page "
     "cache) for the rest. Blocks carry 256-byte chunk checksums: a step verifies the chunks of the rows it reads.",
     "- reference: exact CPU attention over all tokens in RAM as f32 on both cores (codec/attention.h AttendGroup, "

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# A million tokens through a kvrecall-server at several host-tier sizes and
-# two block codecs (and f16 in code-sorted segments): how much of an attend step's time the SSD tier's share
-# of the sequence costs. Writes bench/results/longctx_sweep.{md,csv,png}.
+# A million tokens through a kvrecall-server at several host-tier sizes, in
+# time order and as one code-sorted segment (the whole prefill sorted by
+# code, --segment_blocks 1023 = every full block of 1024 tokens), f16 and
+# 4-bit blocks: how much of an attend step's time the layout and the SSD
+# tier's share of the sequence cost. Writes bench/results/longctx_sweep.{md,csv,png}.
 #   bash bench/longctx_sweep.sh [--compose DIR]   (DIR: runs already made)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +18,11 @@ else
   mkdir -p "$bin/store" && cp bazel-bin/store/kvrecall-server "$bin/store/"
   shared=$(cd ..; pwd)/shared
   # name | flags
-  configs=("f16-256|--host_mib 256" "f16-1536|--host_mib 1536"
-           "kivi4-256|--host_mib 256 --codec kivi:bits=4" "kivi4-512|--host_mib 512 --codec kivi:bits=4"
-           "f16-256-sorted|--host_mib 256 --segment_blocks 16")
+  configs=("f16-256|--host_mib 256" "f16-256-sorted|--host_mib 256 --segment_blocks 1023"
+           "f16-1536|--host_mib 1536" "f16-1536-sorted|--host_mib 1536 --segment_blocks 1023"
+           "f16-2560-sorted|--host_mib 2560 --segment_blocks 1023"
+           "kivi4-256-sorted|--host_mib 256 --codec kivi:bits=4 --segment_blocks 1023")
+  rm -rf "$runs"
   for c in "${configs[@]}"; do
     name=${c%%|*}; flags=${c#*|}
     mkdir -p "$runs/$name"
