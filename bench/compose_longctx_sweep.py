@@ -33,6 +33,7 @@ for name in sorted(os.listdir(runs)):
     cells = [c.strip() for c in table[0].strip("|").split("|")]
     tokens, codec, host_mib = int(seq.group(1)), seq.group(2), int(seq.group(3))
     seg = re.search(r"code-sorted segments of (\d+) blocks", text)
+    topk = re.search(r"top-K = ([0-9.]+)% of the offloaded tokens", text)
     layout = f"code-sorted, {seg.group(1)}-block segments" if seg else "time order"
     kv_bytes = tokens * int(per_tok.group(1))
     # Blocks read from the SSD tier per step, as the store counted them (the host
@@ -44,9 +45,10 @@ for name in sorted(os.listdir(runs)):
                      step_ms=float(m.group(2)), ref_ms=float(m.group(3)), ratio=float(m.group(1)),
                      select_ms=float(cells[2]), fetch_ms=float(cells[3]), attend_ms=float(cells[4]),
                      mass_recall=float(cells[9]), out_err=float(cells[11]), tokens=tokens,
+                     topk_pct=float(topk.group(1)) if topk else 1.0, rows_per_step=float(cells[5]),
                      # f32 K and V of every token and KV head, read once per reference step
                      ref_gbps=tokens * int(heads.group(1)) * int(heads.group(3)) * 2 * 4 / (float(m.group(3)) * 1e6)))
-rows.sort(key=lambda r: (r["codec"] != "f16", r["host_mib"], r["layout"] != "time order"))
+rows.sort(key=lambda r: (r["topk_pct"], r["codec"] != "f16", r["host_mib"], r["layout"] != "time order"))
 with open(os.path.join(out, "longctx_sweep.csv"), "w", newline="") as f:
     w = csv.DictWriter(f, fieldnames=list(rows[0].keys()))
     w.writeheader()
@@ -54,26 +56,26 @@ with open(os.path.join(out, "longctx_sweep.csv"), "w", newline="") as f:
 cpu = subprocess.run("grep -m1 'model name' /proc/cpuinfo | cut -d: -f2", shell=True, capture_output=True,
                      text=True).stdout.strip()
 lines = [
-    "# Long context: attend steps over a million tokens, by host-tier size",
+    "# Long context: attend steps over a million tokens, by block layout and host-tier size",
     "",
     f"- date: {datetime.date.today().isoformat()}",
     f"- machine: {os.cpu_count()}-core x86_64 Debian 12, {cpu}",
     "- command: `bash bench/longctx_sweep.sh` (each run: `longctx --steps 6 --block 1024 --server --modes attend "
-    "--host_mib N [--codec kivi:bits=4] [--segment_blocks 1023]`; the per-run tables are below)",
+    "--host_mib N [--codec kivi:bits=4] [--segment_blocks 1023] [--topk 0.03]`; the per-run tables are below)",
     "- store: a `kvrecall-server` child process on loopback, host tier of the given size, SSD tier (RocksDB, page "
     "cache) for the rest. Blocks carry 256-byte chunk checksums: a step verifies the chunks of the rows it reads.",
     "- reference: exact CPU attention over all tokens in RAM as f32 on both cores (codec/attention.h AttendGroup, "
     "vectorized, all query heads of a KV head per pass over its K and V), timed right after each step; ratio = median of "
     "the per-step ratios. Its GB/s: the f32 K and V it reads per step over its median time.",
     "",
-    "| blocks | layout | host tier | KV | blocks read from SSD | step (median) | exact attention (median) | "
-    "reference GB/s | ratio | select ms | fetch ms | "
-    "attend+merge ms | mass recall @1% | output rel err |",
-    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    "| top-K | blocks | layout | host tier | KV | blocks read from SSD | rows read / step | step (median) | "
+    "exact attention (median) | reference GB/s | ratio | select ms | fetch ms | "
+    "attend+merge ms | mass recall | output rel err |",
+    "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
 ]
 for r in rows:
-    lines.append(f"| {r['codec']} | {r['layout']} | {r['host_mib']} MiB | {r['kv_mib']:.0f} MiB | {100 * r['ssd_share']:.0f}% | "
-                 f"{r['step_ms']:.1f} ms | {r['ref_ms']:.1f} ms | {r['ref_gbps']:.1f} | **{r['ratio']:.2f}x** | {r['select_ms']:.1f} | "
+    lines.append(f"| {r['topk_pct']:g}% | {r['codec']} | {r['layout']} | {r['host_mib']} MiB | {r['kv_mib']:.0f} MiB | {100 * r['ssd_share']:.0f}% | "
+                 f"{r['rows_per_step']:,.0f} | {r['step_ms']:.1f} ms | {r['ref_ms']:.1f} ms | {r['ref_gbps']:.1f} | **{r['ratio']:.2f}x** | {r['select_ms']:.1f} | "
                  f"{r['fetch_ms']:.1f} | {r['attend_ms']:.1f} | {r['mass_recall']:.3f} | {r['out_err']:.3f} |")
 lines += ["", "select/fetch/attend are means over the steps (the first step maps the SSD tier's files); step and "
           "reference are medians. Blocks read from SSD: the store's SSD-tier hits over all hits per step (no "
@@ -86,7 +88,8 @@ for name in sorted(os.listdir(runs)):
 open(os.path.join(out, "longctx_sweep.md"), "w").write("\n".join(lines) + "\n")
 
 fig, ax = plt.subplots(figsize=(8, 4))
-labels = [f"{r['codec']}{' sorted' if r['layout'] != 'time order' else ''}\n{r['host_mib']} MiB host\n({100 * r['ssd_share']:.0f}% on SSD)" for r in rows]
+labels = [f"{r['codec']}{' sorted' if r['layout'] != 'time order' else ''}\n{r['host_mib']} MiB host\n({100 * r['ssd_share']:.0f}% on SSD)"
+          + (f"\ntop-K {r['topk_pct']:g}%" if r['topk_pct'] != 1.0 else "") for r in rows]
 x = range(len(rows))
 ax.bar([i - 0.2 for i in x], [r["step_ms"] for r in rows], 0.4, label="attend step (kvrecall-server)")
 ax.bar([i + 0.2 for i in x], [r["ref_ms"] for r in rows], 0.4, color="gray", label="exact CPU attention, 2 threads")

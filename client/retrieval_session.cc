@@ -453,29 +453,33 @@ class SessionImpl final : public RetrievalSession {
       return absl::OkStatus();
     };
     std::vector<float> k(size_t(B) * d), v(k.size());
-    for (int h = 0; h < H; ++h) {
-      for (int64_t b = 0; b < nb; ++b) {
-        for (int t = 0; t < B; ++t) {  // [B][d] of head h from the tail's [tokens][H][d]
-          const int64_t row = b * B + t, src = perms.empty() ? row : int64_t{perms[h][row]};
-          std::copy_n(s.tail_k.data() + (size_t(src) * H + h) * d, d, k.data() + size_t(t) * d);
-          std::copy_n(s.tail_v.data() + (size_t(src) * H + h) * d, d, v.data() + size_t(t) * d);
-        }
-        KvChunkRef c;
-        c.layout = head_layout_;
-        c.layer_begin = layer;
-        c.layer_count = 1;
-        c.first_token = static_cast<uint64_t>(s.tail_start + b * B);  // code-sorted: counts storage rows
-        c.tokens = B;
-        c.k = k.data(), c.v = v.data();
-        EncodeOptions eo;
-        eo.fingerprint = fingerprint_;
-        eo.chunk_shift = o_.chunk_shift;
-        ASSIGN_OR_RETURN(std::string block, codec_->Encode(c, &eo));
-        batch_bytes += block.size();
-        blocks.push_back(std::move(block));
-        keys.push_back(HeadBlockKey(layer, h, first_block + b));
-        if (batch_bytes >= kSaveBatchBytes) RETURN_IF_ERROR(save());
+    // A code-sorted segment is saved coldest block first, every head's block
+    // b before any head's b - 1: its first blocks hold the codes that rank
+    // highest under the mean query, the ones steps pick most, and saved last
+    // they are what an LRU host tier keeps when the segment outgrows it.
+    for (int64_t i = 0; i < nb * H; ++i) {
+      const int64_t b = perms.empty() ? i % nb : nb - 1 - i / H;
+      const int h = static_cast<int>(perms.empty() ? i / nb : i % H);
+      for (int t = 0; t < B; ++t) {  // [B][d] of head h from the tail's [tokens][H][d]
+        const int64_t row = b * B + t, src = perms.empty() ? row : int64_t{perms[h][row]};
+        std::copy_n(s.tail_k.data() + (size_t(src) * H + h) * d, d, k.data() + size_t(t) * d);
+        std::copy_n(s.tail_v.data() + (size_t(src) * H + h) * d, d, v.data() + size_t(t) * d);
       }
+      KvChunkRef c;
+      c.layout = head_layout_;
+      c.layer_begin = layer;
+      c.layer_count = 1;
+      c.first_token = static_cast<uint64_t>(s.tail_start + b * B);  // code-sorted: counts storage rows
+      c.tokens = B;
+      c.k = k.data(), c.v = v.data();
+      EncodeOptions eo;
+      eo.fingerprint = fingerprint_;
+      eo.chunk_shift = o_.chunk_shift;
+      ASSIGN_OR_RETURN(std::string block, codec_->Encode(c, &eo));
+      batch_bytes += block.size();
+      blocks.push_back(std::move(block));
+      keys.push_back(HeadBlockKey(layer, h, first_block + b));
+      if (batch_bytes >= kSaveBatchBytes) RETURN_IF_ERROR(save());
     }
     if (!blocks.empty()) RETURN_IF_ERROR(save());
     const size_t drop = size_t(tokens) * H * d;

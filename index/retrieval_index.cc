@@ -62,9 +62,8 @@ struct CodeThresholds {
 
 absl::Status ComputeThresholds(const RetrievalIndex& index, const float* q_pre, const float* q_post, int group,
                                const std::vector<int64_t>& hist, int64_t k, CodeThresholds* t) {
-  const int nc = index.num_codes(), d = index.dim();
+  const int nc = index.num_codes();
   t->all.assign(nc, 0), t->tie.assign(nc, 0), t->quota.assign(group, 0), t->ties.assign(group, 0);
-  (void)d;
   std::vector<float> tables(size_t(group) * nc);
   RETURN_IF_ERROR(index.CodeScores(q_pre, q_post, group, absl::MakeSpan(tables)));
   std::vector<int> order(nc);
