@@ -21,6 +21,7 @@ else
   configs=("f16-256|--host_mib 256" "f16-256-sorted|--host_mib 256 --segment_blocks 1023"
            "f16-1536|--host_mib 1536" "f16-1536-sorted|--host_mib 1536 --segment_blocks 1023"
            "f16-2560-sorted|--host_mib 2560 --segment_blocks 1023"
+           "f16-2560-sorted-3pct|--host_mib 2560 --segment_blocks 1023 --topk 0.03"
            "kivi4-256-sorted|--host_mib 256 --codec kivi:bits=4 --segment_blocks 1023")
   rm -rf "$runs"
   for c in "${configs[@]}"; do
