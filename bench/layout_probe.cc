@@ -78,10 +78,11 @@ int Run() {
     double touched_a = 0, touched_b = 0, sel_total = 0;
     for (int s = 0; s < steps; ++s) {
       std::set<int64_t> sel;
+      std::vector<float> tables(size_t(G) * K);
+      const size_t q0 = size_t(s) * G * d;
+      (void)(*idx)->CodeScores(dqp.data() + q0, dqq.data() + q0, G, absl::MakeSpan(tables));
       for (int g = 0; g < G; ++g) {
-        std::vector<float> table(K);
-        const size_t qi = (size_t(s) * G + g) * d;
-        (void)(*idx)->CodeScores(dqp.data() + qi, dqq.data() + qi, 1, absl::MakeSpan(table));
+        const float* table = tables.data() + size_t(g) * K;
         std::vector<int64_t> t(n);
         std::iota(t.begin(), t.end(), 0);
         std::nth_element(t.begin(), t.begin() + k_sel, t.end(),

@@ -262,12 +262,13 @@ class SessionImpl final : public RetrievalSession {
       float* oh = out + size_t(h) * G * d;
       std::fill(oh, oh + size_t(G) * d, 0.0f);
       std::fill(lse.begin(), lse.end(), -std::numeric_limits<float>::infinity());
+      auto merge = [&](const float* o, const float* l) {  // a partial result [G][d] + [G]
+        for (int g = 0; g < G; ++g) MergeAttention(oh + size_t(g) * d, &lse[g], o + size_t(g) * d, l[g], d);
+      };
       auto add = [&](const float* k, const float* v, int64_t n, int64_t stride) {
         if (n <= 0) return;
         AttendGroup(qh, G, k, v, n, d, stride, scale, part.data(), part_lse.data());
-        for (int g = 0; g < G; ++g) {
-          MergeAttention(oh + size_t(g) * d, &lse[g], part.data() + size_t(g) * d, part_lse[g], d);
-        }
+        merge(part.data(), part_lse.data());
       };
       add(s.sink_k.data() + size_t(h) * o_.sinks * d, s.sink_v.data() + size_t(h) * o_.sinks * d, ns, d);
       const int64_t np = static_cast<int64_t>(pend[h].size());
@@ -288,11 +289,7 @@ class SessionImpl final : public RetrievalSession {
         const int64_t nf = static_cast<int64_t>(rows[h].size());
         add(fetched[h].data(), fetched[h].data() + size_t(nf) * d, nf, d);
       }
-      if (!remote[h].out.empty()) {
-        for (int g = 0; g < G; ++g) {
-          MergeAttention(oh + size_t(g) * d, &lse[g], remote[h].out.data() + size_t(g) * d, remote[h].lse[g], d);
-        }
-      }
+      if (!remote[h].out.empty()) merge(remote[h].out.data(), remote[h].lse.data());
     }
     stats_.attend_us += us(t0);
     s.last_rows = std::move(rows), s.last_pending = std::move(pend);
@@ -453,13 +450,14 @@ class SessionImpl final : public RetrievalSession {
       return absl::OkStatus();
     };
     std::vector<float> k(size_t(B) * d), v(k.size());
-    // A code-sorted segment is saved coldest block first, every head's block
-    // b before any head's b - 1: its first blocks hold the codes that rank
+    // Saved coldest block first, every head's block b before any head's
+    // b - 1: a code-sorted segment's first blocks hold the codes that rank
     // highest under the mean query, the ones steps pick most, and saved last
     // they are what an LRU host tier keeps when the segment outgrows it.
+    // (Time order stores one block at a time.)
     for (int64_t i = 0; i < nb * H; ++i) {
-      const int64_t b = perms.empty() ? i % nb : nb - 1 - i / H;
-      const int h = static_cast<int>(perms.empty() ? i / nb : i % H);
+      const int64_t b = nb - 1 - i / H;
+      const int h = static_cast<int>(i % H);
       for (int t = 0; t < B; ++t) {  // [B][d] of head h from the tail's [tokens][H][d]
         const int64_t row = b * B + t, src = perms.empty() ? row : int64_t{perms[h][row]};
         std::copy_n(s.tail_k.data() + (size_t(src) * H + h) * d, d, k.data() + size_t(t) * d);
