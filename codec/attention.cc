@@ -1,5 +1,6 @@
 #include "codec/attention.h"
 
+#include "codec/half.h"
 #include "codec/simd.h"
 
 #include <algorithm>
@@ -124,16 +125,56 @@ __attribute__((always_inline)) inline void AccumulateRows(const float* p, int64_
   }
 }
 
+// Where AttendGroupBody reads its rows. F32Rows: f32 rows in place, at a
+// stride. F16Rows: f16 rows (IEEE binary16, little-endian) picked by index,
+// converted into small buffers that stay in L1 just before they are used,
+// instead of a decoded copy of every row. f16 -> f32 is exact, so the kernel
+// does the same float operations on the same values either way.
+struct F32Rows {
+  static constexpr int kBytes = 4;
+  const float* k;
+  const float* v;
+  int64_t stride;  // floats
+  const char* VBytes(int64_t r) const { return reinterpret_cast<const char*>(v + r * stride); }
+  const float* KRow(int64_t r, float*) const { return k + r * stride; }
+  // Rows [r, r + n) of V; *row_stride gets their stride in floats.
+  const float* VRows(int64_t r, int64_t, float*, int64_t* row_stride) const {
+    *row_stride = stride;
+    return v + r * stride;
+  }
+};
+
+struct F16Rows {
+  static constexpr int kBytes = 2;
+  const uint8_t* k;
+  const uint8_t* v;
+  const int* rows;  // the n rows' indices
+  int64_t stride;   // bytes between rows
+  int d;
+  const char* VBytes(int64_t r) const { return reinterpret_cast<const char*>(v + rows[r] * stride); }
+  const float* KRow(int64_t r, float* buf) const {
+    HalfToFloatN(k + rows[r] * stride, buf, d);
+    return buf;
+  }
+  const float* VRows(int64_t r, int64_t n, float* buf, int64_t* row_stride) const {
+    for (int64_t i = 0; i < n; ++i) HalfToFloatN(v + rows[r + i] * stride, buf + i * d, d);
+    *row_stride = d;
+    return buf;
+  }
+};
+
 // AttendGroup's body, compiled twice: for the baseline ISA and for AVX2,
 // picked at run time. RowScores and AccumulateRows do the same float
 // operations in the same order at any vector width (no FMA contraction: the
 // AVX2 build does not enable FMA), so both give identical results, equal to
 // G passes of Dot and Axpy. Heads go four at a time (registers).
-__attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G, const float* k, const float* v,
-                                                           int64_t n, int d, int64_t stride, float scale, float* out,
-                                                           float* lse) {
+constexpr int64_t kRowBlock = 64;  // rows per pass of AccumulateRows (their V stays in L1 across column blocks)
+
+template <class Rows>
+__attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G, const Rows& src, int64_t n, int d,
+                                                           float scale, float* out, float* lse,
+                                                           float* kbuf, float* vbuf) {
   constexpr int64_t kChunk = 512;  // G x 512 scores stay in L1/L2
-  constexpr int64_t kRowBlock = 64;  // rows per pass of AccumulateRows (their V stays in L1 across column blocks)
   const float kNegInf = -std::numeric_limits<float>::infinity();
   std::fill(out, out + size_t(G) * d, 0.0f);
   std::fill(lse, lse + G, kNegInf);
@@ -156,13 +197,12 @@ __attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t cn = std::min(kChunk, n - c0);
     for (int64_t r = 0; r < cn; ++r) {
-      const float* kr = k + (c0 + r) * stride;
       // The V pass below reads this chunk's rows a column block at a time,
       // which the hardware prefetcher does not follow: fetch them into L2
-      // now, while K streams (a chunk of V is 256 KiB at d = 128).
-      const char* vr = reinterpret_cast<const char*>(v + (c0 + r) * stride);
-      for (int64_t b = 0; b < int64_t(d) * 4; b += 64) __builtin_prefetch(vr + b, 0, 2);
-      GroupRowScores(q, G, d, kr, scale, s + r, cs);
+      // now, while K streams (a chunk of f32 V is 256 KiB at d = 128).
+      const char* vr = src.VBytes(c0 + r);
+      for (int64_t b = 0; b < int64_t(d) * Rows::kBytes; b += 64) __builtin_prefetch(vr + b, 0, 2);
+      GroupRowScores(q, G, d, src.KRow(c0 + r, kbuf), scale, s + r, cs);
     }
     for (int g = 0; g < G; ++g) {
       float* sg = s + size_t(g) * cs;
@@ -179,7 +219,8 @@ __attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G
     }
     for (int64_t r0 = 0; r0 < cn; r0 += kRowBlock) {
       const int64_t rn = std::min(kRowBlock, cn - r0);
-      const float* vr = v + (c0 + r0) * stride;
+      int64_t stride = 0;
+      const float* vr = src.VRows(c0 + r0, rn, vbuf, &stride);
       for (int g0 = 0; g0 < G; g0 += 4) {
         const float* pg = s + size_t(g0) * cs + r0;
         float* og = out + size_t(g0) * d;
@@ -210,10 +251,10 @@ __attribute__((target("avx2"))) void GroupScoresAvx2(const float* q, int G, cons
   GroupScoresBody(q, G, k, n, d, stride, scale, scores);
 }
 
-__attribute__((target("avx2"))) void AttendGroupAvx2(const float* q, int G, const float* k, const float* v,
-                                                      int64_t n, int d, int64_t stride, float scale, float* out,
-                                                      float* lse) {
-  AttendGroupBody(q, G, k, v, n, d, stride, scale, out, lse);
+template <class Rows>
+__attribute__((target("avx2"))) void AttendGroupAvx2(const float* q, int G, const Rows& src, int64_t n, int d,
+                                                      float scale, float* out, float* lse, float* kbuf, float* vbuf) {
+  AttendGroupBody(q, G, src, n, d, scale, out, lse, kbuf, vbuf);
 }
 
 bool HasAvx2() {
@@ -222,14 +263,29 @@ bool HasAvx2() {
 }
 #endif
 
+template <class Rows>
+void AttendGroupOf(const float* q, int G, const Rows& src, int64_t n, int d, float scale, float* out, float* lse,
+                   float* kbuf, float* vbuf) {
+#if defined(__x86_64__)
+  if (HasAvx2()) return AttendGroupAvx2(q, G, src, n, d, scale, out, lse, kbuf, vbuf);
+#endif
+  AttendGroupBody(q, G, src, n, d, scale, out, lse, kbuf, vbuf);
+}
+
 }  // namespace
 
 void AttendGroup(const float* q, int G, const float* k, const float* v, int64_t n, int d, int64_t stride,
                  float scale, float* out, float* lse) {
-#if defined(__x86_64__)
-  if (HasAvx2()) return AttendGroupAvx2(q, G, k, v, n, d, stride, scale, out, lse);
-#endif
-  AttendGroupBody(q, G, k, v, n, d, stride, scale, out, lse);
+  AttendGroupOf(q, G, F32Rows{k, v, stride}, n, d, scale, out, lse, nullptr, nullptr);
+}
+
+void AttendGroupHalfRows(const float* q, int G, const uint8_t* k, const uint8_t* v, const int* rows, int64_t n,
+                         int d, int64_t row_bytes, float scale, float* out, float* lse) {
+  // One K row and one block of V rows, converted: per thread, reused.
+  thread_local std::vector<float> buf;
+  if (buf.size() < size_t(kRowBlock + 1) * d) buf.resize(size_t(kRowBlock + 1) * d);
+  AttendGroupOf(q, G, F16Rows{k, v, rows, row_bytes, d}, n, d, scale, out, lse, buf.data(),
+                buf.data() + d);
 }
 
 void GroupScores(const float* q, int G, const float* k, int64_t n, int d, int64_t stride, float scale,

@@ -23,6 +23,14 @@ float AttendRows(const float* q, const float* k, const float* v, int64_t n, int 
 void AttendGroup(const float* q, int G, const float* k, const float* v, int64_t n, int d, int64_t stride,
                  float scale, float* out, float* lse);
 
+// AttendGroup over rows stored as f16 (IEEE binary16, little-endian), read in
+// place: row r of K is the d halves at k + rows[r] * row_bytes, of V at
+// v + rows[r] * row_bytes (unaligned is fine). Converted a few rows at a time
+// into buffers that stay in L1, so it costs no decoded copy of the rows; the
+// results are identical to converting every row and calling AttendGroup.
+void AttendGroupHalfRows(const float* q, int G, const uint8_t* k, const uint8_t* v, const int* rows, int64_t n,
+                         int d, int64_t row_bytes, float scale, float* out, float* lse);
+
 // Scaled logits of the G query heads of a group over n rows of K (row stride
 // `stride` floats): scores[g * n + r] = scale * q_g·K[r], each equal to what
 // AttendGroup computes for it (the same kernel). For metrics over a whole

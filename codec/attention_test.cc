@@ -2,10 +2,13 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <vector>
 
 #include <gtest/gtest.h>
+
+#include "codec/half.h"
 
 namespace kvrecall {
 namespace {
@@ -48,6 +51,51 @@ TEST(Attention, GroupPassEqualsSeparatePasses) {
           EXPECT_NEAR(lse[g], lr, 1e-4 * std::max(1.0f, std::abs(lr))) << "G=" << G << " n=" << n;
         }
         for (int c = 0; c < d; ++c) EXPECT_NEAR(out[size_t(g) * d + c], ref[c], 1e-5) << "G=" << G << " n=" << n;
+      }
+    }
+  }
+}
+
+// f16 rows read in place by index give bit for bit what converting the
+// picked rows to f32 and calling AttendGroup gives: any G, a head_dim that is
+// not a multiple of 8, rows repeated and out of order, and more rows than
+// one chunk (512) and one V block (64).
+TEST(Attention, HalfRowsInPlaceEqualConvertedRows) {
+  std::mt19937 rng(11);
+  std::normal_distribution<float> n01;
+  for (int G : {1, 4, 5}) {
+    for (int d : {8, 20, 128}) {
+      for (int64_t n : {int64_t{0}, int64_t{1}, int64_t{65}, int64_t{600}}) {
+        const int tokens = 700, row_bytes = 2 * d + 6;  // rows padded: a stride that is not d
+        std::vector<uint8_t> kb(size_t(tokens) * row_bytes + 1), vb(kb.size());
+        for (auto* b : {&kb, &vb}) {
+          for (int t = 0; t < tokens; ++t) {
+            for (int c = 0; c < d; ++c) {
+              const uint16_t h = FloatToHalf(n01(rng) * (t % 97 == 0 ? 8.0f : 1.0f));
+              std::memcpy(b->data() + 1 + size_t(t) * row_bytes + 2 * c, &h, 2);  // odd address: unaligned
+            }
+          }
+        }
+        std::vector<int> rows(n);
+        for (int& r : rows) r = std::uniform_int_distribution<int>(0, tokens - 1)(rng);
+        std::vector<float> q(size_t(G) * d), k(size_t(std::max<int64_t>(n, 1)) * d), v(k.size());
+        for (float& f : q) f = n01(rng);
+        for (int64_t i = 0; i < n; ++i) {
+          for (int c = 0; c < d; ++c) {
+            uint16_t hk, hv;
+            std::memcpy(&hk, kb.data() + 1 + size_t(rows[i]) * row_bytes + 2 * c, 2);
+            std::memcpy(&hv, vb.data() + 1 + size_t(rows[i]) * row_bytes + 2 * c, 2);
+            k[size_t(i) * d + c] = HalfToFloat(hk), v[size_t(i) * d + c] = HalfToFloat(hv);
+          }
+        }
+        std::vector<float> out(size_t(G) * d), lse(G), ref(out.size()), ref_lse(G);
+        AttendGroup(q.data(), G, k.data(), v.data(), n, d, d, 0.09f, ref.data(), ref_lse.data());
+        AttendGroupHalfRows(q.data(), G, kb.data() + 1, vb.data() + 1, rows.data(), n, d, row_bytes, 0.09f,
+                            out.data(), lse.data());
+        EXPECT_EQ(out, ref) << "G=" << G << " d=" << d << " n=" << n;
+        for (int g = 0; g < G; ++g) {
+          EXPECT_EQ(FloatBits(lse[g]), FloatBits(ref_lse[g])) << "G=" << G << " d=" << d << " n=" << n;
+        }
       }
     }
   }

@@ -6,6 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "absl/strings/str_split.h"
+#include "codec/attention.h"
 #include "codec/bytes.h"
 #include "codec/codec_internal.h"
 #include "codec/half.h"
@@ -173,6 +174,33 @@ absl::Status KvCodec::DecodeRows(const BlockView& block, absl::Span<const int> r
   return DecodeRowsSections(sections, shape, rows, k, v);
 }
 
+absl::Status KvCodec::AttendRows(const BlockView& block, absl::Span<const int> rows, const float* q, int group,
+                                 float scale, float* out, float* lse, std::vector<float>* scratch) const {
+  Shape shape;
+  ASSIGN_OR_RETURN(auto sections, CheckBlock(block, &shape));
+  RETURN_IF_ERROR(CheckRows(rows, shape.tokens));
+  if (group < 1) return absl::InvalidArgumentError(absl::StrCat("attend: group ", group));
+  std::vector<float> own;
+  return AttendRowsSections(sections, shape, rows, q, group, scale, out, lse, scratch ? scratch : &own);
+}
+
+absl::Status KvCodec::AttendRowsSections(const std::vector<absl::Span<const uint8_t>>& sections, const Shape& shape,
+                                         absl::Span<const int> rows, const float* q, int group, float scale,
+                                         float* out, float* lse, std::vector<float>* scratch) const {
+  const size_t per = size_t(shape.heads) * rows.size() * shape.dim;  // decoded K (and V) rows
+  if (scratch->size() < 2 * per) scratch->resize(2 * per);
+  float* k = scratch->data();
+  float* v = k + per;
+  RETURN_IF_ERROR(DecodeRowsSections(sections, shape, rows, k, v));
+  const int64_t R = static_cast<int64_t>(rows.size());
+  for (int h = 0; h < shape.heads; ++h) {
+    const size_t qh = size_t(h) * group * shape.dim;
+    AttendGroup(q + qh, group, k + size_t(h) * R * shape.dim, v + size_t(h) * R * shape.dim, R, shape.dim,
+                shape.dim, scale, out + qh, lse + size_t(h) * group);
+  }
+  return absl::OkStatus();
+}
+
 absl::Status KvCodec::RowByteRanges(const BlockView& block, absl::Span<const int> rows,
                                     std::vector<absl::Span<const uint8_t>>* ranges) const {
   Shape shape;
@@ -275,6 +303,24 @@ class RawCodec final : public KvCodec {
   }
 
   std::vector<Owner> SectionOwners(size_t) const override { return {Owner::kK, Owner::kV}; }
+
+  // f16 rows are read in place (AttendGroupHalfRows), per head.
+  absl::Status AttendRowsSections(const std::vector<absl::Span<const uint8_t>>& s, const Shape& shape,
+                                  absl::Span<const int> rows, const float* q, int group, float scale, float* out,
+                                  float* lse, std::vector<float>* scratch) const override {
+    if (id_ != CodecId::kF16) {
+      return KvCodec::AttendRowsSections(s, shape, rows, q, group, scale, out, lse, scratch);
+    }
+    RETURN_IF_ERROR(Check(s, shape));
+    const int64_t row_bytes = int64_t(shape.dim) * 2;
+    for (int h = 0; h < shape.heads; ++h) {
+      const size_t head = size_t(h) * shape.tokens * row_bytes, qh = size_t(h) * group * shape.dim;
+      AttendGroupHalfRows(q + qh, group, s[0].data() + head, s[1].data() + head, rows.data(),
+                          static_cast<int64_t>(rows.size()), shape.dim, row_bytes, scale, out + qh,
+                          lse + size_t(h) * group);
+    }
+    return absl::OkStatus();
+  }
 
   absl::Status RowRangesSections(const std::vector<absl::Span<const uint8_t>>& s, const Shape& shape,
                                  absl::Span<const int> rows,

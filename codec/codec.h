@@ -95,6 +95,15 @@ class KvCodec {
   absl::Status Decode(const BlockView& block, float* k, float* v) const;
   // Token offsets `rows` within the block; k, v: [layer_count][kv_heads][rows][head_dim].
   absl::Status DecodeRows(const BlockView& block, absl::Span<const int> rows, float* k, float* v) const;
+  // Attention over the token rows `rows` of the block, per block head (layer
+  // x KV head) for its `group` query heads: q and out are
+  // [layer_count][kv_heads][group][head_dim], lse [layer_count][kv_heads][group]
+  // (AttendGroup per head, codec/attention.h). The same as DecodeRows then
+  // AttendGroup; f16 reads its rows in place, without the decoded copy.
+  // `scratch` (may be null) is reused between calls. INVALID_ARGUMENT for
+  // bad rows or group.
+  absl::Status AttendRows(const BlockView& block, absl::Span<const int> rows, const float* q, int group,
+                          float scale, float* out, float* lse, std::vector<float>* scratch = nullptr) const;
   // The byte ranges of `block` that DecodeRows(block, rows) reads, in the
   // order it reads them, so that a partial view (ParseBlockForRows) can verify
   // exactly those (VerifyBlockRanges). UNIMPLEMENTED for codecs that do not
@@ -123,6 +132,12 @@ class KvCodec {
                                           const Shape& shape, absl::Span<const int> rows, float* k,
                                           float* v) const = 0;
   virtual std::vector<Owner> SectionOwners(size_t count) const = 0;
+  // AttendRows past its checks; by default DecodeRowsSections into `scratch`
+  // and AttendGroup.
+  virtual absl::Status AttendRowsSections(const std::vector<absl::Span<const uint8_t>>& sections,
+                                          const Shape& shape, absl::Span<const int> rows, const float* q,
+                                          int group, float scale, float* out, float* lse,
+                                          std::vector<float>* scratch) const;
   virtual absl::Status RowRangesSections(const std::vector<absl::Span<const uint8_t>>& sections,
                                          const Shape& shape, absl::Span<const int> rows,
                                          std::vector<absl::Span<const uint8_t>>* ranges) const {

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "codec/attention.h"
 #include "codec/kivi.h"
 #include "codec/metrics.h"
 
@@ -168,6 +169,12 @@ TEST_P(EveryCodec, RowRangesCoverWhatRowReadsRead) {
   ASSERT_TRUE((*codec)->DecodeRows(*partial, rows, got_k.data(), got_v.data()).ok());
   EXPECT_EQ(got_k, want_k) << GetParam();
   EXPECT_EQ(got_v, want_v) << GetParam();
+  // And so does attention over them (f16 reads the rows in place).
+  std::vector<float> q(4 * 64, 0.1f), att_full(q.size()), att_part(q.size()), lse_full(4), lse_part(4);
+  ASSERT_TRUE((*codec)->AttendRows(*full, rows, q.data(), 1, 0.125f, att_full.data(), lse_full.data()).ok());
+  ASSERT_TRUE((*codec)->AttendRows(*partial, rows, q.data(), 1, 0.125f, att_part.data(), lse_part.data()).ok());
+  EXPECT_EQ(att_part, att_full) << GetParam();
+  EXPECT_EQ(lse_part, lse_full) << GetParam();
   // The scrambling is caught when the listed ranges' chunks include a scrambled byte, else not.
   bool shares_chunk = false;
   for (const auto& r : ranges2) {
@@ -185,6 +192,47 @@ TEST_P(EveryCodec, RowRangesCoverWhatRowReadsRead) {
   ASSERT_TRUE(clean.ok());
   ASSERT_TRUE((*codec)->RowByteRanges(*clean, rows, &ranges2).ok());
   EXPECT_TRUE(VerifyBlockRanges(*clean, ranges2).ok());
+}
+
+// AttendRows gives bit for bit what DecodeRows then AttendGroup per head
+// gives (f16 reads its rows in place); bad rows and groups are errors.
+TEST_P(EveryCodec, AttendRowsEqualsDecodedRowsAttended) {
+  auto codec = MakeCodec(GetParam());
+  ASSERT_TRUE(codec.ok()) << codec.status();
+  Chunk c = MakeChunk(2, 2, 45, 64, 13);
+  std::vector<float> queries(size_t(2) * 4 * 16 * 64, 0.25f);
+  EncodeOptions opts;
+  opts.queries = queries.data();
+  opts.num_queries = 16;
+  opts.chunk_shift = 8;
+  auto block = (*codec)->Encode(c.ref, &opts);
+  ASSERT_TRUE(block.ok()) << block.status();
+  auto view = ParseBlockForRows(AsBytes(*block));
+  ASSERT_TRUE(view.ok()) << view.status();
+  const std::vector<int> rows = {44, 0, 31, 32, 7, 8, 31};
+  const int heads = 4, d = 64, R = static_cast<int>(rows.size());
+  std::vector<float> rk(size_t(heads) * R * d), rv(rk.size());
+  ASSERT_TRUE((*codec)->DecodeRows(*view, rows, rk.data(), rv.data()).ok());
+  std::mt19937 rng(3);
+  std::normal_distribution<float> n01;
+  for (int G : {1, 3}) {
+    std::vector<float> q(size_t(heads) * G * d);
+    for (float& x : q) x = n01(rng);
+    std::vector<float> want(q.size()), want_lse(size_t(heads) * G), got(q.size()), got_lse(want_lse.size());
+    for (int h = 0; h < heads; ++h) {
+      AttendGroup(q.data() + size_t(h) * G * d, G, rk.data() + size_t(h) * R * d, rv.data() + size_t(h) * R * d, R,
+                  d, d, 0.125f, want.data() + size_t(h) * G * d, want_lse.data() + size_t(h) * G);
+    }
+    std::vector<float> scratch;
+    ASSERT_TRUE((*codec)->AttendRows(*view, rows, q.data(), G, 0.125f, got.data(), got_lse.data(), &scratch).ok());
+    EXPECT_EQ(got, want) << GetParam() << " G=" << G;
+    EXPECT_EQ(got_lse, want_lse) << GetParam() << " G=" << G;
+  }
+  std::vector<float> q(size_t(heads) * d), out(q.size()), lse(heads);
+  EXPECT_EQ((*codec)->AttendRows(*view, std::vector<int>{45}, q.data(), 1, 1.0f, out.data(), lse.data()).code(),
+            absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ((*codec)->AttendRows(*view, rows, q.data(), 0, 1.0f, out.data(), lse.data()).code(),
+            absl::StatusCode::kInvalidArgument);
 }
 
 INSTANTIATE_TEST_SUITE_P(Specs, EveryCodec, ::testing::ValuesIn(kSpecs));

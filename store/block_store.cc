@@ -668,7 +668,7 @@ absl::Status BlockStore::Attend(uint32_t ns, const std::vector<AttendItem>& item
                                absl::Span<const float> queries, std::vector<float>* out, std::vector<float>* lse) {
   if (items.empty() || group < 1) return absl::InvalidArgumentError("attend: no rows or bad group");
   int L = 0, H = 0, d = 0;
-  std::vector<float> k, v, part, part_lse;
+  std::vector<float> part, part_lse, scratch;
   return ReadRowsInOrder(
       ns, items, RowReadOf(items.size()),
       [&](size_t it, absl::StatusOr<BlockLease> got, std::unique_ptr<KvCodec> codec) -> absl::Status {
@@ -683,23 +683,17 @@ absl::Status BlockStore::Attend(uint32_t ns, const std::vector<AttendItem>& item
           }
           out->assign(queries.size(), 0.0f);
           lse->assign(size_t(L) * H * group, -INFINITY);
-          part.resize(size_t(group) * d), part_lse.resize(group);
+          part.resize(queries.size()), part_lse.resize(lse->size());
         } else if (static_cast<int>(h.layer_count) != L || h.layout.num_kv_heads != H || h.layout.head_dim != d) {
           return absl::InvalidArgumentError("attend: blocks of different shapes");
         }
         const std::vector<int>& rows = items[it].rows;
-        const int R = static_cast<int>(rows.size());
-        if (R == 0) return absl::OkStatus();
-        k.resize(size_t(L) * H * R * d), v.resize(k.size());
-        RETURN_IF_ERROR(codec->DecodeRows(view, rows, k.data(), v.data()));  // INVALID_ARGUMENT for bad rows
-        for (int lh = 0; lh < L * H; ++lh) {
-          const float* kr = k.data() + size_t(lh) * R * d;
-          const float* vr = v.data() + size_t(lh) * R * d;
-          const size_t q0 = size_t(lh) * group;
-          AttendGroup(queries.data() + q0 * d, group, kr, vr, R, d, d, scale, part.data(), part_lse.data());
-          for (int g = 0; g < group; ++g) {
-            MergeAttention(out->data() + (q0 + g) * d, &(*lse)[q0 + g], part.data() + size_t(g) * d, part_lse[g], d);
-          }
+        if (rows.empty()) return absl::OkStatus();
+        // INVALID_ARGUMENT for bad rows; f16 rows are read in place.
+        RETURN_IF_ERROR(codec->AttendRows(view, rows, queries.data(), group, scale, part.data(), part_lse.data(),
+                                          &scratch));
+        for (size_t i = 0; i < part_lse.size(); ++i) {
+          MergeAttention(out->data() + i * d, &(*lse)[i], part.data() + i * d, part_lse[i], d);
         }
         return absl::OkStatus();
       });
