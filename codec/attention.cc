@@ -44,6 +44,83 @@ typedef float F8 __attribute__((vector_size(32), aligned(4), may_alias));
 inline const F8& Load8(const float* p) { return *reinterpret_cast<const F8*>(p); }
 inline F8& At8(float* p) { return *reinterpret_cast<F8*>(p); }
 
+typedef int32_t I8 __attribute__((vector_size(32)));
+typedef uint32_t U8 __attribute__((vector_size(32)));
+
+// Vectors by value below: always inlined, so none crosses a call (ABI).
+__attribute__((always_inline)) inline F8 Splat(float x) { return F8{x, x, x, x, x, x, x, x}; }
+// mask ? a : b per lane (mask lanes all ones or all zeros).
+__attribute__((always_inline)) inline F8 Select(I8 mask, F8 a, F8 b) {
+  return reinterpret_cast<F8>((reinterpret_cast<I8>(a) & mask) | (reinterpret_cast<I8>(b) & ~mask));
+}
+
+// e^x in 8 lanes for x <= 0 (softmax weights): Cephes' expf (x = n ln 2 + r
+// with ln 2 in two parts, a degree-5 polynomial in r, 2^n built in the
+// exponent bits), within 1 ulp of std::exp over [-87.3, 0] (checked at
+// 635,729 points); 0 below that (e^x under FLT_MIN) and for -inf; NaN stays
+// NaN. The same operations in every build, so the baseline and AVX2 kernels
+// agree bit for bit.
+__attribute__((always_inline)) inline F8 Exp8(F8 x) {
+  const I8 under = x < -87.33654f;
+  x = Select(under, Splat(-87.0f), x);  // keeps the integer conversion in range
+  const F8 fx = x * 1.44269504088896341f + 0.5f;
+  I8 n = __builtin_convertvector(fx, I8);       // toward zero ...
+  n += __builtin_convertvector(n, F8) > fx;     // ... then floor (a true lane is -1)
+  const F8 nf = __builtin_convertvector(n, F8);
+  x = x - nf * 0.693359375f;
+  x = x - nf * -2.12194440e-4f;
+  F8 y = Splat(1.9875691500e-4f);
+  y = y * x + 1.3981999507e-3f;
+  y = y * x + 8.3334519073e-3f;
+  y = y * x + 4.1665795894e-2f;
+  y = y * x + 1.6666665459e-1f;
+  y = y * x + 5.0000001201e-1f;
+  y = y * (x * x) + x + 1.0f;
+  const F8 pow2n = reinterpret_cast<F8>(reinterpret_cast<U8>(n + 127) << 23);
+  return Select(under, Splat(0.0f), y * pow2n);
+}
+
+// Max of p[0, n).
+__attribute__((always_inline)) inline float MaxOf(const float* p, int64_t n) {
+  float mx = -std::numeric_limits<float>::infinity();
+  int64_t i = 0;
+  if (n >= 8) {
+    F8 m = Load8(p);
+    for (i = 8; i + 8 <= n; i += 8) {
+      const F8 x = Load8(p + i);
+      m = Select(x > m, x, m);
+    }
+    float a[8];
+    At8(a) = m;
+    for (float x : a) mx = std::max(mx, x);
+  }
+  for (; i < n; ++i) mx = std::max(mx, p[i]);
+  return mx;
+}
+
+// p[r] = e^(p[r] - m) for r in [0, n) (Exp8, also for a tail under 8), and
+// their sum: in 8 float lanes, added up in double.
+__attribute__((always_inline)) inline double ExpShiftSum(float* p, int64_t n, float m) {
+  F8 acc = Splat(0.0f);
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const F8 e = Exp8(Load8(p + i) - m);
+    At8(p + i) = e;
+    acc += e;
+  }
+  if (i < n) {
+    float t[8];
+    for (int j = 0; j < 8; ++j) t[j] = i + j < n ? p[i + j] - m : -std::numeric_limits<float>::infinity();
+    const F8 e = Exp8(Load8(t));
+    At8(t) = e;
+    for (int j = 0; i + j < n; ++j) p[i + j] = t[j];
+    acc += e;
+  }
+  float a[8];
+  At8(a) = acc;
+  return ((double(a[0]) + a[4]) + (double(a[1]) + a[5])) + ((double(a[2]) + a[6]) + (double(a[3]) + a[7]));
+}
+
 // Scores of one key row for Gb query heads (q is [Gb][d]), scaled, into
 // s[g * cs]: per head exactly Dot's lanes and reduction, but the row is
 // loaded once for all heads and the heads' sums are independent chains.
@@ -206,16 +283,14 @@ __attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G
     }
     for (int g = 0; g < G; ++g) {
       float* sg = s + size_t(g) * cs;
-      const float cm = *std::max_element(sg, sg + cn);
+      const float cm = MaxOf(sg, cn);
       if (cm > m[g]) {  // rescale what was accumulated under the old max
         const float f = std::isinf(m[g]) ? 0.0f : std::exp(m[g] - cm);
         for (int c = 0; c < d; ++c) out[size_t(g) * d + c] *= f;
         l[g] *= f;
         m[g] = cm;
       }
-      double sum = 0;
-      for (int64_t r = 0; r < cn; ++r) sum += (sg[r] = std::exp(sg[r] - m[g]));
-      l[g] += sum;
+      l[g] += ExpShiftSum(sg, cn, m[g]);
     }
     for (int64_t r0 = 0; r0 < cn; r0 += kRowBlock) {
       const int64_t rn = std::min(kRowBlock, cn - r0);

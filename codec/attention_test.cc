@@ -56,6 +56,29 @@ TEST(Attention, GroupPassEqualsSeparatePasses) {
   }
 }
 
+// Softmax weights over a wide range of logits (e^x down to and past float's
+// smallest normal, where the kernel's vector exp gives 0 and std::exp a
+// denormal) and over a flat range: the kernel stays within float rounding of
+// the scalar reference.
+TEST(Attention, WideAndFlatLogitRanges) {
+  const int d = 8;
+  for (float spread : {0.001f, 1.0f, 30.0f, 200.0f}) {
+    for (int64_t n : {int64_t{7}, int64_t{9}, int64_t{300}}) {
+      std::vector<float> q(d, 0.0f), k(size_t(n) * d, 0.0f), v(size_t(n) * d), scratch(n), ref(d), out(d);
+      q[0] = 1.0f;
+      for (int64_t r = 0; r < n; ++r) {
+        k[size_t(r) * d] = -spread * float(r) / float(n - 1);  // logits 0 down to -spread
+        for (int c = 0; c < d; ++c) v[size_t(r) * d + c] = std::sin(0.3f * float(r) + float(c));
+      }
+      float lse = 0;
+      AttendGroup(q.data(), 1, k.data(), v.data(), n, d, d, 1.0f, out.data(), &lse);
+      const float lr = AttendRows(q.data(), k.data(), v.data(), n, d, d, 1.0f, ref.data(), scratch.data());
+      EXPECT_NEAR(lse, lr, 2e-6f * std::max(1.0f, std::abs(lr))) << spread << " " << n;
+      for (int c = 0; c < d; ++c) EXPECT_NEAR(out[c], ref[c], 2e-6f) << spread << " " << n << " " << c;
+    }
+  }
+}
+
 // f16 rows read in place by index give bit for bit what converting the
 // picked rows to f32 and calling AttendGroup gives: any G, a head_dim that is
 // not a multiple of 8, rows repeated and out of order, and more rows than

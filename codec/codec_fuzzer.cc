@@ -91,6 +91,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if ((*codec)->RowByteRanges(*partial, rows, &ranges).ok()) {
     if (!VerifyBlockRanges(*partial, ranges).ok()) __builtin_trap();
     (void)(*codec)->DecodeRows(*partial, rows, rk.data(), rv.data());
+    // Attention over the same rows (f16 reads them in place).
+    const int G = 1 + data[0] % 3;
+    std::vector<float> q(size_t(h.layout.num_kv_heads) * G * h.layout.head_dim, 0.5f), out(q.size()),
+        lse(size_t(h.layout.num_kv_heads) * G);
+    (void)(*codec)->AttendRows(*partial, rows, q.data(), G, 0.1f, out.data(), lse.data());
   }
   return 0;
 }
