@@ -116,19 +116,25 @@ TEST_P(EveryCodec, RoundTripRowsAndBitAccounting) {
   EXPECT_EQ((*again)->spec(), (*codec)->spec());
 }
 
+// A 2-layer x 2-head, 45-token, 64-dim chunk (seed) encoded with 256-byte
+// chunk checksums; SQuat's queries all `query`.
+absl::StatusOr<std::string> EncodeWithChunkSums(const KvCodec& codec, uint64_t seed, float query) {
+  Chunk c = MakeChunk(2, 2, 45, 64, seed);
+  std::vector<float> queries(size_t(2) * 4 * 16 * 64, query);
+  EncodeOptions opts;
+  opts.queries = queries.data();
+  opts.num_queries = 16;
+  opts.chunk_shift = 8;
+  return codec.Encode(c.ref, &opts);
+}
+
 // A codec that lists the bytes a row read touches (RowByteRanges) must list
 // all of them: scrambling every other byte of the codec's sections leaves the
 // rows' decode unchanged, and a partial view verifies exactly those chunks.
 TEST_P(EveryCodec, RowRangesCoverWhatRowReadsRead) {
   auto codec = MakeCodec(GetParam());
   ASSERT_TRUE(codec.ok()) << codec.status();
-  Chunk c = MakeChunk(2, 2, 45, 64, 11);
-  std::vector<float> queries(size_t(2) * 4 * 16 * 64, 0.5f);
-  EncodeOptions opts;
-  opts.queries = queries.data();
-  opts.num_queries = 16;
-  opts.chunk_shift = 8;
-  auto block = (*codec)->Encode(c.ref, &opts);
+  auto block = EncodeWithChunkSums(**codec, 11, 0.5f);
   ASSERT_TRUE(block.ok()) << block.status();
   auto full = ParseBlock(AsBytes(*block));
   ASSERT_TRUE(full.ok()) << full.status();
@@ -199,13 +205,7 @@ TEST_P(EveryCodec, RowRangesCoverWhatRowReadsRead) {
 TEST_P(EveryCodec, AttendRowsEqualsDecodedRowsAttended) {
   auto codec = MakeCodec(GetParam());
   ASSERT_TRUE(codec.ok()) << codec.status();
-  Chunk c = MakeChunk(2, 2, 45, 64, 13);
-  std::vector<float> queries(size_t(2) * 4 * 16 * 64, 0.25f);
-  EncodeOptions opts;
-  opts.queries = queries.data();
-  opts.num_queries = 16;
-  opts.chunk_shift = 8;
-  auto block = (*codec)->Encode(c.ref, &opts);
+  auto block = EncodeWithChunkSums(**codec, 13, 0.25f);
   ASSERT_TRUE(block.ok()) << block.status();
   auto view = ParseBlockForRows(AsBytes(*block));
   ASSERT_TRUE(view.ok()) << view.status();
