@@ -1,6 +1,6 @@
 // Attend probe: where the store's near-data attention spends its time per
 // row, in one process and on one thread, without transport or client. A host
-// tier holds `blocks` f16 blocks (one KV head, 128-d, `tokens` rows each,
+// tier holds `blocks` blocks (--codec, f16 by default; one KV head, 128-d, `tokens` rows each,
 // 256-byte chunk checksums); each round reads a random `fraction` of every
 // block's rows through BlockStore::Attend (the server's path), then the same
 // rows through the same steps done by hand (verify, decode, attend) so each
@@ -10,6 +10,7 @@
 #include <chrono>
 #include <cstdio>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "absl/flags/flag.h"
@@ -26,6 +27,7 @@ ABSL_FLAG(int, tokens, 1024, "rows per block");
 ABSL_FLAG(double, fraction, 0.037, "fraction of each block's rows read per round");
 ABSL_FLAG(int, run, 1, "rows per run: picks come in runs of this many adjacent rows");
 ABSL_FLAG(int, rounds, 7, "rounds (median reported)");
+ABSL_FLAG(std::string, codec, "f16", "codec of the blocks (f16, kivi:bits=4, ...)");
 ABSL_FLAG(int, chunk_shift, 8, "blocks carry a checksum per 2^chunk_shift bytes (0: none, whole-block verification)");
 
 namespace kvrecall {
@@ -36,6 +38,8 @@ using Clock = std::chrono::steady_clock;
 int Run() {
   const int nb = absl::GetFlag(FLAGS_blocks), T = absl::GetFlag(FLAGS_tokens), d = 128, G = 4;
   const int run = std::max(1, absl::GetFlag(FLAGS_run));
+  const std::string codec = absl::GetFlag(FLAGS_codec);
+  if (auto c = MakeCodec(codec); !c.ok()) return std::fprintf(stderr, "--codec: %s\n", c.status().ToString().c_str()), 2;
   StoreOptions o;
   o.host_bytes = uint64_t(nb) * (uint64_t(T) * d * 4 + (64 << 10)) * 2;
   o.max_host_block_fraction = 1.0;
@@ -45,7 +49,7 @@ int Run() {
   std::fprintf(stderr, "[attend_probe] writing %d blocks of %d rows\n", nb, T);
   std::vector<BlockKey> keys;
   for (int b = 0; b < nb; ++b) {
-    const std::string blk = RandomF16Block(1, 1, d, T, 1000 + b, absl::GetFlag(FLAGS_chunk_shift));
+    const std::string blk = RandomBlock(codec, 1, 1, d, T, 1000 + b, absl::GetFlag(FLAGS_chunk_shift));
     keys.push_back(BlockKey{uint64_t(b) + 1, 77});
     if (auto s = (*store)->Put(ns, keys.back(), AsBytes(blk), false); !s.ok()) {
       return std::fprintf(stderr, "%s\n", s.ToString().c_str()), 1;
@@ -117,11 +121,11 @@ int Run() {
     }
   }
   const double rows = double(rows_total);
-  std::printf("blocks %d x %d rows (chunk_shift %d), %.1f%% read in runs of %d: %.0f rows per round (one thread)\n",
-              nb, T, absl::GetFlag(FLAGS_chunk_shift), 100.0 * rows / (double(nb) * T), run, rows);
+  std::printf("blocks %d x %d rows (%s, chunk_shift %d), %.1f%% read in runs of %d: %.0f rows per round (one thread)\n",
+              nb, T, codec.c_str(), absl::GetFlag(FLAGS_chunk_shift), 100.0 * rows / (double(nb) * T), run, rows);
   std::printf("BlockStore::Attend      %8.2f ms  %6.0f ns/row\n", Median(t_store), Median(t_store) / rows * 1e6);
   std::printf("  lease + verify rows   %8.2f ms  %6.0f ns/row\n", Median(t_lease), Median(t_lease) / rows * 1e6);
-  std::printf("  decode rows (f16)     %8.2f ms  %6.0f ns/row\n", Median(t_decode), Median(t_decode) / rows * 1e6);
+  std::printf("  decode rows           %8.2f ms  %6.0f ns/row\n", Median(t_decode), Median(t_decode) / rows * 1e6);
   std::printf("  attend rows (G=%d)     %8.2f ms  %6.0f ns/row\n", G, Median(t_attend), Median(t_attend) / rows * 1e6);
   std::printf("  codec AttendRows      %8.2f ms  %6.0f ns/row  (decode + attend in one pass; rows warm)\n",
               Median(t_inplace), Median(t_inplace) / rows * 1e6);

@@ -132,18 +132,76 @@ __attribute__((always_inline)) inline double ExpShiftSum(float* p, int64_t n, fl
   return ((double(a[0]) + a[4]) + (double(a[1]) + a[5])) + ((double(a[2]) + a[6]) + (double(a[3]) + a[7]));
 }
 
+// Where the kernel reads its rows, and how it loads eight elements of one as
+// floats. F32Rows: f32 rows in place, at a stride. F16Rows: f16 rows (IEEE
+// binary16, little-endian) picked by index, converted as they are loaded
+// (with F16C in the AVX2 build), so no decoded copy of a row is ever
+// written. f16 -> f32 is exact, so the kernel does the same float operations
+// on the same values either way.
+struct F32Rows {
+  using Elem = float;
+  static constexpr int kBytes = 4;
+  const float* k;
+  const float* v;
+  int64_t stride;  // floats
+  const float* K(int64_t r) const { return k + r * stride; }
+  const float* V(int64_t r) const { return v + r * stride; }
+  __attribute__((always_inline)) static F8 Load(const float* p, int i) { return Load8(p + i); }
+  static float At(const float* p, int i) { return p[i]; }
+};
+
+struct F16RowsBase {
+  using Elem = uint8_t;
+  static constexpr int kBytes = 2;
+  const uint8_t* k;
+  const uint8_t* v;
+  const int* rows;  // the n rows' indices
+  int64_t stride;   // bytes between rows
+  const uint8_t* K(int64_t r) const { return k + rows[r] * stride; }
+  const uint8_t* V(int64_t r) const { return v + rows[r] * stride; }
+  static float At(const uint8_t* p, int i) {
+    uint16_t h;
+    std::memcpy(&h, p + 2 * size_t(i), 2);
+    return HalfToFloat(h);
+  }
+};
+struct F16Rows : F16RowsBase {  // any x86-64 or other CPU
+  __attribute__((always_inline)) static F8 Load(const uint8_t* p, int i) {
+    float t[8];
+    for (int j = 0; j < 8; ++j) t[j] = At(p, i + j);
+    return Load8(t);
+  }
+};
+#if defined(__x86_64__)
+// The AVX2 build's (which requires F16C, HasAvx2): vcvtph2ps straight from
+// the row. An asm statement rather than the intrinsic, which could not be
+// inlined through the kernel's helpers (they are compiled for both builds).
+struct F16RowsF16c : F16RowsBase {
+  __attribute__((always_inline)) static F8 Load(const uint8_t* p, int i) {
+    F8 x;
+    const auto& h = *reinterpret_cast<const char(*)[16]>(p + 2 * size_t(i));
+#if defined(__clang__)  // clang gives no 256-bit register operand outside an AVX function: through memory
+    asm("vcvtph2ps %1, %%ymm15\n\tvmovups %%ymm15, %0" : "=m"(x) : "m"(h) : "xmm15");
+#else
+    asm("vcvtph2ps %1, %0" : "=x"(x) : "m"(h));
+#endif
+    return x;
+  }
+};
+#endif
+
 // Scores of one key row for Gb query heads (q is [Gb][d]), scaled, into
 // s[g * cs]: per head exactly Dot's lanes and reduction, but the row is
 // loaded once for all heads and the heads' sums are independent chains.
-template <int Gb>
-__attribute__((always_inline)) inline void RowScores(const float* q, int d, const float* kr, float scale, float* s,
-                                                     int64_t cs) {
+template <int Gb, class Rows = F32Rows>
+__attribute__((always_inline)) inline void RowScores(const float* q, int d, const typename Rows::Elem* kr,
+                                                     float scale, float* s, int64_t cs) {
   F8 acc[Gb];
   #pragma GCC unroll 4
   for (int g = 0; g < Gb; ++g) acc[g] = F8{0, 0, 0, 0, 0, 0, 0, 0};
   int i = 0;
   for (; i + 8 <= d; i += 8) {
-    const F8 kv = Load8(kr + i);
+    const F8 kv = Rows::Load(kr, i);
     #pragma GCC unroll 4
     for (int g = 0; g < Gb; ++g) acc[g] += Load8(q + size_t(g) * d + i) * kv;
   }
@@ -151,39 +209,114 @@ __attribute__((always_inline)) inline void RowScores(const float* q, int d, cons
   for (int g = 0; g < Gb; ++g) {
     float a[8];
     Store8(a, acc[g]);
-    for (int j = i, l = 0; j < d; ++j, ++l) a[l] += q[size_t(g) * d + j] * kr[j];
+    for (int j = i, l = 0; j < d; ++j, ++l) a[l] += q[size_t(g) * d + j] * Rows::At(kr, j);
     s[g * cs] = (((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))) * scale;
   }
 }
 
+// Lane g (< 4) of the result: ((a0 + a4) + (a1 + a5)) + ((a2 + a6) + (a3 + a7))
+// over the lanes a of acc[g], RowScores' scalar reduction done for four heads
+// at once: the same float additions in the same order, so bit for bit the
+// same scores (shuffles that map onto vperm2f128 and vshufps).
+__attribute__((always_inline)) inline void Reduce4(const F8* acc, float* out) {
+  const F8 p = __builtin_shufflevector(acc[0], acc[1], 0, 1, 2, 3, 8, 9, 10, 11) +
+               __builtin_shufflevector(acc[0], acc[1], 4, 5, 6, 7, 12, 13, 14, 15);  // [x0 x1 x2 x3 | y0 ..]
+  const F8 q = __builtin_shufflevector(acc[2], acc[3], 0, 1, 2, 3, 8, 9, 10, 11) +
+               __builtin_shufflevector(acc[2], acc[3], 4, 5, 6, 7, 12, 13, 14, 15);
+  const F8 r = __builtin_shufflevector(p, q, 0, 2, 8, 10, 4, 6, 12, 14) +
+               __builtin_shufflevector(p, q, 1, 3, 9, 11, 5, 7, 13, 15);  // [x01 x23 z01 z23 | y01 y23 w01 w23]
+  const F8 t = __builtin_shufflevector(r, r, 0, 2, 0, 2, 4, 6, 4, 6) +
+               __builtin_shufflevector(r, r, 1, 3, 1, 3, 5, 7, 5, 7);
+  out[0] = t[0], out[1] = t[4], out[2] = t[1], out[3] = t[5];
+}
+
+// RowScores for two key rows at once (kr0, kr1 -> s0, s1): each q load
+// serves both rows; each row's sums are exactly RowScores'.
+template <int Gb, class Rows>
+__attribute__((always_inline)) inline void RowScores2(const float* q, int d, const typename Rows::Elem* kr0,
+                                                      const typename Rows::Elem* kr1, float scale, float* s0,
+                                                      float* s1, int64_t cs) {
+  F8 a0[Gb], a1[Gb];
+  #pragma GCC unroll 4
+  for (int g = 0; g < Gb; ++g) a0[g] = a1[g] = F8{0, 0, 0, 0, 0, 0, 0, 0};
+  int i = 0;
+  for (; i + 8 <= d; i += 8) {
+    const F8 k0 = Rows::Load(kr0, i), k1 = Rows::Load(kr1, i);
+    #pragma GCC unroll 4
+    for (int g = 0; g < Gb; ++g) {
+      const F8 qv = Load8(q + size_t(g) * d + i);
+      a0[g] += qv * k0, a1[g] += qv * k1;
+    }
+  }
+  if (Gb == 4 && i == d) {
+    float r[4];
+    Reduce4(a0, r);
+    for (int g = 0; g < 4; ++g) s0[g * cs] = r[g] * scale;
+    Reduce4(a1, r);
+    for (int g = 0; g < 4; ++g) s1[g * cs] = r[g] * scale;
+    return;
+  }
+  #pragma GCC unroll 4
+  for (int g = 0; g < Gb; ++g) {
+    float a[8], b[8];
+    Store8(a, a0[g]), Store8(b, a1[g]);
+    for (int j = i, l = 0; j < d; ++j, ++l) {
+      a[l] += q[size_t(g) * d + j] * Rows::At(kr0, j), b[l] += q[size_t(g) * d + j] * Rows::At(kr1, j);
+    }
+    s0[g * cs] = (((a[0] + a[4]) + (a[1] + a[5])) + ((a[2] + a[6]) + (a[3] + a[7]))) * scale;
+    s1[g * cs] = (((b[0] + b[4]) + (b[1] + b[5])) + ((b[2] + b[6]) + (b[3] + b[7]))) * scale;
+  }
+}
+
 // RowScores for all G heads of a group, four at a time (registers).
-__attribute__((always_inline)) inline void GroupRowScores(const float* q, int G, int d, const float* kr, float scale,
-                                                          float* s, int64_t cs) {
+template <class Rows = F32Rows>
+__attribute__((always_inline)) inline void GroupRowScores(const float* q, int G, int d,
+                                                          const typename Rows::Elem* kr, float scale, float* s,
+                                                          int64_t cs) {
   for (int g0 = 0; g0 < G; g0 += 4) {
     const float* qg = q + size_t(g0) * d;
     float* sg = s + size_t(g0) * cs;
     switch (std::min(4, G - g0)) {
-      case 4: RowScores<4>(qg, d, kr, scale, sg, cs); break;
-      case 3: RowScores<3>(qg, d, kr, scale, sg, cs); break;
-      case 2: RowScores<2>(qg, d, kr, scale, sg, cs); break;
-      default: RowScores<1>(qg, d, kr, scale, sg, cs); break;
+      case 4: RowScores<4, Rows>(qg, d, kr, scale, sg, cs); break;
+      case 3: RowScores<3, Rows>(qg, d, kr, scale, sg, cs); break;
+      case 2: RowScores<2, Rows>(qg, d, kr, scale, sg, cs); break;
+      default: RowScores<1, Rows>(qg, d, kr, scale, sg, cs); break;
     }
   }
 }
 
-// out[g] += Σ_r p[g * cs + r] · v_r for rows [0, n) of v, Gb heads: Axpy's
+// GroupRowScores for two rows (scores into s and s + 1).
+template <class Rows>
+__attribute__((always_inline)) inline void GroupRowScores2(const float* q, int G, int d,
+                                                           const typename Rows::Elem* kr0,
+                                                           const typename Rows::Elem* kr1, float scale, float* s,
+                                                           int64_t cs) {
+  for (int g0 = 0; g0 < G; g0 += 4) {
+    const float* qg = q + size_t(g0) * d;
+    float* sg = s + size_t(g0) * cs;
+    switch (std::min(4, G - g0)) {
+      case 4: RowScores2<4, Rows>(qg, d, kr0, kr1, scale, sg, sg + 1, cs); break;
+      case 3: RowScores2<3, Rows>(qg, d, kr0, kr1, scale, sg, sg + 1, cs); break;
+      case 2: RowScores2<2, Rows>(qg, d, kr0, kr1, scale, sg, sg + 1, cs); break;
+      default: RowScores2<1, Rows>(qg, d, kr0, kr1, scale, sg, sg + 1, cs); break;
+    }
+  }
+}
+
+// out[g] += Σ_r p[g * cs + r] · v_r for the n rows vr[r], Gb heads: Axpy's
 // elementwise updates in the same row order, but blocked over 16 columns so
 // the Gb x 16 outputs stay in registers while the rows stream past.
-template <int Gb>
-__attribute__((always_inline)) inline void AccumulateRows(const float* p, int64_t cs, const float* v, int64_t stride,
-                                                          int64_t n, int d, float* out) {
+template <int Gb, class Rows>
+__attribute__((always_inline)) inline void AccumulateRows(const float* p, int64_t cs,
+                                                          const typename Rows::Elem* const* vr, int64_t n, int d,
+                                                          float* out) {
   int c = 0;
   for (; c + 16 <= d; c += 16) {
     F8 a0[Gb], a1[Gb];
     #pragma GCC unroll 4
     for (int g = 0; g < Gb; ++g) a0[g] = Load8(out + size_t(g) * d + c), a1[g] = Load8(out + size_t(g) * d + c + 8);
     for (int64_t r = 0; r < n; ++r) {
-      const F8 v0 = Load8(v + r * stride + c), v1 = Load8(v + r * stride + c + 8);
+      const F8 v0 = Rows::Load(vr[r], c), v1 = Rows::Load(vr[r], c + 8);
       #pragma GCC unroll 4
       for (int g = 0; g < Gb; ++g) {
         const float w = p[g * cs + r];
@@ -198,7 +331,7 @@ __attribute__((always_inline)) inline void AccumulateRows(const float* p, int64_
     #pragma GCC unroll 4
     for (int g = 0; g < Gb; ++g) a0[g] = Load8(out + size_t(g) * d + c);
     for (int64_t r = 0; r < n; ++r) {
-      const F8 v0 = Load8(v + r * stride + c);
+      const F8 v0 = Rows::Load(vr[r], c);
       #pragma GCC unroll 4
       for (int g = 0; g < Gb; ++g) a0[g] += p[g * cs + r] * v0;
     }
@@ -207,61 +340,24 @@ __attribute__((always_inline)) inline void AccumulateRows(const float* p, int64_
   }
   for (; c < d; ++c) {
     for (int64_t r = 0; r < n; ++r) {
+      const float x = Rows::At(vr[r], c);
       #pragma GCC unroll 4
-      for (int g = 0; g < Gb; ++g) out[size_t(g) * d + c] += p[g * cs + r] * v[r * stride + c];
+      for (int g = 0; g < Gb; ++g) out[size_t(g) * d + c] += p[g * cs + r] * x;
     }
   }
 }
-
-// Where AttendGroupBody reads its rows. F32Rows: f32 rows in place, at a
-// stride. F16Rows: f16 rows (IEEE binary16, little-endian) picked by index,
-// converted into small buffers that stay in L1 just before they are used,
-// instead of a decoded copy of every row. f16 -> f32 is exact, so the kernel
-// does the same float operations on the same values either way.
-struct F32Rows {
-  static constexpr int kBytes = 4;
-  const float* k;
-  const float* v;
-  int64_t stride;  // floats
-  const char* VBytes(int64_t r) const { return reinterpret_cast<const char*>(v + r * stride); }
-  const float* KRow(int64_t r, float*) const { return k + r * stride; }
-  // Rows [r, r + n) of V; *row_stride gets their stride in floats.
-  const float* VRows(int64_t r, int64_t, float*, int64_t* row_stride) const {
-    *row_stride = stride;
-    return v + r * stride;
-  }
-};
-
-struct F16Rows {
-  static constexpr int kBytes = 2;
-  const uint8_t* k;
-  const uint8_t* v;
-  const int* rows;  // the n rows' indices
-  int64_t stride;   // bytes between rows
-  int d;
-  const char* VBytes(int64_t r) const { return reinterpret_cast<const char*>(v + rows[r] * stride); }
-  const float* KRow(int64_t r, float* buf) const {
-    HalfToFloatN(k + rows[r] * stride, buf, d);
-    return buf;
-  }
-  const float* VRows(int64_t r, int64_t n, float* buf, int64_t* row_stride) const {
-    for (int64_t i = 0; i < n; ++i) HalfToFloatN(v + rows[r + i] * stride, buf + i * d, d);
-    *row_stride = d;
-    return buf;
-  }
-};
 
 // AttendGroup's body, compiled twice: for the baseline ISA and for AVX2,
 // picked at run time. RowScores and AccumulateRows do the same float
 // operations in the same order at any vector width (no FMA contraction: the
 // AVX2 build does not enable FMA), so both give identical results, equal to
-// G passes of Dot and Axpy. Heads go four at a time (registers).
+// G passes of Dot and Axpy. Heads go four at a time (registers), key rows
+// two at a time.
 constexpr int64_t kRowBlock = 64;  // rows per pass of AccumulateRows (their V stays in L1 across column blocks)
 
 template <class Rows>
 __attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G, const Rows& src, int64_t n, int d,
-                                                           float scale, float* out, float* lse,
-                                                           float* kbuf, float* vbuf) {
+                                                           float scale, float* out, float* lse) {
   constexpr int64_t kChunk = 512;  // G x 512 scores stay in L1/L2
   const float kNegInf = -std::numeric_limits<float>::infinity();
   std::fill(out, out + size_t(G) * d, 0.0f);
@@ -282,15 +378,24 @@ __attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G
   if (size_t(G) > kStackHeads) m_heap.resize(G), l_heap.resize(G), m = m_heap.data(), l = l_heap.data();
   std::fill(m, m + G, kNegInf);
   std::fill(l, l + G, 0.0);
+  const typename Rows::Elem* vr[kRowBlock];
   for (int64_t c0 = 0; c0 < n; c0 += kChunk) {
     const int64_t cn = std::min(kChunk, n - c0);
-    for (int64_t r = 0; r < cn; ++r) {
-      // The V pass below reads this chunk's rows a column block at a time,
-      // which the hardware prefetcher does not follow: fetch them into L2
-      // now, while K streams (a chunk of f32 V is 256 KiB at d = 128).
-      const char* vr = src.VBytes(c0 + r);
-      for (int64_t b = 0; b < int64_t(d) * Rows::kBytes; b += 64) __builtin_prefetch(vr + b, 0, 2);
-      GroupRowScores(q, G, d, src.KRow(c0 + r, kbuf), scale, s + r, cs);
+    // The V pass below reads this chunk's rows a column block at a time,
+    // which the hardware prefetcher does not follow: fetch them into L2
+    // now, while K streams (a chunk of f32 V is 256 KiB at d = 128).
+    auto prefetch_v = [&](int64_t r) {
+      const char* p = reinterpret_cast<const char*>(src.V(c0 + r));
+      for (int64_t b = 0; b < int64_t(d) * Rows::kBytes; b += 64) __builtin_prefetch(p + b, 0, 2);
+    };
+    int64_t r = 0;
+    for (; r + 2 <= cn; r += 2) {  // two rows per pass over q
+      prefetch_v(r), prefetch_v(r + 1);
+      GroupRowScores2<Rows>(q, G, d, src.K(c0 + r), src.K(c0 + r + 1), scale, s + r, cs);
+    }
+    if (r < cn) {
+      prefetch_v(r);
+      GroupRowScores<Rows>(q, G, d, src.K(c0 + r), scale, s + r, cs);
     }
     for (int g = 0; g < G; ++g) {
       float* sg = s + size_t(g) * cs;
@@ -305,16 +410,15 @@ __attribute__((always_inline)) inline void AttendGroupBody(const float* q, int G
     }
     for (int64_t r0 = 0; r0 < cn; r0 += kRowBlock) {
       const int64_t rn = std::min(kRowBlock, cn - r0);
-      int64_t stride = 0;
-      const float* vr = src.VRows(c0 + r0, rn, vbuf, &stride);
+      for (int64_t i = 0; i < rn; ++i) vr[i] = src.V(c0 + r0 + i);
       for (int g0 = 0; g0 < G; g0 += 4) {
         const float* pg = s + size_t(g0) * cs + r0;
         float* og = out + size_t(g0) * d;
         switch (std::min(4, G - g0)) {
-          case 4: AccumulateRows<4>(pg, cs, vr, stride, rn, d, og); break;
-          case 3: AccumulateRows<3>(pg, cs, vr, stride, rn, d, og); break;
-          case 2: AccumulateRows<2>(pg, cs, vr, stride, rn, d, og); break;
-          default: AccumulateRows<1>(pg, cs, vr, stride, rn, d, og); break;
+          case 4: AccumulateRows<4, Rows>(pg, cs, vr, rn, d, og); break;
+          case 3: AccumulateRows<3, Rows>(pg, cs, vr, rn, d, og); break;
+          case 2: AccumulateRows<2, Rows>(pg, cs, vr, rn, d, og); break;
+          default: AccumulateRows<1, Rows>(pg, cs, vr, rn, d, og); break;
         }
       }
     }
@@ -338,40 +442,34 @@ __attribute__((target("avx2"))) void GroupScoresAvx2(const float* q, int G, cons
 }
 
 template <class Rows>
-__attribute__((target("avx2"))) void AttendGroupAvx2(const float* q, int G, const Rows& src, int64_t n, int d,
-                                                      float scale, float* out, float* lse, float* kbuf, float* vbuf) {
-  AttendGroupBody(q, G, src, n, d, scale, out, lse, kbuf, vbuf);
+__attribute__((target("avx2,f16c"))) void AttendGroupAvx2(const float* q, int G, const Rows& src, int64_t n, int d,
+                                                           float scale, float* out, float* lse) {
+  AttendGroupBody(q, G, src, n, d, scale, out, lse);
 }
 
 bool HasAvx2() {
-  static const bool has = __builtin_cpu_supports("avx2");
+  static const bool has = __builtin_cpu_supports("avx2") && HasF16c();
   return has;
 }
 #endif
-
-template <class Rows>
-void AttendGroupOf(const float* q, int G, const Rows& src, int64_t n, int d, float scale, float* out, float* lse,
-                   float* kbuf, float* vbuf) {
-#if defined(__x86_64__)
-  if (HasAvx2()) return AttendGroupAvx2(q, G, src, n, d, scale, out, lse, kbuf, vbuf);
-#endif
-  AttendGroupBody(q, G, src, n, d, scale, out, lse, kbuf, vbuf);
-}
 
 }  // namespace
 
 void AttendGroup(const float* q, int G, const float* k, const float* v, int64_t n, int d, int64_t stride,
                  float scale, float* out, float* lse) {
-  AttendGroupOf(q, G, F32Rows{k, v, stride}, n, d, scale, out, lse, nullptr, nullptr);
+  const F32Rows src{k, v, stride};
+#if defined(__x86_64__)
+  if (HasAvx2()) return AttendGroupAvx2(q, G, src, n, d, scale, out, lse);
+#endif
+  AttendGroupBody(q, G, src, n, d, scale, out, lse);
 }
 
 void AttendGroupHalfRows(const float* q, int G, const uint8_t* k, const uint8_t* v, const int* rows, int64_t n,
                          int d, int64_t row_bytes, float scale, float* out, float* lse) {
-  // One K row and one block of V rows, converted: per thread, reused.
-  thread_local std::vector<float> buf;
-  if (buf.size() < size_t(kRowBlock + 1) * d) buf.resize(size_t(kRowBlock + 1) * d);
-  AttendGroupOf(q, G, F16Rows{k, v, rows, row_bytes, d}, n, d, scale, out, lse, buf.data(),
-                buf.data() + d);
+#if defined(__x86_64__)
+  if (HasAvx2()) return AttendGroupAvx2(q, G, F16RowsF16c{{k, v, rows, row_bytes}}, n, d, scale, out, lse);
+#endif
+  AttendGroupBody(q, G, F16Rows{{k, v, rows, row_bytes}}, n, d, scale, out, lse);
 }
 
 void GroupScores(const float* q, int G, const float* k, int64_t n, int d, int64_t stride, float scale,

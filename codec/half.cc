@@ -34,6 +34,8 @@ const bool kHaveF16c = HaveF16c();
 
 }  // namespace
 
+bool HasF16c() { return kHaveF16c; }
+
 void HalfToFloatN(const uint8_t* src, float* dst, size_t n) {
   if (kHaveF16c) return HalfToFloatF16c(src, dst, n);
   HalfToFloatScalar(src, dst, n);

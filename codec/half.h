@@ -73,6 +73,9 @@ inline float Bf16ToFloat(uint16_t b) { return BitsFloat(static_cast<uint32_t>(b)
 // out quiet on the F16C path.
 void HalfToFloatN(const uint8_t* src, float* dst, size_t n);
 
+// Whether this CPU converts halves in hardware (x86-64 F16C, with AVX).
+bool HasF16c();
+
 }  // namespace kvrecall
 
 #endif  // KVRECALL_CODEC_HALF_H_
