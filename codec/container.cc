@@ -2,9 +2,11 @@
 
 #include <algorithm>
 
+#include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_format.h"
 #include "codec/bytes.h"
+#include "common/crc32c.h"
 #include "common/status.h"
 
 namespace kvrecall {
@@ -48,21 +50,56 @@ absl::Status CheckHeader(const BlockHeader& h) {
 uint64_t ChunkCount(uint64_t covered, int shift) { return (covered + (uint64_t{1} << shift) - 1) >> shift; }
 uint64_t AlignUp(uint64_t x, int shift) { return ChunkCount(x, shift) << shift; }
 
-uint32_t ChunkSum(const uint8_t* p, size_t n) { return static_cast<uint32_t>(Checksum64(p, n)); }
+uint32_t ChunkSum(const uint8_t* p, size_t n, bool crc) {
+  return crc ? Crc32c(p, n) : static_cast<uint32_t>(Checksum64(p, n));
+}
+
+absl::Status ChunkMismatch(uint64_t c, uint64_t begin, uint64_t end, uint32_t stored, uint32_t actual) {
+  return absl::DataLossError(absl::StrFormat("block chunk %d (bytes %d..%d) checksum mismatch: stored %08x, "
+                                             "computed %08x", c, begin, end, stored, actual));
+}
+
+// Verifies the chunks c[0, n) (any order) of the `covered` bytes at p. CRC32C
+// sums go four chunks at a time (Crc32c4), where the chunks are full.
+absl::Status VerifyChunkList(const uint8_t* p, uint64_t covered, const uint8_t* sums, int shift, bool crc,
+                             const uint64_t* c, size_t n, absl::FunctionRef<void(size_t)> before = [](size_t) {}) {
+  const uint64_t size = uint64_t{1} << shift;
+  size_t i = 0;
+  if (crc) {
+    for (; i + 4 <= n && ((c[i + 3] + 1) << shift) <= covered && ((c[i] + 1) << shift) <= covered &&
+           ((c[i + 1] + 1) << shift) <= covered && ((c[i + 2] + 1) << shift) <= covered;
+         i += 4) {
+      before(i);
+      const uint8_t* chunk[4] = {p + (c[i] << shift), p + (c[i + 1] << shift), p + (c[i + 2] << shift),
+                                 p + (c[i + 3] << shift)};
+      uint32_t actual[4];
+      Crc32c4(chunk, static_cast<size_t>(size), actual);
+      for (int k = 0; k < 4; ++k) {
+        const uint32_t stored = LoadLE<uint32_t>(sums + 4 * c[i + k]);
+        if (actual[k] != stored) {
+          return ChunkMismatch(c[i + k], c[i + k] << shift, (c[i + k] + 1) << shift, stored, actual[k]);
+        }
+      }
+    }
+  }
+  for (; i < n; ++i) {
+    before(i);
+    const uint64_t begin = c[i] << shift;
+    const uint32_t actual = ChunkSum(p + begin, static_cast<size_t>(std::min(size, covered - begin)), crc);
+    const uint32_t stored = LoadLE<uint32_t>(sums + 4 * c[i]);
+    if (actual != stored) return ChunkMismatch(c[i], begin, std::min(begin + size, covered), stored, actual);
+  }
+  return absl::OkStatus();
+}
 
 // Verifies chunks [first, last] of the `covered` bytes at p.
-absl::Status VerifyChunks(const uint8_t* p, uint64_t covered, const uint8_t* sums, int shift, uint64_t first,
-                          uint64_t last) {
-  const uint64_t size = uint64_t{1} << shift;
-  for (uint64_t c = first; c <= last; ++c) {
-    const uint64_t begin = c << shift;
-    const uint32_t actual = ChunkSum(p + begin, static_cast<size_t>(std::min(size, covered - begin)));
-    const uint32_t stored = LoadLE<uint32_t>(sums + 4 * c);
-    if (actual != stored) {
-      return absl::DataLossError(absl::StrFormat("block chunk %d (bytes %d..%d) checksum mismatch: stored %08x, "
-                                                 "computed %08x", c, begin, std::min(begin + size, covered), stored,
-                                                 actual));
-    }
+absl::Status VerifyChunks(const uint8_t* p, uint64_t covered, const uint8_t* sums, int shift, bool crc,
+                          uint64_t first, uint64_t last) {
+  uint64_t c[64];
+  for (uint64_t at = first; at <= last;) {
+    size_t n = 0;
+    for (; n < 64 && at <= last; ++n, ++at) c[n] = at;
+    RETURN_IF_ERROR(VerifyChunkList(p, covered, sums, shift, crc, c, n));
   }
   return absl::OkStatus();
 }
@@ -96,6 +133,7 @@ struct Structure {
   uint64_t total = 0;
   uint64_t covered = 0;
   int chunk_shift = 0;
+  bool crc = false;  // chunk sums are CRC32C
 };
 
 absl::StatusOr<Structure> ReadStructure(absl::Span<const uint8_t> bytes, BlockView* view) {
@@ -146,6 +184,9 @@ absl::StatusOr<Structure> ReadStructure(absl::Span<const uint8_t> bytes, BlockVi
                                               kMaxChunkShift, "]"));
     }
     st.chunk_shift = static_cast<int>(shift);
+    st.crc = (flags & kBlockFlagCrc32cChunkSums) != 0;
+  } else if (flags & kBlockFlagCrc32cChunkSums) {
+    return absl::DataLossError(absl::StrCat("block flags 0x", absl::Hex(flags), ": a chunk sum kind without chunks"));
   }
   const uint64_t end = st.total - kBlockTrailerBytes;  // sections (with their alignment) + chunk table
   uint64_t at = st.header_bytes;                        // where the next section starts
@@ -170,13 +211,14 @@ absl::StatusOr<Structure> ReadStructure(absl::Span<const uint8_t> bytes, BlockVi
   }
   view->bytes = bytes.first(static_cast<size_t>(st.total));
   view->chunk_sums = absl::Span<const uint8_t>(p + st.covered, static_cast<size_t>(table));
+  view->crc_chunk_sums = st.crc;
   return st;
 }
 
 // The header fields, once the header's bytes are verified.
 absl::Status ReadFields(const uint8_t* p, const Structure& st, BlockView* view) {
   const uint16_t flags = LoadLE<uint16_t>(p + kOffFlags);
-  if ((flags & ~(kBlockFlagChunkSums | kBlockFlagAlignedSections)) != 0 ||
+  if ((flags & ~(kBlockFlagChunkSums | kBlockFlagAlignedSections | kBlockFlagCrc32cChunkSums)) != 0 ||
       (!st.chunk_shift && LoadLE<uint32_t>(p + kOffReserved) != 0)) {
     return absl::DataLossError("block flags or reserved fields are not zero");
   }
@@ -230,7 +272,9 @@ absl::StatusOr<std::string> BuildBlock(const BlockHeader& header,
   StoreLE<uint16_t>(h + kOffVersion, kBlockFormatVersion);
   StoreLE<uint16_t>(h + kOffHeaderBytes, static_cast<uint16_t>(header_bytes));
   StoreLE<uint16_t>(h + kOffCodec, header.codec_id);
-  StoreLE<uint16_t>(h + kOffFlags, header.chunk_shift ? kBlockFlagChunkSums | kBlockFlagAlignedSections : 0);
+  StoreLE<uint16_t>(h + kOffFlags, header.chunk_shift
+                                        ? kBlockFlagChunkSums | kBlockFlagAlignedSections | kBlockFlagCrc32cChunkSums
+                                        : 0);
   StoreLE<uint32_t>(h + kOffSectionCount, static_cast<uint32_t>(sections.size()));
   StoreLE<uint64_t>(h + kOffTotalBytes, total);
   StoreLE<uint64_t>(h + kOffFingerprint, header.fingerprint.lo);
@@ -252,7 +296,7 @@ absl::StatusOr<std::string> BuildBlock(const BlockHeader& header,
   for (uint64_t c = 0; c < chunks; ++c) {
     const uint64_t begin = c << header.chunk_shift;
     const size_t len = static_cast<size_t>(std::min(uint64_t{1} << header.chunk_shift, covered - begin));
-    AppendLE<uint32_t>(&out, ChunkSum(reinterpret_cast<const uint8_t*>(out.data()) + begin, len));
+    AppendLE<uint32_t>(&out, ChunkSum(reinterpret_cast<const uint8_t*>(out.data()) + begin, len, /*crc=*/true));
   }
   AppendLE<uint64_t>(&out, Checksum64(out.data(), out.size()));
   return out;
@@ -270,7 +314,7 @@ absl::StatusOr<BlockView> VerifyWhole(const uint8_t* p, const Structure& st, Blo
         absl::StrFormat("block checksum mismatch: stored %016x, computed %016x", view.checksum, actual));
   }
   if (st.chunk_shift) {  // an accepted block is canonical: its chunk sums must be right, its gaps zero
-    RETURN_IF_ERROR(VerifyChunks(p, st.covered, view.chunk_sums.data(), st.chunk_shift, 0,
+    RETURN_IF_ERROR(VerifyChunks(p, st.covered, view.chunk_sums.data(), st.chunk_shift, st.crc, 0,
                                  ChunkCount(st.covered, st.chunk_shift) - 1));
     uint64_t gap = st.header_bytes;
     for (const absl::Span<const uint8_t>& sec : view.sections) {
@@ -302,7 +346,7 @@ absl::StatusOr<BlockView> ParseBlockForRows(absl::Span<const uint8_t> bytes) {
   const uint64_t end0 = view.sections.empty() ? st.header_bytes
                                               : static_cast<uint64_t>(view.sections[0].data() - p) +
                                                     view.sections[0].size();
-  RETURN_IF_ERROR(VerifyChunks(p, st.covered, view.chunk_sums.data(), st.chunk_shift, 0,
+  RETURN_IF_ERROR(VerifyChunks(p, st.covered, view.chunk_sums.data(), st.chunk_shift, st.crc, 0,
                                (std::max<uint64_t>(end0, 1) - 1) >> st.chunk_shift));
   RETURN_IF_ERROR(ReadFields(p, st, &view));
   view.partial = true;
@@ -334,15 +378,16 @@ absl::Status VerifyBlockRanges(const BlockView& view, absl::Span<const absl::Spa
     hi = last;
   }
   // Scattered rows are a walk of DRAM misses: ask for a few chunks ahead
-  // while hashing the current one.
+  // while hashing the current ones (up to four at a time).
   constexpr size_t kAhead = 8;
-  auto prefetch = [&](uint64_t c) { PrefetchChunk(view, covered, c); };
-  for (size_t i = 0; i < std::min(kAhead, chunks.size()); ++i) prefetch(chunks[i]);
-  for (size_t i = 0; i < chunks.size(); ++i) {
-    if (i + kAhead < chunks.size()) prefetch(chunks[i + kAhead]);
-    RETURN_IF_ERROR(VerifyChunks(p, covered, view.chunk_sums.data(), shift, chunks[i], chunks[i]));
-  }
-  return absl::OkStatus();
+  size_t asked = std::min(kAhead, chunks.size());
+  for (size_t i = 0; i < asked; ++i) PrefetchChunk(view, covered, chunks[i]);
+  return VerifyChunkList(p, covered, view.chunk_sums.data(), shift, view.crc_chunk_sums, chunks.data(),
+                         chunks.size(), [&](size_t i) {
+                           for (; asked < chunks.size() && asked < i + 4 + kAhead; ++asked) {
+                             PrefetchChunk(view, covered, chunks[asked]);
+                           }
+                         });
 }
 
 void PrefetchBlockRanges(const BlockView& view, absl::Span<const absl::Span<const uint8_t>> ranges) {

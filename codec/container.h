@@ -6,8 +6,8 @@
 //
 // The trailing checksum covers every byte before it, so any damaged byte of a
 // block is detected. A block may also carry chunk checksums (flag bit 0): the
-// low 32 bits of XXH3-64 of every 2^chunk_shift-byte chunk of header and
-// sections, so that a reader of a few rows (Gather, Attend) verifies exactly
+// CRC32C (flag bit 2; the low 32 bits of XXH3-64 in older blocks) of every
+// 2^chunk_shift-byte chunk of header and sections, so that a reader of a few rows (Gather, Attend) verifies exactly
 // the bytes it reads instead of hashing the whole block (ParseBlockForRows,
 // VerifyBlockRanges). ParseBlock() validates everything before returning and
 // never reads outside the given buffer; its errors name the problem:
@@ -40,6 +40,10 @@ inline constexpr uint16_t kBlockFlagChunkSums = 1;
 // boundary (zero bytes in between), so a row that is a multiple of a chunk
 // long covers whole chunks and a row read hashes only the bytes it decodes.
 inline constexpr uint16_t kBlockFlagAlignedSections = 2;
+// Set with kBlockFlagChunkSums (BuildBlock always sets it): the chunk sums are
+// CRC32C (common/crc32c.h). Without it they are the low 32 bits of XXH3-64,
+// as blocks written before 2026-11-24 have them; both are read.
+inline constexpr uint16_t kBlockFlagCrc32cChunkSums = 4;
 inline constexpr int kMinChunkShift = 8;   // 256-byte chunks
 inline constexpr int kMaxChunkShift = 16;  // 64 KiB
 
@@ -69,6 +73,7 @@ struct BlockView {
   bool partial = false;
   absl::Span<const uint8_t> bytes;       // the whole block
   absl::Span<const uint8_t> chunk_sums;  // u32 LE per chunk (chunk_shift != 0)
+  bool crc_chunk_sums = false;           // the sums are CRC32C (flag bit 2), else XXH3-64's low half
 };
 
 // Serializes a block. INVALID_ARGUMENT if the header is inconsistent (invalid

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include "codec/bytes.h"
+#include "common/crc32c.h"
 
 namespace kvrecall {
 namespace {
@@ -149,6 +150,60 @@ TEST(Container, ChunkSumsRoundTripAndVerifyOnlyWhatIsRead) {
     const absl::Span<const uint8_t> guarded(p, std::min<size_t>(256, table - chunk * 256));
     EXPECT_EQ(VerifyBlockRanges(*v, {guarded}).code(), absl::StatusCode::kDataLoss) << "flip at " << i;
   }
+}
+
+// New blocks carry CRC32C chunk sums (flag bit 2). Blocks written before,
+// with the low half of XXH3-64 and no bit 2, are still read and verified;
+// bit 2 without chunk sums, or sums of the other kind, are refused.
+TEST(Container, ChunkSumKinds) {
+  std::string big;
+  const std::string block = ChunkedBlock(&big);
+  auto* b = reinterpret_cast<const uint8_t*>(block.data());
+  EXPECT_EQ(LoadLE<uint16_t>(b + 10),
+            kBlockFlagChunkSums | kBlockFlagAlignedSections | kBlockFlagCrc32cChunkSums);
+  auto full = ParseBlock(AsBytes(block));
+  ASSERT_TRUE(full.ok()) << full.status();
+  EXPECT_TRUE(full->crc_chunk_sums);
+  const size_t table = full->chunk_sums.data() - b, chunks = full->chunk_sums.size() / 4;
+  for (size_t c = 0; c < chunks; ++c) {
+    EXPECT_EQ(LoadLE<uint32_t>(b + table + 4 * c), Crc32c(b + 256 * c, std::min<size_t>(256, table - 256 * c))) << c;
+  }
+  auto reseal = [](std::string* x) {  // a valid trailer over the changed bytes
+    const uint64_t sum = Checksum64(x->data(), x->size() - kBlockTrailerBytes);
+    std::memcpy(&(*x)[x->size() - kBlockTrailerBytes], &sum, 8);
+  };
+  // The same block as written before: XXH3 chunk sums, flag bit 2 clear.
+  std::string old = block;
+  old[10] = static_cast<char>(kBlockFlagChunkSums | kBlockFlagAlignedSections);
+  for (size_t c = 0; c < chunks; ++c) {
+    const uint32_t x = static_cast<uint32_t>(Checksum64(old.data() + 256 * c, std::min<size_t>(256, table - 256 * c)));
+    std::memcpy(&old[table + 4 * c], &x, 4);
+  }
+  reseal(&old);
+  auto old_full = ParseBlock(AsBytes(old));
+  ASSERT_TRUE(old_full.ok()) << old_full.status();
+  EXPECT_FALSE(old_full->crc_chunk_sums);
+  EXPECT_EQ(old_full->header, full->header);
+  auto old_rows = ParseBlockForRows(AsBytes(old));
+  ASSERT_TRUE(old_rows.ok()) << old_rows.status();
+  EXPECT_TRUE(VerifyBlockRanges(*old_rows, {old_rows->sections[1]}).ok());
+  std::string old_bad = old;
+  old_bad[(old_rows->sections[1].data() - reinterpret_cast<const uint8_t*>(old.data())) + 700] ^= 4;
+  auto old_bad_rows = ParseBlockForRows(AsBytes(old_bad));
+  ASSERT_TRUE(old_bad_rows.ok());
+  EXPECT_EQ(VerifyBlockRanges(*old_bad_rows, {old_bad_rows->sections[1]}).code(), absl::StatusCode::kDataLoss);
+  // XXH3 sums under bit 2 (or CRC sums without it) fail where they are checked.
+  std::string mixed = old;
+  mixed[10] = static_cast<char>(mixed[10] | kBlockFlagCrc32cChunkSums);
+  reseal(&mixed);
+  EXPECT_EQ(ParseBlock(AsBytes(mixed)).status().code(), absl::StatusCode::kDataLoss);
+  // Bit 2 alone, on a block without chunk sums.
+  std::string lone = SmallBlock();
+  lone[10] = static_cast<char>(kBlockFlagCrc32cChunkSums);
+  reseal(&lone);
+  const absl::Status s = ParseBlock(AsBytes(lone)).status();
+  EXPECT_EQ(s.code(), absl::StatusCode::kDataLoss);
+  EXPECT_NE(s.message().find("chunk sum kind"), std::string::npos) << s;
 }
 
 TEST(Container, BlocksWithoutChunkSumsAreVerifiedWholeForRows) {

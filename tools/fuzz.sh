@@ -21,13 +21,13 @@ ABSL_LIBS="-labsl_status -labsl_statusor -labsl_str_format_internal -labsl_strin
 
 # target -> sources (the fuzzer entry point first).
 declare -A SRCS=(
-  [container]="codec/container_fuzzer.cc codec/container.cc codec/kv_layout.cc codec/rope.cc common/hash.cc common/hash_avx2.cc"
+  [container]="codec/container_fuzzer.cc codec/container.cc codec/kv_layout.cc codec/rope.cc common/crc32c.cc common/hash.cc common/hash_avx2.cc"
   [codec]="codec/codec_fuzzer.cc codec/codec.cc codec/attention.cc codec/kivi.cc codec/gear.cc codec/squat.cc codec/commvq.cc
-    codec/group_quant.cc codec/half.cc codec/linalg.cc codec/container.cc codec/kv_layout.cc codec/rope.cc common/hash.cc common/hash_avx2.cc
+    codec/group_quant.cc codec/half.cc codec/linalg.cc codec/container.cc codec/kv_layout.cc codec/rope.cc common/crc32c.cc common/hash.cc common/hash_avx2.cc
     common/status.cc"
   [index]="index/index_fuzzer.cc index/retrieval_index.cc index/indexes.cc codec/codec.cc codec/attention.cc codec/kivi.cc codec/gear.cc
     codec/squat.cc codec/commvq.cc codec/group_quant.cc codec/half.cc codec/container.cc codec/linalg.cc codec/kv_layout.cc
-    codec/rope.cc common/hash.cc common/hash_avx2.cc common/status.cc"
+    codec/rope.cc common/crc32c.cc common/hash.cc common/hash_avx2.cc common/status.cc"
   [protocol]="store/protocol_fuzzer.cc store/protocol.cc common/hash.cc common/hash_avx2.cc"
 )
 
