@@ -73,10 +73,13 @@ int Run() {
   const int64_t cal_n = std::min<int64_t>(absl::GetFlag(FLAGS_train_tokens), n);
   std::vector<std::vector<float>> cal_kpre(H), cal_kpost(H), cal_qpre(H), cal_qpost(H);
   std::vector<float> dq_pre(size_t(steps) * H * G * d), dq_post(dq_pre.size());
+  std::vector<std::vector<int64_t>> needle_pos(H);  // per KV head: the generator's planted keys
+  std::vector<std::vector<int>> needle_head(H);     // and the query head each is aimed at
   for (int h = 0; h < H; ++h) {
     SyntheticConfig c = cfg;
     c.seed = 1;
     SyntheticHead gen(c, h);
+    needle_pos[h] = gen.needle_positions(), needle_head[h] = gen.needle_heads();
     std::vector<float> kp(size_t(n) * d), kq(kp.size()), vv(kp.size());
     cal_qpre[h].resize(size_t(cal_n) * G * d), cal_qpost[h].resize(cal_qpre[h].size());
     gen.Next(cal_n, kp.data(), kq.data(), vv.data(), cal_qpre[h].data(), cal_qpost[h].data());
@@ -128,6 +131,7 @@ int Run() {
     std::string mode;
     double step_ms = 0, select_ms = 0, fetch_ms = 0, attend_ms = 0, bytes = 0, rows = 0;
     double mass = 0, topk = 0, out_err = 0;
+    int needles = 0, needle_hits = 0;  // planted keys aimed at a query head, and those the step attended over
     double append_s = 0, block_bytes_per_token = 0, summary_bits = 0;
     double pending_rows = 0, layout_bytes_per_token = 0;  // --segment_blocks
     // Per step: the session's Step wall time and exact attention for the same
@@ -257,6 +261,10 @@ int Run() {
           r.mass += rc.mass_recall, r.topk += rc.topk_recall;
           r.out_err += RelativeError(exact_out.data() + qi * d, out.data() + (size_t(h) * G + g) * d, d);
         }
+        for (size_t i = 0; i < needle_pos[h].size(); ++i) {
+          ++r.needles;
+          r.needle_hits += std::binary_search(sel.begin(), sel.end(), needle_pos[h][i]) ? 1 : 0;
+        }
       }
       std::fprintf(stderr, "\r[longctx] %s: step %d / %d", r.mode.c_str(), step + 1, steps);
     }
@@ -309,9 +317,9 @@ int Run() {
                      : std::string("embedded store"),
       static_cast<long long>(absl::GetFlag(FLAGS_host_mib)));
   absl::StrAppend(&md, "| mode | step ms | select ms | fetch ms | attend+merge ms | rows fetched/step | bytes moved/step | "
-                       "vs gather | vs full KV read | mass recall | top-K recall | output rel err |\n"
-                       "|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-  std::string csv = "mode,step_ms,select_ms,fetch_ms,attend_ms,rows,bytes,mass_recall,topk_recall,out_err\n";
+                       "vs gather | vs full KV read | mass recall | top-K recall | output rel err | needles found |\n"
+                       "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  std::string csv = "mode,step_ms,select_ms,fetch_ms,attend_ms,rows,bytes,mass_recall,topk_recall,out_err,needle_hit_rate\n";
   const ModeResult* gather = nullptr;
   const ModeResult* attend = &results[0];
   for (const auto& r : results) (r.mode == "gather" ? gather : attend) = &r;
@@ -319,16 +327,17 @@ int Run() {
   for (const auto& r : results) {
     const std::string vs_gather =
         gather ? absl::StrFormat("1/%.0f", gather_bytes / std::max(1.0, r.bytes)) : std::string("–");
-    absl::StrAppend(&md, absl::StrFormat("| %s | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f | %s | 1/%.0f | %.3f | %.3f | %.3f |\n",
-                                         r.mode, r.step_ms, r.select_ms, r.fetch_ms, r.attend_ms, r.rows, r.bytes,
-                                         vs_gather, full_bytes / std::max(1.0, r.bytes),
-                                         r.mass, r.topk, r.out_err));
-    absl::StrAppend(&csv, absl::StrFormat("%s,%.3f,%.3f,%.3f,%.3f,%.0f,%.0f,%.5f,%.5f,%.5f\n", r.mode, r.step_ms,
-                                          r.select_ms, r.fetch_ms, r.attend_ms, r.rows, r.bytes, r.mass, r.topk, r.out_err));
+    absl::StrAppend(&md, absl::StrFormat(
+                             "| %s | %.1f | %.1f | %.1f | %.1f | %.0f | %.0f | %s | 1/%.0f | %.3f | %.3f | %.3f | %d/%d |\n",
+                             r.mode, r.step_ms, r.select_ms, r.fetch_ms, r.attend_ms, r.rows, r.bytes, vs_gather,
+                             full_bytes / std::max(1.0, r.bytes), r.mass, r.topk, r.out_err, r.needle_hits, r.needles));
+    absl::StrAppend(&csv, absl::StrFormat("%s,%.3f,%.3f,%.3f,%.3f,%.0f,%.0f,%.5f,%.5f,%.5f,%.4f\n", r.mode, r.step_ms,
+                                          r.select_ms, r.fetch_ms, r.attend_ms, r.rows, r.bytes, r.mass, r.topk,
+                                          r.out_err, r.needles ? double(r.needle_hits) / r.needles : 0.0));
   }
-  absl::StrAppend(&md, absl::StrFormat("| full attention (CPU, exact) | %.1f | – | – | %.1f | %.0f | %.0f | – | 1/1 | 1 | 1 | 0 |\n",
+  absl::StrAppend(&md, absl::StrFormat("| full attention (CPU, exact) | %.1f | – | – | %.1f | %.0f | %.0f | – | 1/1 | 1 | 1 | 0 | all |\n",
                                        full_ms, full_ms, double(n) * H, full_bytes));
-  absl::StrAppend(&csv, absl::StrFormat("full,%.3f,0,0,%.3f,%.0f,%.0f,1,1,0\n", full_ms, full_ms, double(n) * H, full_bytes));
+  absl::StrAppend(&csv, absl::StrFormat("full,%.3f,0,0,%.3f,%.0f,%.0f,1,1,0,1\n", full_ms, full_ms, double(n) * H, full_bytes));
   const ModeResult& a = *attend;
   std::vector<double> ratios;
   for (size_t i = 0; i < a.step_wall.size() && i < a.ref_wall.size(); ++i) ratios.push_back(a.step_wall[i] / a.ref_wall[i]);

@@ -47,6 +47,7 @@ ABSL_FLAG(int, commvq_stages, 2, "CommVQ scorer stages (12 bits each + a 16-bit 
 ABSL_FLAG(int, seeds, 3, "synthetic seeds");
 ABSL_FLAG(int, steps, 8, "decode steps (queries) per head");
 ABSL_FLAG(int, centroids, 4096, "A²ATS codebook size");
+ABSL_FLAG(double, a2ats_b, 2048, "A²ATS windowed-RoPE relative position b");
 ABSL_FLAG(int, train_tokens, 65536, "calibration tokens (keys and queries) per head");
 ABSL_FLAG(double, rope_scaling, 0,
           "RoPE position scaling of the synthetic heads; 0 = Llama-3.1-like max(1, tokens / 16384)");
@@ -62,6 +63,8 @@ double Us(Clock::time_point a, Clock::time_point b) { return std::chrono::durati
 struct Acc {
   double topk = 0, mass = 0, out = 0, search_us = 0, search_all_us = 0;
   int n = 0, timed = 0;
+  int needles = 0, needle_hits = 0;  // planted keys aimed at the query head, and those selected
+  std::map<int64_t, std::pair<int, int>> needle_by_distance;  // distance to the context's end -> (selected, total)
   double bits = 0;
 };
 
@@ -70,6 +73,8 @@ struct Head {
   KvLayout layout;
   std::vector<float> k_pre, k_post, v, cal_q_pre, cal_q_post, dq_pre, dq_post;
   int64_t cal = 0;
+  std::vector<int64_t> needle_pos;  // the generator's planted keys and the query head each is aimed at
+  std::vector<int> needle_head;
 };
 
 Head MakeHead(uint64_t seed, int kv_head, int n, int steps, int64_t train) {
@@ -91,6 +96,7 @@ Head MakeHead(uint64_t seed, int kv_head, int n, int steps, int64_t train) {
   gen.Next(n - h.cal, h.k_pre.data() + off, h.k_post.data() + off, h.v.data() + off, nullptr, nullptr);
   h.dq_pre.resize(size_t(steps) * h.g * h.d), h.dq_post.resize(h.dq_pre.size());
   gen.Next(steps, nullptr, nullptr, nullptr, h.dq_pre.data(), h.dq_post.data());
+  h.needle_pos = gen.needle_positions(), h.needle_head = gen.needle_heads();
   return h;
 }
 
@@ -115,6 +121,13 @@ void Measure(const Head& h, const std::vector<int64_t>& sel, const float* q_post
     const SelectionRecall r = ComputeSelectionRecall(p, ids);
     a->topk += r.topk_recall, a->mass += r.mass_recall, a->out += OutputError(q, h, sel);
     ++a->n;
+    for (size_t i = 0; i < h.needle_pos.size(); ++i) {
+      if (h.needle_head[i] != gq) continue;
+      const bool hit = std::binary_search(sel.begin(), sel.end(), h.needle_pos[i]);
+      ++a->needles, a->needle_hits += hit ? 1 : 0;
+      auto& [found, total] = a->needle_by_distance[h.n - h.needle_pos[i]];
+      found += hit ? 1 : 0, ++total;
+    }
   }
 }
 
@@ -166,7 +179,8 @@ int main(int argc, char** argv) {
             peer->train(h.cal, h.k_post.data());
             peer->add(h.n, h.k_post.data());
           } else {
-            std::string spec = m == "a2ats"    ? absl::StrCat("a2ats:centroids=", absl::GetFlag(FLAGS_centroids), ",iters=10")
+            std::string spec = m == "a2ats"    ? absl::StrCat("a2ats:centroids=", absl::GetFlag(FLAGS_centroids), ",iters=10,b=",
+                                                             absl::GetFlag(FLAGS_a2ats_b))
                                : m == "pq"     ? "pq:m=2,nbits=6"
                                : m == "commvq" ? absl::StrCat("commvq:iters=8,stages=", absl::GetFlag(FLAGS_commvq_stages))
                                                : m;
@@ -365,19 +379,27 @@ int main(int argc, char** argv) {
   }
 
   // Report.
-  std::string md = "| tokens | head | method | summary bits/token | K | top-K recall | mass recall | attn-out rel err | search µs/query head (1 thread) | all threads µs |\n|---|---|---|---|---|---|---|---|---|---|\n";
-  std::string csv = "tokens,head,method,bits,frac,topk_recall,mass_recall,out_err,search_us,search_all_us\n";
-  double last_mass = 0, last_us = 0;
+  std::string md = "| tokens | head | method | summary bits/token | K | top-K recall | mass recall | attn-out rel err | search µs/query head (1 thread) | all threads µs | needles found |\n|---|---|---|---|---|---|---|---|---|---|---|\n";
+  std::string csv = "tokens,head,method,bits,frac,topk_recall,mass_recall,out_err,search_us,search_all_us,needle_hit_rate\n";
   for (const auto& [key, a] : res) {
     const auto& [n, kind, m, f] = key;
     if (a.n == 0) continue;
     const double topk = a.topk / a.n, mass = a.mass / a.n, out = a.out / a.n, us = a.search_us / a.timed,
                  all = a.search_all_us / a.timed;
-    absl::StrAppend(&md, absl::StrFormat("| %d | %s | %s | %.0f | %.0f%% | %.3f | %.3f | %.4f | %.0f | %s |\n", n,
+    const double needle_rate = a.needles ? double(a.needle_hits) / a.needles : 0;
+    if (a.needles > 0) {  // which planted keys were found, by their distance from the decode queries
+      std::string by = absl::StrFormat("[retrieval] %d tokens, %s, %s, K %.0f%%: needles found by distance:", n,
+                                       kind == 0 ? "peaky" : "flat", m, f * 100);
+      for (const auto& [dist, ft] : a.needle_by_distance) absl::StrAppend(&by, " ", dist, ":", ft.first, "/", ft.second);
+      std::fprintf(stderr, "%s\n", by.c_str());
+    }
+    absl::StrAppend(&md, absl::StrFormat("| %d | %s | %s | %.0f | %.0f%% | %.3f | %.3f | %.4f | %.0f | %s | %d/%d |\n", n,
                                          kind == 0 ? "peaky" : "flat", m, a.bits, f * 100, topk, mass, out, us,
-                                         a.search_all_us > 0 ? absl::StrFormat("%.0f", all) : "–"));
-    absl::StrAppend(&csv, absl::StrFormat("%d,%s,%s,%.1f,%.4f,%.5f,%.5f,%.5f,%.1f,%.1f\n", n, kind == 0 ? "peaky" : "flat",
-                                          m, a.bits, f, topk, mass, out, us, all));
+                                         a.search_all_us > 0 ? absl::StrFormat("%.0f", all) : "–", a.needle_hits,
+                                         a.needles));
+    absl::StrAppend(&csv, absl::StrFormat("%d,%s,%s,%.1f,%.4f,%.5f,%.5f,%.5f,%.1f,%.1f,%.4f\n", n,
+                                          kind == 0 ? "peaky" : "flat", m, a.bits, f, topk, mass, out, us, all,
+                                          needle_rate));
   }
   if (!real.empty()) {
     absl::StrAppend(&md, "\n**stories260K traces** (", ns, " stories, 5 layers x 4 KV heads, head_dim 8; queries of each story's ",
