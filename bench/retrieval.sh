@@ -18,6 +18,8 @@ bazel run -c opt --ui_event_filters=-info --noshow_progress //bench:retrieval --
   echo "- metrics: top-K recall |S ∩ TopK(p)| / |S| and attention-mass recall Σ_{i∈S} p_i per query head (p = exact"
   echo "  attention), and the relative error of exact attention over S vs over all tokens; latency per query head"
   echo "  (scoring + top-K for ours, \`search\` for FAISS), one thread; FAISS also with all threads."
+  echo "- needles found: (needle, decode query) pairs whose planted key (8 per KV head, each aimed at one query head)"
+  echo "  is in the selection; the run's log lists them per needle by distance."
   echo "- peers: FAISS IndexPQ (M=2 x 6 bits = 12-bit codes, inner product) and IndexIVFPQ (1024 lists, nprobe 64, same"
   echo "  codes) over the same post-RoPE keys; \`pq\` is the PQCache-style scorer on FAISS's ProductQuantizer; \`commvq\` is"
   echo "  the CommVQ key codebook (2 RoPE-commutative stages of 12 bits + a 16-bit norm) scored from codes with each token's"
