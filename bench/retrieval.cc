@@ -35,6 +35,7 @@
 #include "absl/strings/str_split.h"
 #include "codec/attention.h"
 #include "codec/metrics.h"
+#include "codec/rope.h"
 #include "codec/synthetic_kv.h"
 #include "common/shared_data.h"
 #include "engine/eval.h"
@@ -42,7 +43,7 @@
 
 ABSL_FLAG(std::string, tokens, "32768,131072", "synthetic context lengths");
 ABSL_FLAG(std::string, topk, "0.01,0.03,0.1", "K as fractions of the context");
-ABSL_FLAG(std::string, method, "", "one method only (oracle, a2ats, quest, pq, commvq, faiss_pq, faiss_ivfpq)");
+ABSL_FLAG(std::string, method, "", "one method only (oracle, a2ats, quest, pq, commvq, faiss_pq, faiss_ivfpq; or wrope: A²ATS without its quantizer)");
 ABSL_FLAG(int, commvq_stages, 2, "CommVQ scorer stages (12 bits each + a 16-bit norm per token)");
 ABSL_FLAG(int, seeds, 3, "synthetic seeds");
 ABSL_FLAG(int, steps, 8, "decode steps (queries) per head");
@@ -183,6 +184,7 @@ int main(int argc, char** argv) {
                                                              absl::GetFlag(FLAGS_a2ats_b))
                                : m == "pq"     ? "pq:m=2,nbits=6"
                                : m == "commvq" ? absl::StrCat("commvq:iters=8,stages=", absl::GetFlag(FLAGS_commvq_stages))
+                               : m == "wrope"  ? "oracle"
                                                : m;
             idx = std::move(*MakeRetrievalIndex(spec, h.layout));
             TrainingData t;
@@ -193,7 +195,11 @@ int main(int argc, char** argv) {
               std::fprintf(stderr, "%s: %s\n", m.c_str(), s.ToString().c_str());
               continue;
             }
-            if (absl::Status s = idx->Add(h.k_pre.data(), h.k_post.data(), h.n); !s.ok()) {
+            // wrope: A²ATS's score without its quantizer, (R_b q)·k over exact
+            // pre-RoPE keys (the oracle's dot product over pre-RoPE keys,
+            // given R_b-rotated queries): what windowed RoPE alone costs.
+            const float* added = m == "wrope" ? h.k_pre.data() : h.k_post.data();
+            if (absl::Status s = idx->Add(h.k_pre.data(), added, h.n); !s.ok()) {
               std::fprintf(stderr, "%s: %s\n", m.c_str(), s.ToString().c_str());
               continue;
             }
@@ -212,13 +218,22 @@ int main(int argc, char** argv) {
               std::vector<int64_t> sel;
               if (idx) {
                 auto s0 = Clock::now();
-                auto r = SelectTokens(*idx, qp, qq, h.g, n - 1, cfg);
+                std::vector<float> rotated;
+                const float* qs = qq;  // the queries the index scores with
+                if (m == "wrope") {
+                  rotated.assign(qp, qp + size_t(h.g) * h.d);
+                  for (int gq = 0; gq < h.g; ++gq) {
+                    ApplyRope(rotated.data() + size_t(gq) * h.d, h.layout, absl::GetFlag(FLAGS_a2ats_b));
+                  }
+                  qs = rotated.data();
+                }
+                auto r = SelectTokens(*idx, qp, qs, h.g, n - 1, cfg);
                 a.search_us += Us(s0, Clock::now()) / h.g;
                 sel = *r;
                 SelectionConfig all = cfg;
                 all.threads = 0;
                 s0 = Clock::now();
-                auto r2 = SelectTokens(*idx, qp, qq, h.g, n - 1, all);
+                auto r2 = SelectTokens(*idx, qp, qs, h.g, n - 1, all);
                 a.search_all_us += Us(s0, Clock::now()) / h.g;
                 if (!r2.ok() || *r2 != sel) std::fprintf(stderr, "%s: threaded selection differs\n", m.c_str());
               } else {
