@@ -45,6 +45,7 @@ ABSL_FLAG(std::string, codec, "f16", "codec of the offloaded blocks (a stateless
 ABSL_FLAG(int, window, 512, "recent-token window");
 ABSL_FLAG(int64_t, host_mib, 256, "host tier of the embedded store (MiB)");
 ABSL_FLAG(int, centroids, 4096, "A²ATS codebook size");
+ABSL_FLAG(int, outliers, 0, "A²ATS outlier slots: codes that each hold one key no centroid stands for (0 = none)");
 ABSL_FLAG(int64_t, train_tokens, 65536, "calibration tokens");
 ABSL_FLAG(bool, server, false,
           "keep the KV in a kvrecall-server child process on loopback (UCX) instead of the embedded store");
@@ -197,7 +198,8 @@ int Run() {
     RetrievalSessionOptions o;
     o.sequence_id = "longctx-" + r.mode;
     o.layout = l;
-    o.index = absl::StrCat("a2ats:centroids=", absl::GetFlag(FLAGS_centroids), ",iters=10,b=2048,seed=1");
+    o.index = absl::StrCat("a2ats:centroids=", absl::GetFlag(FLAGS_centroids), ",iters=10,b=2048,seed=1,outliers=",
+                           absl::GetFlag(FLAGS_outliers));
     o.block_tokens = absl::GetFlag(FLAGS_block);
     o.segment_blocks = absl::GetFlag(FLAGS_segment_blocks);
     o.codec = absl::GetFlag(FLAGS_codec);
@@ -302,7 +304,7 @@ int Run() {
   }
   std::string md = absl::StrFormat(
       "Sequence: %lld tokens, %d KV heads x 4 query heads, head_dim %d, one layer; blocks of %d tokens of one KV head "
-      "(codec %s)%s, window %d + 4 sinks local; A²ATS %d centroids (12-bit codes) per KV head; top-K = %.1f%% of the "
+      "(codec %s)%s, window %d + 4 sinks local; A²ATS %d centroids (12-bit codes)%s per KV head; top-K = %.1f%% of the "
       "offloaded tokens per query head, unioned over the KV head's 4 query heads; rows = (KV head, token) pairs; "
       "%s: %lld MiB host tier + SSD tier.\n\n",
       static_cast<long long>(n), H, d, absl::GetFlag(FLAGS_block), absl::GetFlag(FLAGS_codec),
@@ -311,7 +313,10 @@ int Run() {
                             "are attended on the client)", absl::GetFlag(FLAGS_segment_blocks))
           : std::string(", in time order"),
       absl::GetFlag(FLAGS_window),
-      absl::GetFlag(FLAGS_centroids), 100 * absl::GetFlag(FLAGS_topk),
+      absl::GetFlag(FLAGS_centroids),
+      absl::GetFlag(FLAGS_outliers) > 0 ? absl::StrCat(", ", absl::GetFlag(FLAGS_outliers), " of them outlier slots")
+                                        : std::string(),
+      100 * absl::GetFlag(FLAGS_topk),
       server.pid > 0 ? absl::StrCat("a kvrecall-server process over UCX on loopback (UCX_TLS=",
                                     std::getenv("UCX_TLS") ? std::getenv("UCX_TLS") : "UCX's choice", ")")
                      : std::string("embedded store"),

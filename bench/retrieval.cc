@@ -49,6 +49,7 @@ ABSL_FLAG(int, seeds, 3, "synthetic seeds");
 ABSL_FLAG(int, steps, 8, "decode steps (queries) per head");
 ABSL_FLAG(int, centroids, 4096, "A²ATS codebook size");
 ABSL_FLAG(double, a2ats_b, 2048, "A²ATS windowed-RoPE relative position b");
+ABSL_FLAG(int, a2ats_outliers, 0, "A²ATS outlier slots (codes that hold one outlier key each; 0 = none)");
 ABSL_FLAG(int, train_tokens, 65536, "calibration tokens (keys and queries) per head");
 ABSL_FLAG(double, rope_scaling, 0,
           "RoPE position scaling of the synthetic heads; 0 = Llama-3.1-like max(1, tokens / 16384)");
@@ -181,7 +182,8 @@ int main(int argc, char** argv) {
             peer->add(h.n, h.k_post.data());
           } else {
             std::string spec = m == "a2ats"    ? absl::StrCat("a2ats:centroids=", absl::GetFlag(FLAGS_centroids), ",iters=10,b=",
-                                                             absl::GetFlag(FLAGS_a2ats_b))
+                                                             absl::GetFlag(FLAGS_a2ats_b), ",outliers=",
+                                                             absl::GetFlag(FLAGS_a2ats_outliers))
                                : m == "pq"     ? "pq:m=2,nbits=6"
                                : m == "commvq" ? absl::StrCat("commvq:iters=8,stages=", absl::GetFlag(FLAGS_commvq_stages))
                                : m == "wrope"  ? "oracle"
@@ -206,6 +208,14 @@ int main(int argc, char** argv) {
             bits = idx->BitsPerToken();
           }
           std::fprintf(stderr, "  %s built in %.1f s\n", m.c_str(), Us(t0, Clock::now()) / 1e6);
+          if (const int slots = absl::GetFlag(FLAGS_a2ats_outliers); m == "a2ats" && slots > 0 && idx) {
+            const int first_slot = idx->num_codes() - slots;
+            int used = 0, needles = 0;
+            for (int64_t i = 0; i < idx->size(); ++i) used += idx->codes()[i] >= first_slot ? 1 : 0;
+            for (int64_t p : h.needle_pos) needles += idx->codes()[p] >= first_slot ? 1 : 0;
+            std::fprintf(stderr, "  a2ats outlier slots: %d of %d used, %d of %zu needles in them\n", used, slots,
+                         needles, h.needle_pos.size());
+          }
           for (double f : fracs) {
             Acc& a = res[{n, kind, m, f}];
             a.bits = bits;

@@ -17,10 +17,11 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)LoadRetrievalIndex(in);
   if (size < 1) return 0;
   const char* specs[] = {"oracle", "a2ats:b=64,centroids=4,iters=1,seed=1", "quest:page=4", "pq:m=2,nbits=4",
-                         "commvq:digit=2,iters=1,seed=1,stages=2,train=8192"};
+                         "commvq:digit=2,iters=1,seed=1,stages=2,train=8192",
+                         "a2ats:b=64,centroids=4,iters=1,seed=1,outliers=2"};
   KvLayout l;
   l.num_layers = 1, l.num_q_heads = 1, l.num_kv_heads = 1, l.head_dim = 8;
-  const std::string spec = specs[data[0] % 5];
+  const std::string spec = specs[data[0] % 6];
   std::string out;
   AppendLE<uint32_t>(&out, 0x4952564bu);
   AppendLE<uint16_t>(&out, 1);

@@ -126,18 +126,29 @@ class OracleIndex final : public RetrievalIndex {
 // A²ATS: pre-RoPE keys, queries rotated by a fixed relative position b
 // (windowed RoPE), k-means in the space whitened by H = E[q̃q̃ᵀ] = L Lᵀ, one
 // code per token, scores from a per-query table over the centroids.
+//
+// Outlier slots (`outliers=R`, default 0): k-means trains k − R centroids and
+// the last R codes are slots of the sequence. A key whose whitened distance
+// to its nearest centroid is beyond every calibration key's takes the next
+// free slot, which then holds that key itself: its score is exact (under the
+// windowed RoPE) instead of its centroid's. Planted needles and other keys
+// no centroid stands for are such keys. Slots fill first come, first served;
+// once full, outliers get their centroid's code as before. The codes stay
+// k-ary, so tables, code histograms and code-sorted storage work unchanged;
+// Reset empties the slots.
 class A2atsIndex final : public RetrievalIndex {
  public:
-  A2atsIndex(const KvLayout& l, int centroids, double b, int iters, uint64_t seed)
-      : layout_(l), d_(l.head_dim), k_(centroids), b_(b), iters_(iters), seed_(seed) {}
+  A2atsIndex(const KvLayout& l, int centroids, double b, int iters, uint64_t seed, int outliers)
+      : layout_(l), d_(l.head_dim), k_(centroids), b_(b), iters_(iters), seed_(seed), slots_(outliers) {}
   std::string name() const override { return "a2ats"; }
   int dim() const override { return d_; }
   bool trained() const override { return !centroids_.empty(); }
 
   absl::Status Train(const TrainingData& t) override {
     if (t.dim != d_) return absl::InvalidArgumentError(absl::StrCat("a2ats: training dim ", t.dim, " != ", d_));
-    if (t.num_keys < k_) {
-      return absl::InvalidArgumentError(absl::StrCat("a2ats: ", t.num_keys, " training keys for ", k_, " centroids"));
+    const int kt = k_ - slots_;  // trained centroids
+    if (t.num_keys < kt) {
+      return absl::InvalidArgumentError(absl::StrCat("a2ats: ", t.num_keys, " training keys for ", kt, " centroids"));
     }
     if (t.num_queries < 1) return absl::InvalidArgumentError("a2ats: calibration needs queries");
     RETURN_IF_ERROR(CheckFinite(t.k_pre, t.num_keys, d_, "training keys"));
@@ -160,12 +171,20 @@ class A2atsIndex final : public RetrievalIndex {
       cp.seed = static_cast<int>(seed_);
       cp.max_points_per_centroid = 256;
       cp.verbose = false;
-      faiss::Clustering km(d_, k_, cp);
+      faiss::Clustering km(d_, kt, cp);
       faiss::IndexFlatL2 assign(d_);
       km.train(t.num_keys, w.data(), assign);
       centroids_ = km.centroids;
+      centroids_.resize(size_t(k_) * d_, 0.0f);  // empty slots
       quantizer_ = std::make_unique<faiss::IndexFlatL2>(d_);
-      quantizer_->add(k_, centroids_.data());
+      quantizer_->add(kt, centroids_.data());
+      outlier_dist_ = 0, slots_used_ = 0;
+      if (slots_ > 0) {  // the farthest any calibration key lies from its centroid
+        std::vector<float> dist(t.num_keys);
+        std::vector<faiss::Index::idx_t> ids(t.num_keys);
+        quantizer_->search(t.num_keys, w.data(), 1, dist.data(), ids.data());
+        outlier_dist_ = *std::max_element(dist.begin(), dist.end());
+      }
     } catch (const faiss::FaissException& e) {
       return FromFaiss(e, "a2ats k-means");
     }
@@ -183,7 +202,15 @@ class A2atsIndex final : public RetrievalIndex {
     } catch (const faiss::FaissException& e) {
       return FromFaiss(e, "a2ats encode");
     }
-    for (int64_t i = 0; i < n; ++i) codes_.push_back(static_cast<uint16_t>(ids[i]));
+    for (int64_t i = 0; i < n; ++i) {
+      if (slots_used_ < slots_ && dist[i] > outlier_dist_) {  // the key itself becomes a code
+        const int c = k_ - slots_ + slots_used_++;
+        std::copy_n(w.data() + i * d_, d_, centroids_.data() + size_t(c) * d_);
+        codes_.push_back(static_cast<uint16_t>(c));
+      } else {
+        codes_.push_back(static_cast<uint16_t>(ids[i]));
+      }
+    }
     return absl::OkStatus();
   }
 
@@ -214,11 +241,16 @@ class A2atsIndex final : public RetrievalIndex {
   }
 
   int64_t size() const override { return static_cast<int64_t>(codes_.size()); }
-  void Reset() override { codes_.clear(); }
+  void Reset() override {
+    codes_.clear();
+    if (trained()) std::fill(centroids_.begin() + size_t(k_ - slots_) * d_, centroids_.end(), 0.0f);
+    slots_used_ = 0;
+  }
   double BitsPerToken() const override { return std::ceil(std::log2(double(k_))); }
   int64_t FixedBytes() const override { return int64_t(k_) * d_ * 2 + int64_t(d_) * d_ * 4; }
   std::string spec() const override {
-    return absl::StrCat("a2ats:b=", b_, ",centroids=", k_, ",iters=", iters_, ",seed=", seed_);
+    return absl::StrCat("a2ats:b=", b_, ",centroids=", k_, ",iters=", iters_, ",seed=", seed_,
+                        slots_ > 0 ? absl::StrCat(",outliers=", slots_) : "");
   }
   void SaveState(std::string* out) const override {
     AppendLE<uint64_t>(out, trained() ? 1 : 0);
@@ -227,6 +259,10 @@ class A2atsIndex final : public RetrievalIndex {
     AppendArray(out, centroids_);
     AppendLE<uint64_t>(out, codes_.size());
     AppendArray(out, codes_);
+    if (slots_ > 0) {  // only with outlier slots: v1 states of plain A²ATS are unchanged
+      AppendLE<float>(out, outlier_dist_);
+      AppendLE<uint64_t>(out, static_cast<uint64_t>(slots_used_));
+    }
   }
   absl::Status LoadState(absl::string_view state) override {
     StateReader r(state);
@@ -240,12 +276,15 @@ class A2atsIndex final : public RetrievalIndex {
       l_.clear(), centroids_.clear(), codes_.clear(), quantizer_.reset();
       return absl::OkStatus();
     }
+    std::vector<float> outlier_dist(1, 0.0f);
+    uint64_t used = 0;
     if (!r.Array(&l, uint64_t(d_) * d_) || !r.Array(&c, uint64_t(k_) * d_) || !r.U64(&n) || !r.Array(&codes, n) ||
-        !r.done()) {
+        (slots_ > 0 && (!r.Array(&outlier_dist, 1) || !r.U64(&used))) || !r.done()) {
       return BadState("a2ats");
     }
-    for (uint16_t code : codes) {
-      if (code >= k_) return BadState("a2ats");
+    if (used > uint64_t(slots_) || !(outlier_dist[0] >= 0) || !std::isfinite(outlier_dist[0])) return BadState("a2ats");
+    for (uint16_t code : codes) {  // a slot's code only once it is filled
+      if (code >= k_ - slots_ + used) return BadState("a2ats");
     }
     for (int i = 0; i < d_; ++i) {
       if (!(l[size_t(i) * d_ + i] > 0) || !std::isfinite(l[size_t(i) * d_ + i])) return BadState("a2ats");
@@ -255,9 +294,10 @@ class A2atsIndex final : public RetrievalIndex {
     }
     RETURN_IF_ERROR(CheckFinite(c.data(), k_, d_, "stored centroids"));
     l_ = std::move(l), centroids_ = std::move(c), codes_ = std::move(codes);
+    outlier_dist_ = outlier_dist[0], slots_used_ = static_cast<int>(used);
     try {
       quantizer_ = std::make_unique<faiss::IndexFlatL2>(d_);
-      quantizer_->add(k_, centroids_.data());
+      quantizer_->add(k_ - slots_, centroids_.data());
     } catch (const faiss::FaissException& e) {
       return FromFaiss(e, "a2ats load");
     }
@@ -304,9 +344,11 @@ class A2atsIndex final : public RetrievalIndex {
   int iters_;
   uint64_t seed_;
   std::vector<double> l_;        // [d][d] lower Cholesky factor of H
-  std::vector<float> centroids_; // [k][d] whitened
-  std::unique_ptr<faiss::IndexFlatL2> quantizer_;
+  std::vector<float> centroids_; // [k][d] whitened; the last slots_ are the outlier slots
+  std::unique_ptr<faiss::IndexFlatL2> quantizer_;  // the trained k − slots_
   std::vector<uint16_t> codes_;
+  int slots_ = 0, slots_used_ = 0;
+  float outlier_dist_ = 0;  // squared whitened distance past which a key is an outlier
 };
 
 // Quest: per page of `page` tokens, the channel-wise min and max of post-RoPE
@@ -656,8 +698,12 @@ absl::StatusOr<std::unique_ptr<RetrievalIndex>> MakeRetrievalIndex(const std::st
   } else if (name == "a2ats") {
     const int k = static_cast<int>(get("centroids", 4096));
     if (k < 2 || k > 65536) return absl::InvalidArgumentError("a2ats: centroids must be in [2, 65536]");
+    const double outliers = get("outliers", 0);
+    if (!(outliers >= 0 && outliers <= k / 2) || outliers != std::floor(outliers)) {
+      return absl::InvalidArgumentError("a2ats: outliers must be a whole number in [0, centroids / 2]");
+    }
     idx = std::make_unique<A2atsIndex>(layout, k, get("b", 2048), static_cast<int>(get("iters", 20)),
-                                       static_cast<uint64_t>(get("seed", 1)));
+                                       static_cast<uint64_t>(get("seed", 1)), static_cast<int>(outliers));
   } else if (name == "quest") {
     const int page = static_cast<int>(get("page", 16));
     if (page < 1 || page > 4096) return absl::InvalidArgumentError("quest: page must be in [1, 4096]");

@@ -1,11 +1,13 @@
 #include "index/retrieval_index.h"
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 
 #include <gtest/gtest.h>
 
 #include "codec/metrics.h"
+#include "codec/rope.h"
 #include "codec/synthetic_kv.h"
 
 namespace kvrecall {
@@ -205,7 +207,8 @@ TEST(Retrieval, BadInputsAreClearErrors) {
   std::vector<float> bad_keys(s.d, INFINITY);
   EXPECT_EQ(trained->Add(bad_keys.data(), bad_keys.data(), 1).code(), absl::StatusCode::kInvalidArgument);
   for (const char* spec : {"nope", "a2ats:centroids=1", "pq:m=3", "quest:page=0", "a2ats:color=1", "a2ats:k",
-                           "commvq:stages=0", "commvq:digit=9"}) {
+                           "commvq:stages=0", "commvq:digit=9", "a2ats:centroids=64,outliers=33",
+                           "a2ats:centroids=64,outliers=1.5", "a2ats:centroids=64,outliers=-1"}) {
     EXPECT_EQ(MakeRetrievalIndex(spec, s.layout).status().code(), absl::StatusCode::kInvalidArgument) << spec;
   }
   // K larger than the context is clamped, an empty sequence selects nothing.
@@ -225,17 +228,23 @@ namespace {
 
 TEST(Retrieval, SerializationRoundTripsAndRejectsDamage) {
   const Sequence s = MakeSequence(4, 0, 1024, 1);
-  for (const char* spec : {"oracle", "a2ats:centroids=32,iters=4", "quest:page=16", "pq:m=4,nbits=4",
-                           "commvq:stages=2,digit=3,iters=2"}) {
+  for (const char* spec : {"oracle", "a2ats:centroids=32,iters=4", "a2ats:centroids=32,iters=4,outliers=4",
+                           "quest:page=16", "pq:m=4,nbits=4", "commvq:stages=2,digit=3,iters=2"}) {
     auto idx = Build(spec, s);
+    if (std::string(spec).find("outliers") != std::string::npos) {  // fill a slot, so the state carries one
+      std::vector<float> far(s.k_pre.begin(), s.k_pre.begin() + s.d);
+      for (float& x : far) x *= 40;
+      ASSERT_TRUE(idx->Add(far.data(), far.data(), 1).ok());
+      ASSERT_GE(idx->codes()[idx->size() - 1], 28);
+    }
     const std::string bytes = SerializeRetrievalIndex(*idx, s.layout);
     auto back = LoadRetrievalIndex(bytes);
     ASSERT_TRUE(back.ok()) << spec << ": " << back.status();
     EXPECT_EQ((*back)->spec(), idx->spec());
     EXPECT_EQ((*back)->size(), idx->size());
     std::vector<float> a(idx->size()), b(idx->size());
-    ASSERT_TRUE(idx->Score(s.dq_pre.data(), s.dq_post.data(), s.n, absl::MakeSpan(a)).ok());
-    ASSERT_TRUE((*back)->Score(s.dq_pre.data(), s.dq_post.data(), s.n, absl::MakeSpan(b)).ok());
+    ASSERT_TRUE(idx->Score(s.dq_pre.data(), s.dq_post.data(), idx->size(), absl::MakeSpan(a)).ok());
+    ASSERT_TRUE((*back)->Score(s.dq_pre.data(), s.dq_post.data(), idx->size(), absl::MakeSpan(b)).ok());
     EXPECT_EQ(a, b) << spec;
     for (size_t len : {size_t{0}, size_t{11}, bytes.size() / 2, bytes.size() - 1}) {
       EXPECT_EQ(LoadRetrievalIndex(bytes.substr(0, len)).status().code(), absl::StatusCode::kDataLoss) << spec << len;
@@ -455,6 +464,66 @@ TEST(CodeSortedLayout, BadInputsAreClearErrors) {
   ASSERT_TRUE(layout.Select(index, nullptr, q, 1, 12, 3, &picks).ok());
   EXPECT_EQ(picks.rows, (std::vector<int64_t>{0, 1, 2}));
   EXPECT_TRUE(picks.pending.empty());
+}
+
+}  // namespace
+}  // namespace kvrecall
+
+namespace kvrecall {
+namespace {
+
+// A²ATS with outlier slots: a key past every calibration key's distance to
+// its centroid gets a code of its own, scored exactly under windowed RoPE.
+TEST(Retrieval, A2atsOutlierSlotsScoreFarKeysExactly) {
+  const Sequence full = MakeSequence(5, 0, 2048, 1);
+  const int k = 64, slots = 8;
+  auto plain = Build("a2ats:centroids=64,iters=4", full);
+  auto slotted = Build("a2ats:centroids=64,iters=4,outliers=8", full);
+  EXPECT_EQ(slotted->spec(), "a2ats:b=2048,centroids=64,iters=4,seed=1,outliers=8");
+  EXPECT_EQ(slotted->num_codes(), k);
+  // The calibration keys (the first half) never take a slot; keep only them.
+  for (int64_t i = 0; i < full.n / 2; ++i) ASSERT_LT(slotted->codes()[i], k - slots) << i;
+  Sequence s = full;
+  s.n = full.n / 2;
+  plain->Reset(), slotted->Reset();
+  ASSERT_TRUE(plain->Add(s.k_pre.data(), s.k_post.data(), s.n).ok());
+  ASSERT_TRUE(slotted->Add(s.k_pre.data(), s.k_post.data(), s.n).ok());
+  for (int64_t i = 0; i < s.n; ++i) ASSERT_LT(slotted->codes()[i], k - slots) << i;
+  // A key far along the first decode query's direction: plainly an outlier.
+  std::vector<float> q(s.dq_pre.begin(), s.dq_pre.begin() + s.d), far(s.k_pre.begin(), s.k_pre.begin() + s.d);
+  double qn = 0;
+  for (float x : q) qn += double{x} * x;
+  for (int i = 0; i < s.d; ++i) far[i] += static_cast<float>(30.0 * q[i] / std::sqrt(qn));
+  ASSERT_TRUE(plain->Add(far.data(), far.data(), 1).ok());
+  ASSERT_TRUE(slotted->Add(far.data(), far.data(), 1).ok());
+  EXPECT_EQ(slotted->codes()[s.n], k - slots);  // the first slot
+  std::vector<float> rq = q;
+  ApplyRope(rq.data(), s.layout, 2048);
+  double exact = 0;
+  for (int i = 0; i < s.d; ++i) exact += double{rq[i]} * far[i];
+  exact /= std::sqrt(double(s.d));
+  std::vector<float> a(s.n + 1), b(s.n + 1);
+  ASSERT_TRUE(plain->Score(q.data(), nullptr, s.n, absl::MakeSpan(a)).ok());
+  ASSERT_TRUE(slotted->Score(q.data(), nullptr, s.n, absl::MakeSpan(b)).ok());
+  EXPECT_NEAR(b[s.n], exact, 1e-3 * std::abs(exact) + 1e-3);
+  EXPECT_GT(std::abs(a[s.n] - exact), 10 * std::abs(b[s.n] - exact));
+  // Slots fill first come, first served; once full, outliers get centroids.
+  for (int j = 1; j <= slots; ++j) {
+    std::vector<float> more = far;
+    for (float& x : more) x *= 1.0f + 0.1f * j;
+    ASSERT_TRUE(slotted->Add(more.data(), more.data(), 1).ok());
+    const int code = slotted->codes()[slotted->size() - 1];
+    if (j < slots) {
+      EXPECT_EQ(code, k - slots + j);
+    } else {
+      EXPECT_LT(code, k - slots);
+    }
+  }
+  // Reset empties the slots: the far key takes the first one again.
+  slotted->Reset();
+  ASSERT_TRUE(slotted->Add(s.k_pre.data(), s.k_post.data(), 16).ok());
+  ASSERT_TRUE(slotted->Add(far.data(), far.data(), 1).ok());
+  EXPECT_EQ(slotted->codes()[16], k - slots);
 }
 
 }  // namespace
