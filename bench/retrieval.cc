@@ -49,6 +49,7 @@ ABSL_FLAG(int, seeds, 3, "synthetic seeds");
 ABSL_FLAG(int, steps, 8, "decode steps (queries) per head");
 ABSL_FLAG(int, centroids, 4096, "A²ATS codebook size");
 ABSL_FLAG(double, a2ats_b, 2048, "A²ATS windowed-RoPE relative position b");
+ABSL_FLAG(int, head_pair, 0, "generator KV heads 2p (peaky) and 2p+1 (flat) of each seed");
 ABSL_FLAG(int, a2ats_outliers, 0, "A²ATS outlier slots (codes that hold one outlier key each; 0 = none)");
 ABSL_FLAG(int, train_tokens, 65536, "calibration tokens (keys and queries) per head");
 ABSL_FLAG(double, rope_scaling, 0,
@@ -161,7 +162,8 @@ int main(int argc, char** argv) {
     const int n = static_cast<int>(nt);
     for (int seed = 1; seed <= absl::GetFlag(FLAGS_seeds); ++seed) {
       for (int kind = 0; kind < 2; ++kind) {
-        const Head h = MakeHead(seed, kind, n, absl::GetFlag(FLAGS_steps), absl::GetFlag(FLAGS_train_tokens));
+        const Head h = MakeHead(seed, kind + 2 * absl::GetFlag(FLAGS_head_pair), n, absl::GetFlag(FLAGS_steps),
+                                absl::GetFlag(FLAGS_train_tokens));
         std::fprintf(stderr, "[retrieval] %d tokens, seed %d, %s head\n", n, seed, kind == 0 ? "peaky" : "flat");
         for (const std::string& m : methods) {
           std::unique_ptr<RetrievalIndex> idx;
