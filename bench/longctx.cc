@@ -314,7 +314,7 @@ int Run() {
           : std::string(", in time order"),
       absl::GetFlag(FLAGS_window),
       absl::GetFlag(FLAGS_centroids),
-      absl::GetFlag(FLAGS_outliers) > 0 ? absl::StrCat(", ", absl::GetFlag(FLAGS_outliers), " of them outlier slots")
+      absl::GetFlag(FLAGS_outliers) > 0 ? absl::StrCat(" + ", absl::GetFlag(FLAGS_outliers), " outlier slots (13-bit codes)")
                                         : std::string(),
       100 * absl::GetFlag(FLAGS_topk),
       server.pid > 0 ? absl::StrCat("a kvrecall-server process over UCX on loopback (UCX_TLS=",
@@ -351,11 +351,11 @@ int Run() {
       "step's wall time, %.1f ms median, divided by exact attention for the same step timed right after it, %.1f ms "
       "median, on %d threads, one KV head per thread at a time; %.1f ms on one thread, timed before the session; the "
       "table's full-attention row is the median of all modes' paired timings). Memory per token: "
-      "offloaded blocks %.0f B (all KV heads); GPU-resident summary %.0f bits per KV head (12-bit code)%s; append "
+      "offloaded blocks %.0f B (all KV heads); GPU-resident summary %.0f bits per KV head (one code)%s; append "
       "of the whole sequence %.1f s (%s run)%s%s.\n",
       a.mode, Median(ratios), static_cast<int>(ratios.size()), Median(a.step_wall), Median(a.ref_wall), ref_threads,
       one_thread_ms, a.block_bytes_per_token,
-      12.0,
+      std::ceil(std::log2(double(absl::GetFlag(FLAGS_centroids) + absl::GetFlag(FLAGS_outliers)))),
       absl::GetFlag(FLAGS_segment_blocks) > 0
           ? absl::StrFormat(" + segment row offsets %.3f B per KV head; %.0f of a step's picked rows (of %.0f "
                             "fetched) waited on the client", a.layout_bytes_per_token, a.pending_rows, a.rows)

@@ -127,26 +127,26 @@ class OracleIndex final : public RetrievalIndex {
 // (windowed RoPE), k-means in the space whitened by H = E[q̃q̃ᵀ] = L Lᵀ, one
 // code per token, scores from a per-query table over the centroids.
 //
-// Outlier slots (`outliers=R`, default 0): k-means trains k − R centroids and
-// the last R codes are slots of the sequence. A key whose whitened distance
+// Outlier slots (`outliers=R`, default 0): codes k .. k+R−1, after the k
+// trained centroids, are slots of the sequence. A key whose whitened distance
 // to its nearest centroid is beyond every calibration key's takes the next
 // free slot, which then holds that key itself: its score is exact (under the
 // windowed RoPE) instead of its centroid's. Planted needles and other keys
 // no centroid stands for are such keys. Slots fill first come, first served;
-// once full, outliers get their centroid's code as before. The codes stay
-// k-ary, so tables, code histograms and code-sorted storage work unchanged;
-// Reset empties the slots.
+// once full, outliers get their centroid's code as before. Codes are then
+// (k+R)-ary (13 bits for 4096 + 256); tables, code histograms and code-sorted
+// storage work unchanged. Reset empties the slots.
 class A2atsIndex final : public RetrievalIndex {
  public:
   A2atsIndex(const KvLayout& l, int centroids, double b, int iters, uint64_t seed, int outliers)
-      : layout_(l), d_(l.head_dim), k_(centroids), b_(b), iters_(iters), seed_(seed), slots_(outliers) {}
+      : layout_(l), d_(l.head_dim), k_(centroids), b_(b), iters_(iters), seed_(seed), slots_(outliers), nc_(centroids + outliers) {}
   std::string name() const override { return "a2ats"; }
   int dim() const override { return d_; }
   bool trained() const override { return !centroids_.empty(); }
 
   absl::Status Train(const TrainingData& t) override {
     if (t.dim != d_) return absl::InvalidArgumentError(absl::StrCat("a2ats: training dim ", t.dim, " != ", d_));
-    const int kt = k_ - slots_;  // trained centroids
+    const int kt = k_;  // trained centroids
     if (t.num_keys < kt) {
       return absl::InvalidArgumentError(absl::StrCat("a2ats: ", t.num_keys, " training keys for ", kt, " centroids"));
     }
@@ -175,7 +175,7 @@ class A2atsIndex final : public RetrievalIndex {
       faiss::IndexFlatL2 assign(d_);
       km.train(t.num_keys, w.data(), assign);
       centroids_ = km.centroids;
-      centroids_.resize(size_t(k_) * d_, 0.0f);  // empty slots
+      centroids_.resize(size_t(nc_) * d_, 0.0f);  // empty slots
       quantizer_ = std::make_unique<faiss::IndexFlatL2>(d_);
       quantizer_->add(kt, centroids_.data());
       outlier_dist_ = 0, slots_used_ = 0;
@@ -204,7 +204,7 @@ class A2atsIndex final : public RetrievalIndex {
     }
     for (int64_t i = 0; i < n; ++i) {
       if (slots_used_ < slots_ && dist[i] > outlier_dist_) {  // the key itself becomes a code
-        const int c = k_ - slots_ + slots_used_++;
+        const int c = k_ + slots_used_++;
         std::copy_n(w.data() + i * d_, d_, centroids_.data() + size_t(c) * d_);
         codes_.push_back(static_cast<uint16_t>(c));
       } else {
@@ -218,7 +218,7 @@ class A2atsIndex final : public RetrievalIndex {
   absl::Status Score(const float* q_pre, const float*, int64_t, absl::Span<float> scores, int threads) const override {
     if (!trained()) return absl::FailedPreconditionError("a2ats index is not trained");
     RETURN_IF_ERROR(CheckQuery(*this, q_pre, scores));
-    std::vector<float> table(k_);
+    std::vector<float> table(nc_);
     Table(q_pre, table.data());
     const float* t = table.data();
     const uint16_t* c = codes_.data();
@@ -228,11 +228,11 @@ class A2atsIndex final : public RetrievalIndex {
     return absl::OkStatus();
   }
 
-  int num_codes() const override { return trained() ? k_ : 0; }
+  int num_codes() const override { return trained() ? nc_ : 0; }
   const uint16_t* codes() const override { return codes_.data(); }
   absl::Status CodeScores(const float* q_pre, const float*, int group, absl::Span<float> table) const override {
     if (!trained()) return absl::FailedPreconditionError("a2ats index is not trained");
-    if (group < 1 || table.size() != size_t(group) * k_) {
+    if (group < 1 || table.size() != size_t(group) * nc_) {
       return absl::InvalidArgumentError("a2ats: table size != queries x centroids");
     }
     RETURN_IF_ERROR(CheckFinite(q_pre, group, d_, "query"));
@@ -243,11 +243,11 @@ class A2atsIndex final : public RetrievalIndex {
   int64_t size() const override { return static_cast<int64_t>(codes_.size()); }
   void Reset() override {
     codes_.clear();
-    if (trained()) std::fill(centroids_.begin() + size_t(k_ - slots_) * d_, centroids_.end(), 0.0f);
+    if (trained()) std::fill(centroids_.begin() + size_t(k_) * d_, centroids_.end(), 0.0f);
     slots_used_ = 0;
   }
-  double BitsPerToken() const override { return std::ceil(std::log2(double(k_))); }
-  int64_t FixedBytes() const override { return int64_t(k_) * d_ * 2 + int64_t(d_) * d_ * 4; }
+  double BitsPerToken() const override { return std::ceil(std::log2(double(nc_))); }
+  int64_t FixedBytes() const override { return int64_t(nc_) * d_ * 2 + int64_t(d_) * d_ * 4; }
   std::string spec() const override {
     return absl::StrCat("a2ats:b=", b_, ",centroids=", k_, ",iters=", iters_, ",seed=", seed_,
                         slots_ > 0 ? absl::StrCat(",outliers=", slots_) : "");
@@ -278,13 +278,13 @@ class A2atsIndex final : public RetrievalIndex {
     }
     std::vector<float> outlier_dist(1, 0.0f);
     uint64_t used = 0;
-    if (!r.Array(&l, uint64_t(d_) * d_) || !r.Array(&c, uint64_t(k_) * d_) || !r.U64(&n) || !r.Array(&codes, n) ||
+    if (!r.Array(&l, uint64_t(d_) * d_) || !r.Array(&c, uint64_t(nc_) * d_) || !r.U64(&n) || !r.Array(&codes, n) ||
         (slots_ > 0 && (!r.Array(&outlier_dist, 1) || !r.U64(&used))) || !r.done()) {
       return BadState("a2ats");
     }
     if (used > uint64_t(slots_) || !(outlier_dist[0] >= 0) || !std::isfinite(outlier_dist[0])) return BadState("a2ats");
     for (uint16_t code : codes) {  // a slot's code only once it is filled
-      if (code >= k_ - slots_ + used) return BadState("a2ats");
+      if (code >= k_ + used) return BadState("a2ats");
     }
     for (int i = 0; i < d_; ++i) {
       if (!(l[size_t(i) * d_ + i] > 0) || !std::isfinite(l[size_t(i) * d_ + i])) return BadState("a2ats");
@@ -292,12 +292,12 @@ class A2atsIndex final : public RetrievalIndex {
         if (!std::isfinite(l[size_t(i) * d_ + j])) return BadState("a2ats");
       }
     }
-    RETURN_IF_ERROR(CheckFinite(c.data(), k_, d_, "stored centroids"));
+    RETURN_IF_ERROR(CheckFinite(c.data(), nc_, d_, "stored centroids"));
     l_ = std::move(l), centroids_ = std::move(c), codes_ = std::move(codes);
     outlier_dist_ = outlier_dist[0], slots_used_ = static_cast<int>(used);
     try {
       quantizer_ = std::make_unique<faiss::IndexFlatL2>(d_);
-      quantizer_->add(k_ - slots_, centroids_.data());
+      quantizer_->add(k_, centroids_.data());
     } catch (const faiss::FaissException& e) {
       return FromFaiss(e, "a2ats load");
     }
@@ -324,7 +324,7 @@ class A2atsIndex final : public RetrievalIndex {
         yg[i] = static_cast<float>(s / l_[size_t(i) * d_ + i]);
       }
     }
-    GroupScores(y.data(), group, centroids_.data(), k_, d_, d_, 1.0f / std::sqrt(float(d_)), table);
+    GroupScores(y.data(), group, centroids_.data(), nc_, d_, d_, 1.0f / std::sqrt(float(d_)), table);
   }
   // w = Lᵀ k (row vector k·L): the space where (k−c)ᵀH(k−c) is Euclidean.
   void Whiten(const float* k, int64_t n, float* w) const {
@@ -344,10 +344,10 @@ class A2atsIndex final : public RetrievalIndex {
   int iters_;
   uint64_t seed_;
   std::vector<double> l_;        // [d][d] lower Cholesky factor of H
-  std::vector<float> centroids_; // [k][d] whitened; the last slots_ are the outlier slots
-  std::unique_ptr<faiss::IndexFlatL2> quantizer_;  // the trained k − slots_
+  std::vector<float> centroids_; // [k + slots][d] whitened: the trained k, then the outlier slots
+  std::unique_ptr<faiss::IndexFlatL2> quantizer_;  // the trained k
   std::vector<uint16_t> codes_;
-  int slots_ = 0, slots_used_ = 0;
+  int slots_ = 0, nc_ = 0, slots_used_ = 0;
   float outlier_dist_ = 0;  // squared whitened distance past which a key is an outlier
 };
 
@@ -699,8 +699,8 @@ absl::StatusOr<std::unique_ptr<RetrievalIndex>> MakeRetrievalIndex(const std::st
     const int k = static_cast<int>(get("centroids", 4096));
     if (k < 2 || k > 65536) return absl::InvalidArgumentError("a2ats: centroids must be in [2, 65536]");
     const double outliers = get("outliers", 0);
-    if (!(outliers >= 0 && outliers <= k / 2) || outliers != std::floor(outliers)) {
-      return absl::InvalidArgumentError("a2ats: outliers must be a whole number in [0, centroids / 2]");
+    if (!(outliers >= 0 && outliers <= k && k + outliers <= 65536) || outliers != std::floor(outliers)) {
+      return absl::InvalidArgumentError("a2ats: outliers must be a whole number in [0, centroids], centroids + outliers <= 65536");
     }
     idx = std::make_unique<A2atsIndex>(layout, k, get("b", 2048), static_cast<int>(get("iters", 20)),
                                        static_cast<uint64_t>(get("seed", 1)), static_cast<int>(outliers));

@@ -207,7 +207,7 @@ TEST(Retrieval, BadInputsAreClearErrors) {
   std::vector<float> bad_keys(s.d, INFINITY);
   EXPECT_EQ(trained->Add(bad_keys.data(), bad_keys.data(), 1).code(), absl::StatusCode::kInvalidArgument);
   for (const char* spec : {"nope", "a2ats:centroids=1", "pq:m=3", "quest:page=0", "a2ats:color=1", "a2ats:k",
-                           "commvq:stages=0", "commvq:digit=9", "a2ats:centroids=64,outliers=33",
+                           "commvq:stages=0", "commvq:digit=9", "a2ats:centroids=64,outliers=65", "a2ats:centroids=65536,outliers=1",
                            "a2ats:centroids=64,outliers=1.5", "a2ats:centroids=64,outliers=-1"}) {
     EXPECT_EQ(MakeRetrievalIndex(spec, s.layout).status().code(), absl::StatusCode::kInvalidArgument) << spec;
   }
@@ -232,10 +232,12 @@ TEST(Retrieval, SerializationRoundTripsAndRejectsDamage) {
                            "quest:page=16", "pq:m=4,nbits=4", "commvq:stages=2,digit=3,iters=2"}) {
     auto idx = Build(spec, s);
     if (std::string(spec).find("outliers") != std::string::npos) {  // fill a slot, so the state carries one
+      idx->Reset();  // the calibration half only: none of it takes a slot
+      ASSERT_TRUE(idx->Add(s.k_pre.data(), s.k_post.data(), s.n / 2).ok());
       std::vector<float> far(s.k_pre.begin(), s.k_pre.begin() + s.d);
       for (float& x : far) x *= 40;
       ASSERT_TRUE(idx->Add(far.data(), far.data(), 1).ok());
-      ASSERT_GE(idx->codes()[idx->size() - 1], 28);
+      ASSERT_EQ(idx->codes()[idx->size() - 1], 32);  // the first slot, after the 32 centroids
     }
     const std::string bytes = SerializeRetrievalIndex(*idx, s.layout);
     auto back = LoadRetrievalIndex(bytes);
@@ -480,15 +482,16 @@ TEST(Retrieval, A2atsOutlierSlotsScoreFarKeysExactly) {
   auto plain = Build("a2ats:centroids=64,iters=4", full);
   auto slotted = Build("a2ats:centroids=64,iters=4,outliers=8", full);
   EXPECT_EQ(slotted->spec(), "a2ats:b=2048,centroids=64,iters=4,seed=1,outliers=8");
-  EXPECT_EQ(slotted->num_codes(), k);
+  EXPECT_EQ(slotted->num_codes(), k + slots);
+  EXPECT_EQ(slotted->BitsPerToken(), 7.0);  // 72 codes
   // The calibration keys (the first half) never take a slot; keep only them.
-  for (int64_t i = 0; i < full.n / 2; ++i) ASSERT_LT(slotted->codes()[i], k - slots) << i;
+  for (int64_t i = 0; i < full.n / 2; ++i) ASSERT_LT(slotted->codes()[i], k) << i;
   Sequence s = full;
   s.n = full.n / 2;
   plain->Reset(), slotted->Reset();
   ASSERT_TRUE(plain->Add(s.k_pre.data(), s.k_post.data(), s.n).ok());
   ASSERT_TRUE(slotted->Add(s.k_pre.data(), s.k_post.data(), s.n).ok());
-  for (int64_t i = 0; i < s.n; ++i) ASSERT_LT(slotted->codes()[i], k - slots) << i;
+  for (int64_t i = 0; i < s.n; ++i) ASSERT_LT(slotted->codes()[i], k) << i;
   // A key far along the first decode query's direction: plainly an outlier.
   std::vector<float> q(s.dq_pre.begin(), s.dq_pre.begin() + s.d), far(s.k_pre.begin(), s.k_pre.begin() + s.d);
   double qn = 0;
@@ -496,7 +499,7 @@ TEST(Retrieval, A2atsOutlierSlotsScoreFarKeysExactly) {
   for (int i = 0; i < s.d; ++i) far[i] += static_cast<float>(30.0 * q[i] / std::sqrt(qn));
   ASSERT_TRUE(plain->Add(far.data(), far.data(), 1).ok());
   ASSERT_TRUE(slotted->Add(far.data(), far.data(), 1).ok());
-  EXPECT_EQ(slotted->codes()[s.n], k - slots);  // the first slot
+  EXPECT_EQ(slotted->codes()[s.n], k);  // the first slot
   std::vector<float> rq = q;
   ApplyRope(rq.data(), s.layout, 2048);
   double exact = 0;
@@ -514,16 +517,16 @@ TEST(Retrieval, A2atsOutlierSlotsScoreFarKeysExactly) {
     ASSERT_TRUE(slotted->Add(more.data(), more.data(), 1).ok());
     const int code = slotted->codes()[slotted->size() - 1];
     if (j < slots) {
-      EXPECT_EQ(code, k - slots + j);
+      EXPECT_EQ(code, k + j);
     } else {
-      EXPECT_LT(code, k - slots);
+      EXPECT_LT(code, k);
     }
   }
   // Reset empties the slots: the far key takes the first one again.
   slotted->Reset();
   ASSERT_TRUE(slotted->Add(s.k_pre.data(), s.k_post.data(), 16).ok());
   ASSERT_TRUE(slotted->Add(far.data(), far.data(), 1).ok());
-  EXPECT_EQ(slotted->codes()[16], k - slots);
+  EXPECT_EQ(slotted->codes()[16], k);
 }
 
 }  // namespace
