@@ -139,16 +139,16 @@ class OracleIndex final : public RetrievalIndex {
 class A2atsIndex final : public RetrievalIndex {
  public:
   A2atsIndex(const KvLayout& l, int centroids, double b, int iters, uint64_t seed, int outliers)
-      : layout_(l), d_(l.head_dim), k_(centroids), b_(b), iters_(iters), seed_(seed), slots_(outliers), nc_(centroids + outliers) {}
+      : layout_(l), d_(l.head_dim), k_(centroids), b_(b), iters_(iters), seed_(seed), slots_(outliers),
+        nc_(centroids + outliers) {}
   std::string name() const override { return "a2ats"; }
   int dim() const override { return d_; }
   bool trained() const override { return !centroids_.empty(); }
 
   absl::Status Train(const TrainingData& t) override {
     if (t.dim != d_) return absl::InvalidArgumentError(absl::StrCat("a2ats: training dim ", t.dim, " != ", d_));
-    const int kt = k_;  // trained centroids
-    if (t.num_keys < kt) {
-      return absl::InvalidArgumentError(absl::StrCat("a2ats: ", t.num_keys, " training keys for ", kt, " centroids"));
+    if (t.num_keys < k_) {
+      return absl::InvalidArgumentError(absl::StrCat("a2ats: ", t.num_keys, " training keys for ", k_, " centroids"));
     }
     if (t.num_queries < 1) return absl::InvalidArgumentError("a2ats: calibration needs queries");
     RETURN_IF_ERROR(CheckFinite(t.k_pre, t.num_keys, d_, "training keys"));
@@ -171,13 +171,13 @@ class A2atsIndex final : public RetrievalIndex {
       cp.seed = static_cast<int>(seed_);
       cp.max_points_per_centroid = 256;
       cp.verbose = false;
-      faiss::Clustering km(d_, kt, cp);
+      faiss::Clustering km(d_, k_, cp);
       faiss::IndexFlatL2 assign(d_);
       km.train(t.num_keys, w.data(), assign);
       centroids_ = km.centroids;
       centroids_.resize(size_t(nc_) * d_, 0.0f);  // empty slots
       quantizer_ = std::make_unique<faiss::IndexFlatL2>(d_);
-      quantizer_->add(kt, centroids_.data());
+      quantizer_->add(k_, centroids_.data());
       outlier_dist_ = 0, slots_used_ = 0;
       if (slots_ > 0) {  // the farthest any calibration key lies from its centroid
         std::vector<float> dist(t.num_keys);
@@ -700,7 +700,8 @@ absl::StatusOr<std::unique_ptr<RetrievalIndex>> MakeRetrievalIndex(const std::st
     if (k < 2 || k > 65536) return absl::InvalidArgumentError("a2ats: centroids must be in [2, 65536]");
     const double outliers = get("outliers", 0);
     if (!(outliers >= 0 && outliers <= k && k + outliers <= 65536) || outliers != std::floor(outliers)) {
-      return absl::InvalidArgumentError("a2ats: outliers must be a whole number in [0, centroids], centroids + outliers <= 65536");
+      return absl::InvalidArgumentError(
+          "a2ats: outliers must be a whole number in [0, centroids], centroids + outliers <= 65536");
     }
     idx = std::make_unique<A2atsIndex>(layout, k, get("b", 2048), static_cast<int>(get("iters", 20)),
                                        static_cast<uint64_t>(get("seed", 1)), static_cast<int>(outliers));

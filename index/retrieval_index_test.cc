@@ -207,7 +207,8 @@ TEST(Retrieval, BadInputsAreClearErrors) {
   std::vector<float> bad_keys(s.d, INFINITY);
   EXPECT_EQ(trained->Add(bad_keys.data(), bad_keys.data(), 1).code(), absl::StatusCode::kInvalidArgument);
   for (const char* spec : {"nope", "a2ats:centroids=1", "pq:m=3", "quest:page=0", "a2ats:color=1", "a2ats:k",
-                           "commvq:stages=0", "commvq:digit=9", "a2ats:centroids=64,outliers=65", "a2ats:centroids=65536,outliers=1",
+                           "commvq:stages=0", "commvq:digit=9", "a2ats:centroids=64,outliers=65",
+                           "a2ats:centroids=65536,outliers=1",
                            "a2ats:centroids=64,outliers=1.5", "a2ats:centroids=64,outliers=-1"}) {
     EXPECT_EQ(MakeRetrievalIndex(spec, s.layout).status().code(), absl::StatusCode::kInvalidArgument) << spec;
   }
