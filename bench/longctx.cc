@@ -28,6 +28,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/results_io.h"
 #include "client/retrieval_session.h"
+#include "index/retrieval_index.h"
 #include "codec/attention.h"
 #include "codec/metrics.h"
 #include "codec/synthetic_kv.h"
@@ -200,6 +201,7 @@ int Run() {
     o.layout = l;
     o.index = absl::StrCat("a2ats:centroids=", absl::GetFlag(FLAGS_centroids), ",iters=10,b=2048,seed=1,outliers=",
                            absl::GetFlag(FLAGS_outliers));
+    if (auto spec = MakeRetrievalIndex(o.index, l); spec.ok()) r.summary_bits = (*spec)->BitsPerToken();
     o.block_tokens = absl::GetFlag(FLAGS_block);
     o.segment_blocks = absl::GetFlag(FLAGS_segment_blocks);
     o.codec = absl::GetFlag(FLAGS_codec);
@@ -304,7 +306,7 @@ int Run() {
   }
   std::string md = absl::StrFormat(
       "Sequence: %lld tokens, %d KV heads x 4 query heads, head_dim %d, one layer; blocks of %d tokens of one KV head "
-      "(codec %s)%s, window %d + 4 sinks local; A²ATS %d centroids (12-bit codes)%s per KV head; top-K = %.1f%% of the "
+      "(codec %s)%s, window %d + 4 sinks local; A²ATS %d centroids%s (%.0f-bit codes) per KV head; top-K = %.1f%% of the "
       "offloaded tokens per query head, unioned over the KV head's 4 query heads; rows = (KV head, token) pairs; "
       "%s: %lld MiB host tier + SSD tier.\n\n",
       static_cast<long long>(n), H, d, absl::GetFlag(FLAGS_block), absl::GetFlag(FLAGS_codec),
@@ -314,8 +316,9 @@ int Run() {
           : std::string(", in time order"),
       absl::GetFlag(FLAGS_window),
       absl::GetFlag(FLAGS_centroids),
-      absl::GetFlag(FLAGS_outliers) > 0 ? absl::StrCat(" + ", absl::GetFlag(FLAGS_outliers), " outlier slots (13-bit codes)")
+      absl::GetFlag(FLAGS_outliers) > 0 ? absl::StrCat(" + ", absl::GetFlag(FLAGS_outliers), " outlier slots")
                                         : std::string(),
+      results.empty() ? 0.0 : results[0].summary_bits,
       100 * absl::GetFlag(FLAGS_topk),
       server.pid > 0 ? absl::StrCat("a kvrecall-server process over UCX on loopback (UCX_TLS=",
                                     std::getenv("UCX_TLS") ? std::getenv("UCX_TLS") : "UCX's choice", ")")
@@ -355,7 +358,7 @@ int Run() {
       "of the whole sequence %.1f s (%s run)%s%s.\n",
       a.mode, Median(ratios), static_cast<int>(ratios.size()), Median(a.step_wall), Median(a.ref_wall), ref_threads,
       one_thread_ms, a.block_bytes_per_token,
-      std::ceil(std::log2(double(absl::GetFlag(FLAGS_centroids) + absl::GetFlag(FLAGS_outliers)))),
+      a.summary_bits,
       absl::GetFlag(FLAGS_segment_blocks) > 0
           ? absl::StrFormat(" + segment row offsets %.3f B per KV head; %.0f of a step's picked rows (of %.0f "
                             "fetched) waited on the client", a.layout_bytes_per_token, a.pending_rows, a.rows)

@@ -66,8 +66,8 @@ double Us(Clock::time_point a, Clock::time_point b) { return std::chrono::durati
 struct Acc {
   double topk = 0, mass = 0, out = 0, search_us = 0, search_all_us = 0;
   int n = 0, timed = 0;
-  int needles = 0, needle_hits = 0;  // planted keys aimed at the query head, and those selected
-  std::map<int64_t, std::pair<int, int>> needle_by_distance;  // distance to the context's end -> (selected, total)
+  // Planted keys aimed at the query head: distance to the context's end -> (selected, total).
+  std::map<int64_t, std::pair<int, int>> needle_by_distance;
   double bits = 0;
 };
 
@@ -126,10 +126,8 @@ void Measure(const Head& h, const std::vector<int64_t>& sel, const float* q_post
     ++a->n;
     for (size_t i = 0; i < h.needle_pos.size(); ++i) {
       if (h.needle_head[i] != gq) continue;
-      const bool hit = std::binary_search(sel.begin(), sel.end(), h.needle_pos[i]);
-      ++a->needles, a->needle_hits += hit ? 1 : 0;
       auto& [found, total] = a->needle_by_distance[h.n - h.needle_pos[i]];
-      found += hit ? 1 : 0, ++total;
+      found += std::binary_search(sel.begin(), sel.end(), h.needle_pos[i]) ? 1 : 0, ++total;
     }
   }
 }
@@ -413,17 +411,21 @@ int main(int argc, char** argv) {
     if (a.n == 0) continue;
     const double topk = a.topk / a.n, mass = a.mass / a.n, out = a.out / a.n, us = a.search_us / a.timed,
                  all = a.search_all_us / a.timed;
-    const double needle_rate = a.needles ? double(a.needle_hits) / a.needles : 0;
-    if (a.needles > 0) {  // which planted keys were found, by their distance from the decode queries
+    int needle_hits = 0, needles = 0;
+    if (!a.needle_by_distance.empty()) {  // which planted keys were found, by their distance from the decode queries
       std::string by = absl::StrFormat("[retrieval] %d tokens, %s, %s, K %.0f%%: needles found by distance:", n,
                                        kind == 0 ? "peaky" : "flat", m, f * 100);
-      for (const auto& [dist, ft] : a.needle_by_distance) absl::StrAppend(&by, " ", dist, ":", ft.first, "/", ft.second);
+      for (const auto& [dist, ft] : a.needle_by_distance) {
+        absl::StrAppend(&by, " ", dist, ":", ft.first, "/", ft.second);
+        needle_hits += ft.first, needles += ft.second;
+      }
       std::fprintf(stderr, "%s\n", by.c_str());
     }
+    const double needle_rate = needles ? double(needle_hits) / needles : 0;
     absl::StrAppend(&md, absl::StrFormat("| %d | %s | %s | %.0f | %.0f%% | %.3f | %.3f | %.4f | %.0f | %s | %d/%d |\n", n,
                                          kind == 0 ? "peaky" : "flat", m, a.bits, f * 100, topk, mass, out, us,
-                                         a.search_all_us > 0 ? absl::StrFormat("%.0f", all) : "–", a.needle_hits,
-                                         a.needles));
+                                         a.search_all_us > 0 ? absl::StrFormat("%.0f", all) : "–", needle_hits,
+                                         needles));
     absl::StrAppend(&csv, absl::StrFormat("%d,%s,%s,%.1f,%.4f,%.5f,%.5f,%.5f,%.1f,%.1f,%.4f\n", n,
                                           kind == 0 ? "peaky" : "flat", m, a.bits, f, topk, mass, out, us, all,
                                           needle_rate));
