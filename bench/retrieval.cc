@@ -50,6 +50,10 @@ ABSL_FLAG(int, steps, 8, "decode steps (queries) per head");
 ABSL_FLAG(int, centroids, 4096, "A²ATS codebook size");
 ABSL_FLAG(double, a2ats_b, 2048, "A²ATS windowed-RoPE relative position b");
 ABSL_FLAG(int, head_pair, 0, "generator KV heads 2p (peaky) and 2p+1 (flat) of each seed");
+ABSL_FLAG(int, wrope_buckets, 0,
+          "with --method wrope: instead of the fixed b, score each token as if at the middle of its bucket "
+          "(the context cut into this many equal buckets), (R_(pos-mid) q)·k over exact keys: what position-aware "
+          "tables could recover of windowed RoPE's loss (0 = off)");
 ABSL_FLAG(int, a2ats_outliers, 0, "A²ATS outlier slots (codes that hold one outlier key each; 0 = none)");
 ABSL_FLAG(int, train_tokens, 65536, "calibration tokens (keys and queries) per head");
 ABSL_FLAG(double, rope_scaling, 0,
@@ -200,7 +204,20 @@ int main(int argc, char** argv) {
             // wrope: A²ATS's score without its quantizer, (R_b q)·k over exact
             // pre-RoPE keys (the oracle's dot product over pre-RoPE keys,
             // given R_b-rotated queries): what windowed RoPE alone costs.
-            const float* added = m == "wrope" ? h.k_pre.data() : h.k_post.data();
+            // With buckets: (R_(pos-mid) q_pre)·k_pre = q_post·(R_mid k_pre),
+            // so the keys are added rotated to their bucket's middle and the
+            // queries are the post-RoPE ones.
+            const int buckets = absl::GetFlag(FLAGS_wrope_buckets);
+            std::vector<float> at_mid;
+            if (m == "wrope" && buckets > 0) {
+              at_mid = h.k_pre;
+              const int64_t width = (h.n + buckets - 1) / buckets;
+              for (int64_t i = 0; i < h.n; ++i) {
+                const int64_t b = i / width, mid = std::min(b * width + width / 2, int64_t(h.n) - 1);
+                ApplyRope(at_mid.data() + i * h.d, h.layout, double(mid));
+              }
+            }
+            const float* added = !at_mid.empty() ? at_mid.data() : m == "wrope" ? h.k_pre.data() : h.k_post.data();
             if (absl::Status s = idx->Add(h.k_pre.data(), added, h.n); !s.ok()) {
               std::fprintf(stderr, "%s: %s\n", m.c_str(), s.ToString().c_str());
               continue;
@@ -230,7 +247,7 @@ int main(int argc, char** argv) {
                 auto s0 = Clock::now();
                 std::vector<float> rotated;
                 const float* qs = qq;  // the queries the index scores with
-                if (m == "wrope") {
+                if (m == "wrope" && absl::GetFlag(FLAGS_wrope_buckets) == 0) {
                   rotated.assign(qp, qp + size_t(h.g) * h.d);
                   for (int gq = 0; gq < h.g; ++gq) {
                     ApplyRope(rotated.data() + size_t(gq) * h.d, h.layout, absl::GetFlag(FLAGS_a2ats_b));

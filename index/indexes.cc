@@ -130,12 +130,14 @@ class OracleIndex final : public RetrievalIndex {
 // Outlier slots (`outliers=R`, default 0): codes k .. k+R−1, after the k
 // trained centroids, are slots of the sequence. A key whose whitened distance
 // to its nearest centroid is beyond every calibration key's takes the next
-// free slot, which then holds that key itself: its score is exact (under the
-// windowed RoPE) instead of its centroid's. Planted needles and other keys
-// no centroid stands for are such keys. Slots fill first come, first served;
-// once full, outliers get their centroid's code as before. Codes are then
-// (k+R)-ary (13 bits for 4096 + 256); tables, code histograms and code-sorted
-// storage work unchanged. Reset empties the slots.
+// free slot, which then holds that key itself, whitened and post-RoPE: a
+// query given post-RoPE scores it exactly, q_post·k_post/√d, its true logit
+// (a query without one scores it under the windowed RoPE, which can put a
+// far key well below its logit). Planted needles and other keys no centroid
+// stands for are such keys. Slots fill first come, first served; once full,
+// outliers get their centroid's code as before. Codes are then (k+R)-ary
+// (13 bits for 4096 + 256); tables, code histograms and code-sorted storage
+// work unchanged. Reset empties the slots.
 class A2atsIndex final : public RetrievalIndex {
  public:
   A2atsIndex(const KvLayout& l, int centroids, double b, int iters, uint64_t seed, int outliers)
@@ -176,6 +178,7 @@ class A2atsIndex final : public RetrievalIndex {
       km.train(t.num_keys, w.data(), assign);
       centroids_ = km.centroids;
       centroids_.resize(size_t(nc_) * d_, 0.0f);  // empty slots
+      slot_keys_.assign(size_t(slots_) * d_, 0.0f);
       quantizer_ = std::make_unique<faiss::IndexFlatL2>(d_);
       quantizer_->add(k_, centroids_.data());
       outlier_dist_ = 0, slots_used_ = 0;
@@ -191,9 +194,13 @@ class A2atsIndex final : public RetrievalIndex {
     return absl::OkStatus();
   }
 
-  absl::Status Add(const float* k_pre, const float*, int64_t n) override {
+  absl::Status Add(const float* k_pre, const float* k_post, int64_t n) override {
     if (!trained()) return absl::FailedPreconditionError("a2ats index is not trained");
     RETURN_IF_ERROR(CheckFinite(k_pre, n, d_, "keys"));
+    if (slots_ > 0) {  // a slot keeps its key post-RoPE
+      if (k_post == nullptr) return absl::InvalidArgumentError("a2ats with outlier slots needs post-RoPE keys");
+      RETURN_IF_ERROR(CheckFinite(k_post, n, d_, "post-RoPE keys"));
+    }
     std::vector<float> w(n * d_), dist(n);
     std::vector<faiss::Index::idx_t> ids(n);
     Whiten(k_pre, n, w.data());
@@ -204,6 +211,7 @@ class A2atsIndex final : public RetrievalIndex {
     }
     for (int64_t i = 0; i < n; ++i) {
       if (slots_used_ < slots_ && dist[i] > outlier_dist_) {  // the key itself becomes a code
+        std::copy_n(k_post + i * d_, d_, slot_keys_.data() + size_t(slots_used_) * d_);
         const int c = k_ + slots_used_++;
         std::copy_n(w.data() + i * d_, d_, centroids_.data() + size_t(c) * d_);
         codes_.push_back(static_cast<uint16_t>(c));
@@ -215,11 +223,13 @@ class A2atsIndex final : public RetrievalIndex {
   }
 
   using RetrievalIndex::Score;
-  absl::Status Score(const float* q_pre, const float*, int64_t, absl::Span<float> scores, int threads) const override {
+  absl::Status Score(const float* q_pre, const float* q_post, int64_t, absl::Span<float> scores,
+                     int threads) const override {
     if (!trained()) return absl::FailedPreconditionError("a2ats index is not trained");
     RETURN_IF_ERROR(CheckQuery(*this, q_pre, scores));
+    if (q_post != nullptr && slots_used_ > 0) RETURN_IF_ERROR(CheckFinite(q_post, 1, d_, "query"));
     std::vector<float> table(nc_);
-    Table(q_pre, table.data());
+    Tables(q_pre, q_post, 1, table.data());
     const float* t = table.data();
     const uint16_t* c = codes_.data();
     ParallelFor(size(), threads, kMinTokensPerThread, [&](int64_t b, int64_t e, int) {
@@ -230,13 +240,15 @@ class A2atsIndex final : public RetrievalIndex {
 
   int num_codes() const override { return trained() ? nc_ : 0; }
   const uint16_t* codes() const override { return codes_.data(); }
-  absl::Status CodeScores(const float* q_pre, const float*, int group, absl::Span<float> table) const override {
+  absl::Status CodeScores(const float* q_pre, const float* q_post, int group,
+                          absl::Span<float> table) const override {
     if (!trained()) return absl::FailedPreconditionError("a2ats index is not trained");
     if (group < 1 || table.size() != size_t(group) * nc_) {
       return absl::InvalidArgumentError("a2ats: table size != queries x centroids");
     }
     RETURN_IF_ERROR(CheckFinite(q_pre, group, d_, "query"));
-    Tables(q_pre, group, table.data());
+    if (q_post != nullptr && slots_used_ > 0) RETURN_IF_ERROR(CheckFinite(q_post, group, d_, "query"));
+    Tables(q_pre, q_post, group, table.data());
     return absl::OkStatus();
   }
 
@@ -244,10 +256,12 @@ class A2atsIndex final : public RetrievalIndex {
   void Reset() override {
     codes_.clear();
     if (trained()) std::fill(centroids_.begin() + size_t(k_) * d_, centroids_.end(), 0.0f);
+    std::fill(slot_keys_.begin(), slot_keys_.end(), 0.0f);
     slots_used_ = 0;
   }
   double BitsPerToken() const override { return std::ceil(std::log2(double(nc_))); }
-  int64_t FixedBytes() const override { return int64_t(nc_) * d_ * 2 + int64_t(d_) * d_ * 4; }
+  // fp16 centroids and slots (whitened), fp16 post-RoPE slot keys, f32 L.
+  int64_t FixedBytes() const override { return (int64_t(nc_) + slots_) * d_ * 2 + int64_t(d_) * d_ * 4; }
   std::string spec() const override {
     return absl::StrCat("a2ats:b=", b_, ",centroids=", k_, ",iters=", iters_, ",seed=", seed_,
                         slots_ > 0 ? absl::StrCat(",outliers=", slots_) : "");
@@ -262,6 +276,7 @@ class A2atsIndex final : public RetrievalIndex {
     if (slots_ > 0) {  // only with outlier slots: v1 states of plain A²ATS are unchanged
       AppendLE<float>(out, outlier_dist_);
       AppendLE<uint64_t>(out, static_cast<uint64_t>(slots_used_));
+      for (size_t i = 0; i < size_t(slots_used_) * d_; ++i) AppendLE<float>(out, slot_keys_[i]);
     }
   }
   absl::Status LoadState(absl::string_view state) override {
@@ -276,13 +291,16 @@ class A2atsIndex final : public RetrievalIndex {
       l_.clear(), centroids_.clear(), codes_.clear(), quantizer_.reset();
       return absl::OkStatus();
     }
-    std::vector<float> outlier_dist(1, 0.0f);
+    std::vector<float> outlier_dist(1, 0.0f), slot_keys;
     uint64_t used = 0;
     if (!r.Array(&l, uint64_t(d_) * d_) || !r.Array(&c, uint64_t(nc_) * d_) || !r.U64(&n) || !r.Array(&codes, n) ||
-        (slots_ > 0 && (!r.Array(&outlier_dist, 1) || !r.U64(&used))) || !r.done()) {
+        (slots_ > 0 && (!r.Array(&outlier_dist, 1) || !r.U64(&used) || used > uint64_t(slots_) ||
+                        !r.Array(&slot_keys, used * d_))) ||
+        !r.done()) {
       return BadState("a2ats");
     }
-    if (used > uint64_t(slots_) || !(outlier_dist[0] >= 0) || !std::isfinite(outlier_dist[0])) return BadState("a2ats");
+    if (!(outlier_dist[0] >= 0) || !std::isfinite(outlier_dist[0])) return BadState("a2ats");
+    RETURN_IF_ERROR(CheckFinite(slot_keys.data(), static_cast<int64_t>(used), d_, "stored slot keys"));
     for (uint16_t code : codes) {  // a slot's code only once it is filled
       if (code >= k_ + used) return BadState("a2ats");
     }
@@ -295,6 +313,8 @@ class A2atsIndex final : public RetrievalIndex {
     RETURN_IF_ERROR(CheckFinite(c.data(), nc_, d_, "stored centroids"));
     l_ = std::move(l), centroids_ = std::move(c), codes_ = std::move(codes);
     outlier_dist_ = outlier_dist[0], slots_used_ = static_cast<int>(used);
+    slot_keys_ = std::move(slot_keys);
+    slot_keys_.resize(size_t(slots_) * d_, 0.0f);
     try {
       quantizer_ = std::make_unique<faiss::IndexFlatL2>(d_);
       quantizer_->add(k_, centroids_.data());
@@ -305,14 +325,13 @@ class A2atsIndex final : public RetrievalIndex {
   }
 
  private:
-  // The query's score per centroid: y = L⁻¹ (R_b q), then q̃·c = y·c_w for
-  // whitened centroids c_w, scaled by 1/√d.
-  void Table(const float* q_pre, float* table) const { Tables(q_pre, 1, table); }
-  // The tables of `group` queries [group][d] into table [group][k]: each
-  // query windowed-RoPE'd and whitened, then one pass over the centroids for
-  // all of them (GroupScores: per query exactly Dot's sums, so one query's
-  // table is the same alone or in a group).
-  void Tables(const float* q_pre, int group, float* table) const {
+  // The tables of `group` queries [group][d] into table [group][k + R]: the
+  // score per centroid is y = L⁻¹ (R_b q), then q̃·c = y·c_w for whitened
+  // centroids c_w, scaled by 1/√d: each query windowed-RoPE'd and whitened,
+  // then one pass over the centroids for all of them (GroupScores: per query
+  // exactly Dot's sums, so one query's table is the same alone or in a
+  // group). With q_post, the filled slots score q_post·k_post/√d instead.
+  void Tables(const float* q_pre, const float* q_post, int group, float* table) const {
     std::vector<float> y(size_t(group) * d_), q(d_);
     for (int g = 0; g < group; ++g) {
       std::copy_n(q_pre + size_t(g) * d_, d_, q.begin());
@@ -325,6 +344,12 @@ class A2atsIndex final : public RetrievalIndex {
       }
     }
     GroupScores(y.data(), group, centroids_.data(), nc_, d_, d_, 1.0f / std::sqrt(float(d_)), table);
+    if (q_post == nullptr || slots_used_ == 0) return;
+    std::vector<float> exact(size_t(group) * slots_used_);
+    GroupScores(q_post, group, slot_keys_.data(), slots_used_, d_, d_, 1.0f / std::sqrt(float(d_)), exact.data());
+    for (int g = 0; g < group; ++g) {
+      std::copy_n(exact.data() + size_t(g) * slots_used_, slots_used_, table + size_t(g) * nc_ + k_);
+    }
   }
   // w = Lᵀ k (row vector k·L): the space where (k−c)ᵀH(k−c) is Euclidean.
   void Whiten(const float* k, int64_t n, float* w) const {
@@ -345,6 +370,7 @@ class A2atsIndex final : public RetrievalIndex {
   uint64_t seed_;
   std::vector<double> l_;        // [d][d] lower Cholesky factor of H
   std::vector<float> centroids_; // [k + slots][d] whitened: the trained k, then the outlier slots
+  std::vector<float> slot_keys_;  // [slots][d] the slots' keys post-RoPE
   std::unique_ptr<faiss::IndexFlatL2> quantizer_;  // the trained k
   std::vector<uint16_t> codes_;
   int slots_ = 0, nc_ = 0, slots_used_ = 0;

@@ -498,19 +498,34 @@ TEST(Retrieval, A2atsOutlierSlotsScoreFarKeysExactly) {
   double qn = 0;
   for (float x : q) qn += double{x} * x;
   for (int i = 0; i < s.d; ++i) far[i] += static_cast<float>(30.0 * q[i] / std::sqrt(qn));
-  ASSERT_TRUE(plain->Add(far.data(), far.data(), 1).ok());
-  ASSERT_TRUE(slotted->Add(far.data(), far.data(), 1).ok());
+  // It sits at position s.n; the query at position s.n + 100.
+  std::vector<float> far_post = far, q_post = q;
+  ApplyRope(far_post.data(), s.layout, double(s.n));
+  ApplyRope(q_post.data(), s.layout, double(s.n + 100));
+  ASSERT_TRUE(plain->Add(far.data(), far_post.data(), 1).ok());
+  ASSERT_TRUE(slotted->Add(far.data(), far_post.data(), 1).ok());
   EXPECT_EQ(slotted->codes()[s.n], k);  // the first slot
+  EXPECT_EQ(slotted->Add(far.data(), nullptr, 1).code(), absl::StatusCode::kInvalidArgument)
+      << "slots keep post-RoPE keys";
+  // Without a post-RoPE query: exact under the windowed RoPE (R_b q)·k.
   std::vector<float> rq = q;
   ApplyRope(rq.data(), s.layout, 2048);
-  double exact = 0;
-  for (int i = 0; i < s.d; ++i) exact += double{rq[i]} * far[i];
-  exact /= std::sqrt(double(s.d));
+  double windowed = 0, logit = 0;
+  for (int i = 0; i < s.d; ++i) windowed += double{rq[i]} * far[i], logit += double{q_post[i]} * far_post[i];
+  windowed /= std::sqrt(double(s.d)), logit /= std::sqrt(double(s.d));
   std::vector<float> a(s.n + 1), b(s.n + 1);
   ASSERT_TRUE(plain->Score(q.data(), nullptr, s.n, absl::MakeSpan(a)).ok());
   ASSERT_TRUE(slotted->Score(q.data(), nullptr, s.n, absl::MakeSpan(b)).ok());
-  EXPECT_NEAR(b[s.n], exact, 1e-3 * std::abs(exact) + 1e-3);
-  EXPECT_GT(std::abs(a[s.n] - exact), 10 * std::abs(b[s.n] - exact));
+  EXPECT_NEAR(b[s.n], windowed, 1e-3 * std::abs(windowed) + 1e-3);
+  EXPECT_GT(std::abs(a[s.n] - windowed), 10 * std::abs(b[s.n] - windowed));
+  // With one: the true logit q_post·k_post/√d, in Score and in the tables.
+  ASSERT_TRUE(slotted->Score(q.data(), q_post.data(), s.n + 100, absl::MakeSpan(b)).ok());
+  EXPECT_NEAR(b[s.n], logit, 1e-4 * std::abs(logit) + 1e-4);
+  EXPECT_GT(std::abs(windowed - logit), 0.05 * std::abs(logit)) << "the test needs the two to differ";
+  std::vector<float> table(k + slots);
+  ASSERT_TRUE(slotted->CodeScores(q.data(), q_post.data(), 1, absl::MakeSpan(table)).ok());
+  EXPECT_EQ(table[k], b[s.n]);
+  EXPECT_EQ(table[k + 1], 0.0f) << "an empty slot";
   // Slots fill first come, first served; once full, outliers get centroids.
   for (int j = 1; j <= slots; ++j) {
     std::vector<float> more = far;
