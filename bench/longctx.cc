@@ -47,6 +47,9 @@ ABSL_FLAG(int, window, 512, "recent-token window");
 ABSL_FLAG(int64_t, host_mib, 256, "host tier of the embedded store (MiB)");
 ABSL_FLAG(int, centroids, 4096, "A²ATS codebook size");
 ABSL_FLAG(int, outliers, 0, "A²ATS outlier slots: codes that each hold one key no centroid stands for (0 = none)");
+ABSL_FLAG(int64_t, band, 0,
+          "A²ATS position bands of this many tokens, each scored with its own table (0 = one table; with "
+          "--segment_blocks, a multiple of the segment's tokens)");
 ABSL_FLAG(int64_t, train_tokens, 65536, "calibration tokens");
 ABSL_FLAG(bool, server, false,
           "keep the KV in a kvrecall-server child process on loopback (UCX) instead of the embedded store");
@@ -200,7 +203,7 @@ int Run() {
     o.sequence_id = "longctx-" + r.mode;
     o.layout = l;
     o.index = absl::StrCat("a2ats:centroids=", absl::GetFlag(FLAGS_centroids), ",iters=10,b=2048,seed=1,outliers=",
-                           absl::GetFlag(FLAGS_outliers));
+                           absl::GetFlag(FLAGS_outliers), ",band=", absl::GetFlag(FLAGS_band));
     if (auto spec = MakeRetrievalIndex(o.index, l); spec.ok()) r.summary_bits = (*spec)->BitsPerToken();
     o.block_tokens = absl::GetFlag(FLAGS_block);
     o.segment_blocks = absl::GetFlag(FLAGS_segment_blocks);
@@ -316,8 +319,12 @@ int Run() {
           : std::string(", in time order"),
       absl::GetFlag(FLAGS_window),
       absl::GetFlag(FLAGS_centroids),
-      absl::GetFlag(FLAGS_outliers) > 0 ? absl::StrCat(" + ", absl::GetFlag(FLAGS_outliers), " outlier slots")
-                                        : std::string(),
+      absl::StrCat(absl::GetFlag(FLAGS_outliers) > 0
+                       ? absl::StrCat(" + ", absl::GetFlag(FLAGS_outliers), " outlier slots")
+                       : std::string(),
+                   absl::GetFlag(FLAGS_band) > 0
+                       ? absl::StrCat(", one table per position band of ", absl::GetFlag(FLAGS_band), " tokens")
+                       : std::string()),
       results.empty() ? 0.0 : results[0].summary_bits,
       100 * absl::GetFlag(FLAGS_topk),
       server.pid > 0 ? absl::StrCat("a kvrecall-server process over UCX on loopback (UCX_TLS=",

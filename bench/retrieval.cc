@@ -54,6 +54,8 @@ ABSL_FLAG(int, wrope_buckets, 0,
           "with --method wrope: instead of the fixed b, score each token as if at the middle of its bucket "
           "(the context cut into this many equal buckets), (R_(pos-mid) q)·k over exact keys: what position-aware "
           "tables could recover of windowed RoPE's loss (0 = off)");
+ABSL_FLAG(int64_t, a2ats_band, 0, "A²ATS position bands of this many tokens, one table each (0 = one table)");
+ABSL_FLAG(std::string, a2ats_extra, "", "more A²ATS spec parameters, e.g. slow=6.28,horizon=524288");
 ABSL_FLAG(int, a2ats_outliers, 0, "A²ATS outlier slots (codes that hold one outlier key each; 0 = none)");
 ABSL_FLAG(int, train_tokens, 65536, "calibration tokens (keys and queries) per head");
 ABSL_FLAG(double, rope_scaling, 0,
@@ -187,7 +189,10 @@ int main(int argc, char** argv) {
           } else {
             std::string spec = m == "a2ats"    ? absl::StrCat("a2ats:centroids=", absl::GetFlag(FLAGS_centroids), ",iters=10,b=",
                                                              absl::GetFlag(FLAGS_a2ats_b), ",outliers=",
-                                                             absl::GetFlag(FLAGS_a2ats_outliers))
+                                                             absl::GetFlag(FLAGS_a2ats_outliers), ",band=",
+                                                             absl::GetFlag(FLAGS_a2ats_band),
+                                                             absl::GetFlag(FLAGS_a2ats_extra).empty() ? "" : ",",
+                                                             absl::GetFlag(FLAGS_a2ats_extra))
                                : m == "pq"     ? "pq:m=2,nbits=6"
                                : m == "commvq" ? absl::StrCat("commvq:iters=8,stages=", absl::GetFlag(FLAGS_commvq_stages))
                                : m == "wrope"  ? "oracle"

@@ -154,6 +154,7 @@ class SessionImpl final : public RetrievalSession {
     // offloaded tokens (sorted).
     std::vector<std::vector<int64_t>> rows(H), pend(H);  // storage rows; positions waiting here (- sinks)
     const int64_t k = o_.topk > 0 ? o_.topk : static_cast<int64_t>(std::ceil(o_.topk_fraction * m));
+    const int64_t qpos = s.n - 1 - std::min<int64_t>(s.n, o_.sinks);  // the query's position among the indexed tokens'
     SelectionConfig cfg;  // time order: over the indexed tokens, no sinks or window of their own
     cfg.sinks = 0, cfg.window = 0, cfg.topk = k;
     // Each head's request is sent as soon as its rows are selected, before
@@ -172,11 +173,11 @@ class SessionImpl final : public RetrievalSession {
       if (k > 0 && o_.segment_blocks > 0) {
         CodeSortedLayout::Picks picks;
         RETURN_IF_ERROR(s.sorted[h].Select(*s.index[h], q_pre + size_t(h) * G * d, q_post + size_t(h) * G * d, G, m,
-                                           k, &picks));
+                                           k, &picks, qpos));
         rows[h] = std::move(picks.rows), pend[h] = std::move(picks.pending);
       } else if (k > 0) {
         ASSIGN_OR_RETURN(rows[h],
-                         SelectTokens(*s.index[h], q_pre + size_t(h) * G * d, q_post + size_t(h) * G * d, G, m - 1, cfg));
+                         SelectTokens(*s.index[h], q_pre + size_t(h) * G * d, q_post + size_t(h) * G * d, G, qpos, cfg));
       }
       stats_.fetched_rows += static_cast<int64_t>(rows[h].size());
       stats_.pending_rows += static_cast<int64_t>(pend[h].size());

@@ -219,7 +219,10 @@ TEST(RetrievalSession, CodeSortedSegmentsSelectAndComputeWhatTimeOrderDoes) {
   TrainingData t;
   t.dim = d, t.k_pre = kpre.data(), t.k_post = kpost.data(), t.num_keys = cal;
   t.q_pre = qpre.data(), t.q_post = qpost.data(), t.num_queries = int64_t(cal) * G;
+  // Also with position bands (two segments of 4 x 64 tokens per band).
+  for (const char* spec : {"a2ats:centroids=64,iters=4", "a2ats:centroids=64,iters=4,band=512,horizon=8192"})
   for (auto fetch : {RetrievalSessionOptions::Fetch::kGather, RetrievalSessionOptions::Fetch::kAttend}) {
+    SCOPED_TRACE(spec);
     auto client = KvClient::Create({});
     ASSERT_TRUE(client.ok());
     std::vector<std::unique_ptr<RetrievalSession>> s;
@@ -227,7 +230,7 @@ TEST(RetrievalSession, CodeSortedSegmentsSelectAndComputeWhatTimeOrderDoes) {
       RetrievalSessionOptions o;
       o.layout = layout;
       o.sequence_id = absl::StrCat("seg", segment_blocks);
-      o.index = "a2ats:centroids=64,iters=4";
+      o.index = spec;
       o.block_tokens = 64;
       o.segment_blocks = segment_blocks;
       o.window = 100;

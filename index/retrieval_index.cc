@@ -4,6 +4,7 @@
 #include <cmath>
 #include <cstring>
 #include <functional>
+#include <limits>
 
 #include "absl/strings/str_cat.h"
 #include "codec/bytes.h"
@@ -54,6 +55,7 @@ float KthLargest(const float* x, int64_t n, int64_t k, std::vector<float>* scrat
 // that take all of its tokens (all[c], bit g) and those for which it sits at
 // the threshold (tie[c]); quota[g] is how many threshold tokens head g takes
 // (the earliest ones); ties[g] counts the codes, with tokens, at its threshold.
+// With position bands a "code" is a (band, code) pair, band * num_codes + code.
 struct CodeThresholds {
   std::vector<uint32_t> all, tie;
   std::vector<int64_t> quota;
@@ -61,31 +63,38 @@ struct CodeThresholds {
 };
 
 absl::Status ComputeThresholds(const RetrievalIndex& index, const float* q_pre, const float* q_post, int group,
-                               const std::vector<int64_t>& hist, int64_t k, CodeThresholds* t) {
-  const int nc = index.num_codes();
+                               int64_t pos, int64_t end, const std::vector<int64_t>& hist, int64_t k,
+                               CodeThresholds* t) {
+  const int nc = static_cast<int>(hist.size());  // bands x codes
   t->all.assign(nc, 0), t->tie.assign(nc, 0), t->quota.assign(group, 0), t->ties.assign(group, 0);
   std::vector<float> tables(size_t(group) * nc);
-  RETURN_IF_ERROR(index.CodeScores(q_pre, q_post, group, absl::MakeSpan(tables)));
-  std::vector<int> order(nc);
+  RETURN_IF_ERROR(index.BandCodeScores(q_pre, q_post, group, pos, end, absl::MakeSpan(tables)));
+  std::vector<int> cand;
   for (int g = 0; g < group; ++g) {
     const float* table = tables.data() + size_t(g) * nc;
-    for (int c = 0; c < nc; ++c) order[c] = c;
-    // The best codes in order until they hold k tokens: a top-k is a small
-    // share of the codes, so sort only a prefix, growing it when short.
-    auto better = [&](int a, int b) { return table[a] > table[b]; };
-    float threshold = 0;
-    for (int sorted = std::min(nc, 256);; sorted = std::min(nc, 4 * sorted)) {
-      std::partial_sort(order.begin(), order.begin() + sorted, order.end(), better);
-      threshold = table[order[0]];
-      int64_t seen = 0;
-      bool found = false;
-      for (int i = 0; i < sorted && !found; ++i) {
-        const int c = order[i];
-        if (hist[c] == 0) continue;
-        seen += hist[c];
-        if (seen >= k) threshold = table[c], found = true;
+    // The k-th largest token score, each code's score counted as many times
+    // as it has tokens: a histogram of the scores' top 11 key bits, weighted
+    // by tokens, finds the bucket holding it in one pass over the codes; only
+    // that bucket's codes are sorted. (With position bands there are tens of
+    // thousands of (band, code) pairs.)
+    constexpr int kBuckets = 2048;
+    int64_t weight[kBuckets] = {0};
+    for (int c = 0; c < nc; ++c) weight[SortKey(table[c]) >> 21] += hist[c];
+    int bucket = kBuckets - 1;
+    int64_t seen = 0;  // tokens in buckets above `bucket`
+    while (bucket > 0 && seen + weight[bucket] < k) seen += weight[bucket--];
+    cand.clear();
+    for (int c = 0; c < nc; ++c) {
+      if (hist[c] != 0 && static_cast<int>(SortKey(table[c]) >> 21) == bucket) cand.push_back(c);
+    }
+    std::sort(cand.begin(), cand.end(), [&](int a, int b) { return table[a] > table[b]; });
+    float threshold = cand.empty() ? -std::numeric_limits<float>::infinity() : table[cand.back()];
+    for (int c : cand) {
+      seen += hist[c];
+      if (seen >= k) {
+        threshold = table[c];
+        break;
       }
-      if (found || sorted == nc) break;
     }
     int64_t above = 0;
     for (int c = 0; c < nc; ++c) {
@@ -100,7 +109,7 @@ absl::Status ComputeThresholds(const RetrievalIndex& index, const float* q_pre, 
 
 // Whether token of code c is picked, consuming the quotas of the heads for
 // which c is at the threshold.
-inline bool PickToken(const CodeThresholds& t, int c, std::vector<int64_t>* quota) {
+inline bool PickToken(const CodeThresholds& t, size_t c, std::vector<int64_t>* quota) {
   bool pick = t.all[c] != 0;
   for (uint32_t m = t.tie[c]; m != 0; m &= m - 1) {
     const int g = __builtin_ctz(m);
@@ -114,15 +123,19 @@ inline bool PickToken(const CodeThresholds& t, int c, std::vector<int64_t>* quot
 // is the k-th largest score over the histogram of codes; its ties at the
 // threshold go to the first tokens in position order, as in the per-token path.
 absl::Status SelectByCode(const RetrievalIndex& index, const float* q_pre, const float* q_post, int group,
-                          int64_t begin, int64_t end, int64_t k, std::vector<int64_t>* out) {
+                          int64_t pos, int64_t begin, int64_t end, int64_t k, std::vector<int64_t>* out) {
   const uint16_t* codes = index.codes();
-  std::vector<int64_t> hist(index.num_codes(), 0);
-  for (int64_t i = begin; i < end; ++i) ++hist[codes[i]];
+  const int nc = index.num_codes();
+  const int64_t band = index.band_tokens();
+  // (band, code) of token i; without bands, its code.
+  auto key = [&](int64_t i) { return (band > 0 ? i / band * nc : 0) + codes[i]; };
+  std::vector<int64_t> hist(size_t(NumBands(index, end)) * nc, 0);
+  for (int64_t i = begin; i < end; ++i) ++hist[key(i)];
   CodeThresholds t;
-  RETURN_IF_ERROR(ComputeThresholds(index, q_pre, q_post, group, hist, k, &t));
+  RETURN_IF_ERROR(ComputeThresholds(index, q_pre, q_post, group, pos, end, hist, k, &t));
   std::vector<int64_t> quota = t.quota;
   for (int64_t i = begin; i < end; ++i) {
-    if (PickToken(t, codes[i], &quota)) out->push_back(i);
+    if (PickToken(t, key(i), &quota)) out->push_back(i);
   }
   return absl::OkStatus();
 }
@@ -176,6 +189,17 @@ absl::Status RetrievalIndex::CodeScores(const float*, const float*, int, absl::S
   return absl::UnimplementedError(absl::StrCat(name(), " has no per-token codes"));
 }
 
+absl::Status RetrievalIndex::BandCodeScores(const float* q_pre, const float* q_post, int group, int64_t,
+                                            int64_t, absl::Span<float> table) const {
+  if (band_tokens() > 0) return absl::UnimplementedError(absl::StrCat(name(), " has bands but no band tables"));
+  return CodeScores(q_pre, q_post, group, table);
+}
+
+int64_t NumBands(const RetrievalIndex& index, int64_t end) {
+  const int64_t band = index.band_tokens();
+  return band > 0 && end > band ? (end + band - 1) / band : 1;
+}
+
 absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, const float* q_pre,
                                                   const float* q_post, int group, int64_t pos,
                                                   const SelectionConfig& cfg) {
@@ -199,7 +223,7 @@ absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, c
     // Sinks, the picks in order, the window: sorted without a pass over all n.
     out.reserve(size_t(sink_end + (n - window_begin) + std::min<int64_t>(middle, group * k)));
     for (int64_t i = 0; i < sink_end; ++i) out.push_back(i);
-    RETURN_IF_ERROR(SelectByCode(index, q_pre, q_post, group, sink_end, window_begin, k, &out));
+    RETURN_IF_ERROR(SelectByCode(index, q_pre, q_post, group, pos, sink_end, window_begin, k, &out));
     for (int64_t i = window_begin; i < n; ++i) out.push_back(i);
     return out;
   }
@@ -231,7 +255,7 @@ absl::Status CodeSortedLayout::Init(std::vector<int> order, int64_t segment_toke
   }
   nc_ = nc, seg_ = segment_tokens, order_ = std::move(order);
   starts16_.clear(), starts32_.clear();
-  hist_.assign(nc, 0);
+  hist_.assign(nc, 0), band_ = 0;
   return absl::OkStatus();
 }
 
@@ -245,11 +269,18 @@ absl::StatusOr<std::vector<uint32_t>> CodeSortedLayout::Seal(const RetrievalInde
     return absl::FailedPreconditionError(absl::StrCat("sealing tokens ", begin, "..", begin + seg_, " of an index of ",
                                                       index.size()));
   }
+  const int64_t band = index.band_tokens();
+  if (band > 0 && (band % seg_ != 0 || (begin > 0 && band_ != band))) {
+    return absl::InvalidArgumentError(absl::StrCat("segments of ", seg_, " tokens straddle the index's bands of ", band));
+  }
+  band_ = band;
+  const int64_t b = band > 0 ? begin / band : 0;
+  if (hist_.size() < size_t(b + 1) * nc_) hist_.resize(size_t(b + 1) * nc_, 0);
   const uint16_t* codes = index.codes() + begin;
   std::vector<uint32_t> starts(nc_ + 1, 0);
   for (int64_t t = 0; t < seg_; ++t) ++starts[rank_[codes[t]] + 1];
   for (int r = 0; r < nc_; ++r) {
-    hist_[order_[r]] += starts[r + 1];
+    hist_[size_t(b) * nc_ + order_[r]] += starts[r + 1];
     starts[r + 1] += starts[r];
   }
   if (wide()) {
@@ -269,7 +300,7 @@ std::vector<uint32_t> CodeSortedLayout::Permutation(const RetrievalIndex& index,
 }
 
 absl::Status CodeSortedLayout::Select(const RetrievalIndex& index, const float* q_pre, const float* q_post, int group,
-                                      int64_t end, int64_t k, Picks* out) const {
+                                      int64_t end, int64_t k, Picks* out, int64_t pos) const {
   out->rows.clear(), out->pending.clear();
   const int64_t sealed_end = sealed();
   if (group < 1 || group > 32) return absl::InvalidArgumentError("group must be in [1, 32]");
@@ -280,20 +311,32 @@ absl::Status CodeSortedLayout::Select(const RetrievalIndex& index, const float* 
   if (index.num_codes() != nc_ || index.codes() == nullptr) {
     return absl::InvalidArgumentError(absl::StrCat(index.name(), " index does not have the layout's ", nc_, " codes"));
   }
+  const int64_t band = index.band_tokens();
+  if (sealed_end > 0 && band != band_) {
+    return absl::InvalidArgumentError(absl::StrCat("index bands of ", band, " tokens; the layout was sealed with ", band_));
+  }
+  if (pos < 0) pos = end - 1;
   k = std::min(k, end);
   if (k <= 0) return absl::OkStatus();
   if (!index.trained()) return absl::FailedPreconditionError(absl::StrCat(index.name(), " index is not trained"));
   const uint16_t* codes = index.codes();
+  // Keys are (band, code) pairs, band-major; without bands, codes.
+  auto band_of = [&](int64_t i) { return band > 0 ? i / band : 0; };
   std::vector<int64_t> hist = hist_;
-  for (int64_t i = sealed_end; i < end; ++i) ++hist[codes[i]];
+  hist.resize(size_t(NumBands(index, end)) * nc_, 0);
+  for (int64_t i = sealed_end; i < end; ++i) ++hist[size_t(band_of(i)) * nc_ + codes[i]];
   CodeThresholds t;
-  RETURN_IF_ERROR(ComputeThresholds(index, q_pre, q_post, group, hist, k, &t));
+  RETURN_IF_ERROR(ComputeThresholds(index, q_pre, q_post, group, pos, end, hist, k, &t));
   std::vector<int64_t> quota = t.quota;
-  // The picked codes in storage order; each is one run of rows per segment.
-  std::vector<int> picked;  // ranks
-  for (int r = 0; r < nc_; ++r) {
-    const int c = order_[r];
-    if (t.all[c] != 0 || t.tie[c] != 0) picked.push_back(r);
+  // Per band, the picked codes in storage order (ranks); each is one run of
+  // rows per segment of the band.
+  const int64_t bands_sealed = sealed_end > 0 ? band_of(sealed_end - 1) + 1 : 0;
+  std::vector<std::vector<int>> picked(bands_sealed);
+  for (int64_t b = 0; b < bands_sealed; ++b) {
+    for (int r = 0; r < nc_; ++r) {
+      const size_t key = size_t(b) * nc_ + order_[r];
+      if (t.all[key] != 0 || t.tie[key] != 0) picked[b].push_back(r);
+    }
   }
   // How many of a tie code's tokens a segment gives: with at most one code
   // at each head's threshold, its quota takes whole prefixes of that code's
@@ -301,40 +344,44 @@ absl::Status CodeSortedLayout::Select(const RetrievalIndex& index, const float* 
   // the longest prefix. Otherwise a head's quota spreads over several codes
   // in position order: count it token by token.
   const bool one_tie = std::all_of(t.ties.begin(), t.ties.end(), [](int n) { return n <= 1; });
-  std::vector<std::vector<uint32_t>> taken;  // per segment, per picked rank: tie tokens taken (general case)
+  std::vector<std::vector<uint32_t>> taken;  // per segment, per picked rank of its band: tie tokens taken
   if (!one_tie && sealed_end > 0) {
-    std::vector<int> slot(nc_, -1);
-    for (size_t i = 0; i < picked.size(); ++i) slot[order_[picked[i]]] = static_cast<int>(i);
-    taken.assign(segments(), std::vector<uint32_t>(picked.size(), 0));
+    std::vector<int> slot(hist.size(), -1);
+    for (int64_t b = 0; b < bands_sealed; ++b) {
+      for (size_t i = 0; i < picked[b].size(); ++i) slot[size_t(b) * nc_ + order_[picked[b][i]]] = static_cast<int>(i);
+    }
+    taken.resize(segments());
+    for (int64_t s = 0; s < segments(); ++s) taken[s].assign(picked[band_of(s * seg_)].size(), 0);
     for (int64_t i = 0; i < sealed_end; ++i) {
-      const int c = codes[i];
-      if (t.tie[c] == 0) continue;  // (a code all of whose tokens one head takes still uses the others' quotas)
-      if (PickToken(t, c, &quota) && t.all[c] == 0) ++taken[i / seg_][slot[c]];
+      const size_t key = size_t(band_of(i)) * nc_ + codes[i];
+      if (t.tie[key] == 0) continue;  // (a code all of whose tokens one head takes still uses the others' quotas)
+      if (PickToken(t, key, &quota) && t.all[key] == 0) ++taken[i / seg_][slot[key]];
     }
   }
   for (int64_t s = 0; s < segments(); ++s) {
-    const int64_t base = s * seg_;
-    for (size_t i = 0; i < picked.size(); ++i) {
-      const int r = picked[i], c = order_[r];
+    const int64_t base = s * seg_, b = band_of(base);
+    for (size_t i = 0; i < picked[b].size(); ++i) {
+      const int r = picked[b][i];
+      const size_t key = size_t(b) * nc_ + order_[r];
       const int64_t begin = Start(s, r), count = Start(s, r + 1) - begin;
       if (count == 0) continue;
       int64_t n = 0;
       if (one_tie) {
-        for (uint32_t m = t.tie[c]; m != 0; m &= m - 1) {
+        for (uint32_t m = t.tie[key]; m != 0; m &= m - 1) {
           const int g = __builtin_ctz(m);
           const int64_t take = std::min(quota[g], count);
           quota[g] -= take;
           n = std::max(n, take);
         }
-      } else if (t.all[c] == 0) {
+      } else if (t.all[key] == 0) {
         n = taken[s][i];
       }
-      if (t.all[c] != 0) n = count;
+      if (t.all[key] != 0) n = count;
       for (int64_t j = 0; j < n; ++j) out->rows.push_back(base + begin + j);
     }
   }
   for (int64_t i = sealed_end; i < end; ++i) {
-    if (PickToken(t, codes[i], &quota)) out->pending.push_back(i);
+    if (PickToken(t, size_t(band_of(i)) * nc_ + codes[i], &quota)) out->pending.push_back(i);
   }
   return absl::OkStatus();
 }

@@ -72,6 +72,16 @@ class RetrievalIndex {
   // The tables of `group` queries q [group][dim] (pre- and post-RoPE) at once:
   // table [group][num_codes()] (one pass over the codebook for all of them).
   virtual absl::Status CodeScores(const float* q_pre, const float* q_post, int group, absl::Span<float> table) const;
+  // Position bands (A²ATS `band=T`): the tokens of band j, [j·T, (j+1)·T),
+  // are scored with a table of their own, whose rotation places them at the
+  // band's middle rather than at one fixed distance for all. 0 = no bands:
+  // one table for every token.
+  virtual int64_t band_tokens() const { return 0; }
+  // The tables of `group` queries at position pos for the tokens [0, end):
+  // table [group][NumBands(*this, end)][num_codes()]. Without bands this is
+  // CodeScores's table.
+  virtual absl::Status BandCodeScores(const float* q_pre, const float* q_post, int group, int64_t pos, int64_t end,
+                                      absl::Span<float> table) const;
   // Bits of per-token summary (what a GPU would keep per token and KV head).
   virtual double BitsPerToken() const = 0;
   // Bytes of per-sequence-independent state (codebooks, whitening, ...).
@@ -84,6 +94,9 @@ class RetrievalIndex {
   virtual void SaveState(std::string* out) const = 0;
   virtual absl::Status LoadState(absl::string_view state) = 0;
 };
+
+// Bands covering tokens [0, end): at least 1 (and 1 without bands).
+int64_t NumBands(const RetrievalIndex& index, int64_t end);
 
 // Versioned, checksummed serialization of a whole index (doc/formats.md,
 // "Retrieval index v1"): spec, layout, state, XXH3-64.
@@ -138,10 +151,12 @@ class CodeSortedLayout {
     std::vector<int64_t> rows;     // storage rows (segment * segment_tokens + row), ascending
     std::vector<int64_t> pending;  // positions >= sealed(), ascending
   };
-  // The union over the `group` query heads of each head's top-k among
-  // tokens [0, end) (end >= sealed()).
+  // The union over the `group` query heads (at position pos; -1: end - 1)
+  // of each head's top-k among tokens [0, end) (end >= sealed()). With an
+  // index with position bands, segments must not straddle bands (checked
+  // when sealing).
   absl::Status Select(const RetrievalIndex& index, const float* q_pre, const float* q_post, int group, int64_t end,
-                      int64_t k, Picks* out) const;
+                      int64_t k, Picks* out, int64_t pos = -1) const;
   int64_t StateBytes() const { return segments() * (nc_ + 1) * (wide() ? 4 : 2); }
 
  private:
@@ -155,7 +170,8 @@ class CodeSortedLayout {
   // fits (segment_tokens <= 65535), else uint32.
   std::vector<std::vector<uint16_t>> starts16_;
   std::vector<std::vector<uint32_t>> starts32_;
-  std::vector<int64_t> hist_;                  // per code: tokens over the sealed segments
+  std::vector<int64_t> hist_;  // per (band, code), band-major: tokens over the sealed segments
+  int64_t band_ = 0;           // the index's band_tokens() (0: one band)
 };
 
 // Validates a row-major [n][dim] float block (finite values).

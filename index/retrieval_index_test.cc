@@ -134,7 +134,8 @@ TEST(Retrieval, CommVqScoresTrackExactLogits) {
 TEST(Retrieval, SelectionByCodeEqualsPerTokenRanking) {
   for (uint64_t seed : {3, 4, 5}) {
     const Sequence s = MakeSequence(seed, int(seed % 2), 6000, 2);
-    for (const char* spec : {"a2ats:centroids=8,iters=3", "a2ats:centroids=256,iters=4"}) {
+    for (const char* spec : {"a2ats:centroids=8,iters=3", "a2ats:centroids=256,iters=4",
+                             "a2ats:centroids=64,iters=4,band=1000", "a2ats:centroids=64,iters=4,outliers=8,band=512"}) {
       auto idx = Build(spec, s);
       ASSERT_GT(idx->num_codes(), 0);
       for (int64_t topk : {int64_t{1}, int64_t{37}, int64_t{600}, int64_t{5000}}) {
@@ -230,6 +231,7 @@ namespace {
 TEST(Retrieval, SerializationRoundTripsAndRejectsDamage) {
   const Sequence s = MakeSequence(4, 0, 1024, 1);
   for (const char* spec : {"oracle", "a2ats:centroids=32,iters=4", "a2ats:centroids=32,iters=4,outliers=4",
+                           "a2ats:centroids=32,iters=4,band=256",
                            "quest:page=16", "pq:m=4,nbits=4", "commvq:stages=2,digit=3,iters=2"}) {
     auto idx = Build(spec, s);
     if (std::string(spec).find("outliers") != std::string::npos) {  // fill a slot, so the state carries one
@@ -265,17 +267,31 @@ namespace kvrecall {
 namespace {
 
 // An index whose codes are given and whose table is the query itself
-// (dim == num_codes), so tests can force ties between codes.
+// (dim == num_codes), so tests can force ties between codes. With bands of
+// `band` tokens, band j's table is the query shifted by j: table[c] = q[(c + j) % nc].
 class TableIndex final : public RetrievalIndex {
  public:
-  explicit TableIndex(std::vector<uint16_t> codes, int nc) : codes_(std::move(codes)), nc_(nc) {}
+  explicit TableIndex(std::vector<uint16_t> codes, int nc, int64_t band = 0)
+      : codes_(std::move(codes)), nc_(nc), band_(band) {}
   std::string name() const override { return "table"; }
   int dim() const override { return nc_; }
   absl::Status Train(const TrainingData&) override { return absl::OkStatus(); }
   bool trained() const override { return true; }
   absl::Status Add(const float*, const float*, int64_t) override { return absl::UnimplementedError("fixed"); }
   absl::Status Score(const float*, const float* q, int64_t, absl::Span<float> scores, int) const override {
-    for (size_t i = 0; i < codes_.size(); ++i) scores[i] = q[codes_[i]];
+    for (size_t i = 0; i < codes_.size(); ++i) scores[i] = q[(codes_[i] + (band_ > 0 ? i / band_ : 0)) % nc_];
+    return absl::OkStatus();
+  }
+  int64_t band_tokens() const override { return band_; }
+  absl::Status BandCodeScores(const float*, const float* q, int group, int64_t, int64_t end,
+                              absl::Span<float> table) const override {
+    const int64_t bands = NumBands(*this, end);
+    if (table.size() != size_t(group * bands * nc_)) return absl::InvalidArgumentError("table size");
+    for (int g = 0; g < group; ++g) {
+      for (int64_t j = 0; j < bands; ++j) {
+        for (int c = 0; c < nc_; ++c) table[(g * bands + j) * nc_ + c] = q[g * nc_ + (c + j) % nc_];
+      }
+    }
     return absl::OkStatus();
   }
   int64_t size() const override { return static_cast<int64_t>(codes_.size()); }
@@ -295,6 +311,7 @@ class TableIndex final : public RetrievalIndex {
  private:
   std::vector<uint16_t> codes_;
   int nc_;
+  int64_t band_;
 };
 
 // Positions of a code-sorted selection, sorted.
@@ -364,6 +381,33 @@ TEST(CodeSortedLayout, SelectsWhatTimeOrderSelectsTiesIncluded) {
     ExpectSameSelection(index, order, segment, end, nullptr, q.data(), group, k,
                         "trial " + std::to_string(trial));
   }
+}
+
+TEST(CodeSortedLayout, SelectsWhatTimeOrderSelectsWithBands) {
+  // Position bands (a table per band): a code's tokens score differently in
+  // different bands; segments lie inside bands; ties as above.
+  std::mt19937 rng(8);
+  for (int trial = 0; trial < 200; ++trial) {
+    const int nc = 2 + int(rng() % 15), group = 1 + int(rng() % 4);
+    const int64_t n = 50 + rng() % 400, segment = 1 + rng() % 32, band = segment * (1 + rng() % 4);
+    std::vector<uint16_t> codes(n);
+    for (auto& c : codes) c = uint16_t(rng() % nc);
+    TableIndex index(codes, nc, band);
+    std::vector<float> q(size_t(group) * nc);
+    for (auto& x : q) x = float(rng() % 4);
+    std::vector<int> order(nc);
+    for (int c = 0; c < nc; ++c) order[c] = c;
+    std::shuffle(order.begin(), order.end(), rng);
+    const int64_t end = n - int64_t(rng() % std::min<int64_t>(n, 2 * segment));
+    const int64_t k = 1 + int64_t(rng() % end);
+    ExpectSameSelection(index, order, segment, end, nullptr, q.data(), group, k,
+                        "trial " + std::to_string(trial) + " band " + std::to_string(band));
+  }
+  // A segment may not straddle two bands.
+  TableIndex index(std::vector<uint16_t>(40, 1), 3, 12);
+  CodeSortedLayout layout;
+  ASSERT_TRUE(layout.Init({0, 1, 2}, 8).ok());
+  EXPECT_EQ(layout.Seal(index).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST(CodeSortedLayout, ManyCodesAndLargeK) {
@@ -543,6 +587,67 @@ TEST(Retrieval, A2atsOutlierSlotsScoreFarKeysExactly) {
   ASSERT_TRUE(slotted->Add(s.k_pre.data(), s.k_post.data(), 16).ok());
   ASSERT_TRUE(slotted->Add(far.data(), far.data(), 1).ok());
   EXPECT_EQ(slotted->codes()[16], k);
+}
+
+}  // namespace
+}  // namespace kvrecall
+
+namespace kvrecall {
+namespace {
+
+TEST(Retrieval, A2atsBandsRotateEachBandToItsMiddle) {
+  // As many centroids as calibration keys: k-means keeps the keys themselves,
+  // so a calibration key's score is (R q)·k/√d exactly (up to the whitening's
+  // rounding), R turning the slow pairs by pos − the middle of the key's band
+  // and the others by b (all pairs by b without bands).
+  const Sequence s = MakeSequence(6, 0, 128, 1);
+  const int64_t pos = 5000;
+  std::vector<double> inv_freq = RopeInvFreq(s.d, s.layout.rope_theta);
+  for (double& f : inv_freq) f /= s.layout.rope_scaling;
+  for (const std::string& spec : {std::string("a2ats:centroids=64,iters=1"), std::string("a2ats:centroids=64,iters=1,band=16"),
+                                  std::string("a2ats:centroids=64,iters=1,band=16,slow=1e12")}) {
+    auto idx = Build(spec, s);
+    const int64_t band = idx->band_tokens();
+    const double slow = spec.find("slow") != std::string::npos ? 1e12 : 3.14159;
+    std::vector<float> got(s.n);
+    ASSERT_TRUE(idx->Score(s.dq_pre.data(), s.dq_post.data(), pos, absl::MakeSpan(got)).ok());
+    double err = 0, norm = 0;
+    int banded_pairs = 0;
+    for (int64_t i = 0; i < 64; ++i) {
+      const double rel = band > 0 ? double(pos) - 0.5 * double(2 * (i / band * band) + band - 1) : 2048;
+      RopeAngles a;
+      banded_pairs = 0;
+      for (double f : inv_freq) {
+        const double angle = (band > 0 && f * double(1 << 20) <= slow ? (++banded_pairs, rel) : 2048.0) * f;
+        a.cos.push_back(float(std::cos(angle))), a.sin.push_back(float(std::sin(angle)));
+      }
+      std::vector<float> q(s.dq_pre.begin(), s.dq_pre.begin() + s.d);
+      ApplyRope(q.data(), s.d, s.layout.rope_style, a);
+      double want = 0;
+      for (int j = 0; j < s.d; ++j) want += double{q[j]} * s.k_pre[i * s.d + j];
+      want /= std::sqrt(double(s.d));
+      err = std::max(err, std::abs(got[i] - want)), norm = std::max(norm, std::abs(want));
+    }
+    EXPECT_LT(err, 1e-3 * norm) << spec;
+    if (band == 0) continue;
+    EXPECT_GT(banded_pairs, 0) << spec;
+    if (slow < 1e12) EXPECT_LT(banded_pairs, s.d / 2) << spec;
+    // The band tables in one call: [group][bands][codes], band j's entries as Score's.
+    const int64_t bands = NumBands(*idx, s.n);
+    ASSERT_EQ(bands, 8);
+    std::vector<float> table(size_t(bands) * idx->num_codes());
+    ASSERT_TRUE(idx->BandCodeScores(s.dq_pre.data(), s.dq_post.data(), 1, pos, s.n, absl::MakeSpan(table)).ok());
+    for (int64_t i = 0; i < s.n; ++i) ASSERT_EQ(table[i / 16 * 64 + idx->codes()[i]], got[i]) << i;
+    EXPECT_EQ(idx->BandCodeScores(s.dq_pre.data(), s.dq_post.data(), 1, pos, s.n, absl::MakeSpan(table).subspan(1))
+                  .code(),
+              absl::StatusCode::kInvalidArgument);
+  }
+  EXPECT_EQ(MakeRetrievalIndex("a2ats:band=16", s.layout).value()->spec(),
+            "a2ats:b=2048,centroids=4096,iters=20,seed=1,band=16,horizon=1048576,slow=3.14159");
+  EXPECT_FALSE(MakeRetrievalIndex("a2ats:band=-1", s.layout).ok());
+  EXPECT_FALSE(MakeRetrievalIndex("a2ats:band=1.5", s.layout).ok());
+  EXPECT_FALSE(MakeRetrievalIndex("a2ats:band=16,horizon=0", s.layout).ok());
+  EXPECT_FALSE(MakeRetrievalIndex("a2ats:band=16,slow=-1", s.layout).ok());
 }
 
 }  // namespace
