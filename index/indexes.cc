@@ -260,6 +260,7 @@ class A2atsIndex final : public RetrievalIndex {
     if (!trained()) return absl::FailedPreconditionError("a2ats index is not trained");
     RETURN_IF_ERROR(CheckQuery(*this, q_pre, scores));
     if (q_post != nullptr && slots_used_ > 0) RETURN_IF_ERROR(CheckFinite(q_post, 1, d_, "query"));
+    RETURN_IF_ERROR(CheckBandTables(*this, size()));
     const int64_t bands = NumBands(*this, size());
     std::vector<float> table(size_t(bands) * nc_);
     BandTables(q_pre, q_post, 1, pos, size(), table.data());
@@ -289,6 +290,7 @@ class A2atsIndex final : public RetrievalIndex {
   absl::Status BandCodeScores(const float* q_pre, const float* q_post, int group, int64_t pos, int64_t end,
                               absl::Span<float> table) const override {
     if (!trained()) return absl::FailedPreconditionError("a2ats index is not trained");
+    RETURN_IF_ERROR(CheckBandTables(*this, end));
     if (group < 1 || end < 0 || table.size() != size_t(group) * NumBands(*this, end) * nc_) {
       return absl::InvalidArgumentError("a2ats: table size != queries x bands x centroids");
     }

@@ -129,6 +129,7 @@ absl::Status SelectByCode(const RetrievalIndex& index, const float* q_pre, const
   const int64_t band = index.band_tokens();
   // (band, code) of token i; without bands, its code.
   auto key = [&](int64_t i) { return (band > 0 ? i / band * nc : 0) + codes[i]; };
+  RETURN_IF_ERROR(CheckBandTables(index, end));
   std::vector<int64_t> hist(size_t(NumBands(index, end)) * nc, 0);
   for (int64_t i = begin; i < end; ++i) ++hist[key(i)];
   CodeThresholds t;
@@ -198,6 +199,16 @@ absl::Status RetrievalIndex::BandCodeScores(const float* q_pre, const float* q_p
 int64_t NumBands(const RetrievalIndex& index, int64_t end) {
   const int64_t band = index.band_tokens();
   return band > 0 && end > band ? (end + band - 1) / band : 1;
+}
+
+absl::Status CheckBandTables(const RetrievalIndex& index, int64_t end) {
+  const int64_t entries = NumBands(index, end) * std::max(1, index.num_codes());
+  if (entries > kMaxBandTableEntries) {
+    return absl::InvalidArgumentError(absl::StrCat(index.name(), ": ", NumBands(index, end), " bands x ",
+                                                   index.num_codes(), " codes is more than ", kMaxBandTableEntries,
+                                                   " table entries per query; use wider bands"));
+  }
+  return absl::OkStatus();
 }
 
 absl::StatusOr<std::vector<int64_t>> SelectTokens(const RetrievalIndex& index, const float* q_pre,
@@ -322,6 +333,7 @@ absl::Status CodeSortedLayout::Select(const RetrievalIndex& index, const float* 
   const uint16_t* codes = index.codes();
   // Keys are (band, code) pairs, band-major; without bands, codes.
   auto band_of = [&](int64_t i) { return band > 0 ? i / band : 0; };
+  RETURN_IF_ERROR(CheckBandTables(index, end));
   std::vector<int64_t> hist = hist_;
   hist.resize(size_t(NumBands(index, end)) * nc_, 0);
   for (int64_t i = sealed_end; i < end; ++i) ++hist[size_t(band_of(i)) * nc_ + codes[i]];

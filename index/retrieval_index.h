@@ -97,6 +97,10 @@ class RetrievalIndex {
 
 // Bands covering tokens [0, end): at least 1 (and 1 without bands).
 int64_t NumBands(const RetrievalIndex& index, int64_t end);
+// INVALID_ARGUMENT where the band tables over [0, end) would pass
+// kMaxBandTableEntries per query (bands too narrow for the context).
+constexpr int64_t kMaxBandTableEntries = int64_t{1} << 22;
+absl::Status CheckBandTables(const RetrievalIndex& index, int64_t end);
 
 // Versioned, checksummed serialization of a whole index (doc/formats.md,
 // "Retrieval index v1"): spec, layout, state, XXH3-64.

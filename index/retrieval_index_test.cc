@@ -644,6 +644,15 @@ TEST(Retrieval, A2atsBandsRotateEachBandToItsMiddle) {
   }
   EXPECT_EQ(MakeRetrievalIndex("a2ats:band=16", s.layout).value()->spec(),
             "a2ats:b=2048,centroids=4096,iters=20,seed=1,band=16,horizon=1048576,slow=3.14159");
+  // Bands too narrow for the context: a clear error, not a giant table.
+  const Sequence longer = MakeSequence(6, 0, 3000, 1);
+  auto narrow = Build("a2ats:centroids=1500,iters=1,band=1", longer);  // 3000 bands x 1500 codes
+  std::vector<float> scores(longer.n);
+  EXPECT_EQ(narrow->Score(longer.dq_pre.data(), longer.dq_post.data(), longer.n, absl::MakeSpan(scores)).code(),
+            absl::StatusCode::kInvalidArgument);
+  SelectionConfig cfg;
+  EXPECT_EQ(SelectTokens(*narrow, longer.dq_pre.data(), longer.dq_post.data(), 1, longer.n, cfg).status().code(),
+            absl::StatusCode::kInvalidArgument);
   EXPECT_FALSE(MakeRetrievalIndex("a2ats:band=-1", s.layout).ok());
   EXPECT_FALSE(MakeRetrievalIndex("a2ats:band=1.5", s.layout).ok());
   EXPECT_FALSE(MakeRetrievalIndex("a2ats:band=16,horizon=0", s.layout).ok());
