@@ -50,6 +50,7 @@ ABSL_FLAG(int, outliers, 0, "A²ATS outlier slots: codes that each hold one key 
 ABSL_FLAG(int64_t, band, 0,
           "A²ATS position bands of this many tokens, each scored with its own table (0 = one table; with "
           "--segment_blocks, a multiple of the segment's tokens)");
+ABSL_FLAG(std::string, index_extra, "", "more A²ATS spec parameters, e.g. slow=8,horizon=1048576");
 ABSL_FLAG(int64_t, train_tokens, 65536, "calibration tokens");
 ABSL_FLAG(bool, server, false,
           "keep the KV in a kvrecall-server child process on loopback (UCX) instead of the embedded store");
@@ -203,7 +204,8 @@ int Run() {
     o.sequence_id = "longctx-" + r.mode;
     o.layout = l;
     o.index = absl::StrCat("a2ats:centroids=", absl::GetFlag(FLAGS_centroids), ",iters=10,b=2048,seed=1,outliers=",
-                           absl::GetFlag(FLAGS_outliers), ",band=", absl::GetFlag(FLAGS_band));
+                           absl::GetFlag(FLAGS_outliers), ",band=", absl::GetFlag(FLAGS_band),
+                           absl::GetFlag(FLAGS_index_extra).empty() ? "" : ",", absl::GetFlag(FLAGS_index_extra));
     if (auto spec = MakeRetrievalIndex(o.index, l); spec.ok()) r.summary_bits = (*spec)->BitsPerToken();
     o.block_tokens = absl::GetFlag(FLAGS_block);
     o.segment_blocks = absl::GetFlag(FLAGS_segment_blocks);
@@ -324,7 +326,9 @@ int Run() {
                        : std::string(),
                    absl::GetFlag(FLAGS_band) > 0
                        ? absl::StrCat(", one table per position band of ", absl::GetFlag(FLAGS_band), " tokens")
-                       : std::string()),
+                       : std::string(),
+                   absl::GetFlag(FLAGS_index_extra).empty() ? std::string()
+                                                            : absl::StrCat(" (", absl::GetFlag(FLAGS_index_extra), ")")),
       results.empty() ? 0.0 : results[0].summary_bits,
       100 * absl::GetFlag(FLAGS_topk),
       server.pid > 0 ? absl::StrCat("a kvrecall-server process over UCX on loopback (UCX_TLS=",
