@@ -146,9 +146,10 @@ class OracleIndex final : public RetrievalIndex {
 // pos − mid_j instead, mid_j the middle of the band up to pos: one
 // table per band, the same codes. Tables cost bands x the one table. Only
 // the slow RoPE pairs are placed so, those that turn at most `slow` radians
-// (default π) over `horizon` tokens (default 2^20: the context the tables
+// (default 8) over `horizon` tokens (default 2^20: the context the tables
 // will see); the others, which turn many times within a band, keep the
-// fixed b. The codebook is trained for those rotations: H = E[q̃q̃ᵀ] with the
+// fixed b. (At 1M tokens, 4 heads: S = π 0.704, 8 0.727, 16 worse on the
+// peaky head; bench/results/retrieval_analysis.md.) The codebook is trained for those rotations: H = E[q̃q̃ᵀ] with the
 // slow pairs of each calibration query rotated by its own distance, spread
 // evenly over [0, horizon). (Trained for b alone, the codebook's error lies
 // where rotated queries look: 1M tokens, 3%, peaky 0.807 -> 0.746; with all
@@ -885,7 +886,7 @@ absl::StatusOr<std::unique_ptr<RetrievalIndex>> MakeRetrievalIndex(const std::st
     if (!(horizon >= 1 && horizon <= double(int64_t{1} << 40)) || horizon != std::floor(horizon)) {
       return absl::InvalidArgumentError("a2ats: horizon must be a whole number of tokens in [1, 2^40]");
     }
-    const double slow = get("slow", 3.14159);
+    const double slow = get("slow", 8);
     if (!(slow >= 0 && slow <= 1e12)) return absl::InvalidArgumentError("a2ats: slow must be in [0, 1e12] radians");
     idx = std::make_unique<A2atsIndex>(layout, k, get("b", 2048), static_cast<int>(get("iters", 20)),
                                        static_cast<uint64_t>(get("seed", 1)), static_cast<int>(outliers),

@@ -608,7 +608,7 @@ TEST(Retrieval, A2atsBandsRotateEachBandToItsMiddle) {
                                   std::string("a2ats:centroids=64,iters=1,band=16,slow=1e12")}) {
     auto idx = Build(spec, s);
     const int64_t band = idx->band_tokens();
-    const double slow = spec.find("slow") != std::string::npos ? 1e12 : 3.14159;
+    const double slow = spec.find("slow") != std::string::npos ? 1e12 : 8.0;
     std::vector<float> got(s.n);
     ASSERT_TRUE(idx->Score(s.dq_pre.data(), s.dq_post.data(), pos, absl::MakeSpan(got)).ok());
     double err = 0, norm = 0;
@@ -643,7 +643,7 @@ TEST(Retrieval, A2atsBandsRotateEachBandToItsMiddle) {
               absl::StatusCode::kInvalidArgument);
   }
   EXPECT_EQ(MakeRetrievalIndex("a2ats:band=16", s.layout).value()->spec(),
-            "a2ats:b=2048,centroids=4096,iters=20,seed=1,band=16,horizon=1048576,slow=3.14159");
+            "a2ats:b=2048,centroids=4096,iters=20,seed=1,band=16,horizon=1048576,slow=8");
   // Bands too narrow for the context: a clear error, not a giant table.
   const Sequence longer = MakeSequence(6, 0, 3000, 1);
   auto narrow = Build("a2ats:centroids=1500,iters=1,band=1", longer);  // 3000 bands x 1500 codes
