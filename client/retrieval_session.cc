@@ -176,8 +176,8 @@ class SessionImpl final : public RetrievalSession {
                                            k, &picks, qpos));
         rows[h] = std::move(picks.rows), pend[h] = std::move(picks.pending);
       } else if (k > 0) {
-        ASSIGN_OR_RETURN(rows[h],
-                         SelectTokens(*s.index[h], q_pre + size_t(h) * G * d, q_post + size_t(h) * G * d, G, qpos, cfg));
+        ASSIGN_OR_RETURN(rows[h], SelectTokens(*s.index[h], q_pre + size_t(h) * G * d, q_post + size_t(h) * G * d,
+                                               G, qpos, cfg));
       }
       stats_.fetched_rows += static_cast<int64_t>(rows[h].size());
       stats_.pending_rows += static_cast<int64_t>(pend[h].size());

@@ -9,6 +9,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <map>
 
 #include "absl/strings/numbers.h"
@@ -60,6 +61,72 @@ void AppendArray(std::string* out, const std::vector<T>& v) {
 
 // Below this many tokens per thread, starting a thread costs more than it saves.
 constexpr int64_t kMinTokensPerThread = 16384;
+
+// out[g][c] = scale · Σ_ch q[g][ch] · t[c / 8][ch][c % 8] for c < n, g < G:
+// a small matrix product over codes stored in blocks of 8 ([ceil(n/8)][dim][8],
+// zero-padded), four queries by 32 codes at a time so that the 16 partial
+// sums stay in registers while the channels stream past (per code and
+// query one dot product, no horizontal sums: the band tables' kernel).
+typedef float V8 __attribute__((vector_size(32)));
+inline V8 LoadV8(const float* p) {
+  V8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+__attribute__((always_inline)) inline void BlockedScoresBody(const float* q, int G, const float* t, int64_t n,
+                                                             int dim, float scale, float* out) {
+  const int64_t nb = (n + 7) / 8;
+  std::vector<float> qp(size_t(4) * dim);
+  for (int g0 = 0; g0 < G; g0 += 4) {
+    const int gn = std::min(4, G - g0);
+    std::fill(qp.begin(), qp.end(), 0.0f);
+    std::copy_n(q + size_t(g0) * dim, size_t(gn) * dim, qp.begin());
+    for (int64_t b0 = 0; b0 < nb; b0 += 4) {
+      const int bn = static_cast<int>(std::min<int64_t>(4, nb - b0));
+      const float* tb = t + b0 * dim * 8;
+      V8 acc[4][4] = {};
+      if (bn == 4) {
+        for (int ch = 0; ch < dim; ++ch) {
+          const V8 v0 = LoadV8(tb + ch * 8), v1 = LoadV8(tb + (dim + ch) * 8), v2 = LoadV8(tb + (2 * dim + ch) * 8),
+                   v3 = LoadV8(tb + (3 * dim + ch) * 8);
+          for (int g = 0; g < 4; ++g) {
+            const float x = qp[size_t(g) * dim + ch];
+            acc[g][0] += x * v0, acc[g][1] += x * v1, acc[g][2] += x * v2, acc[g][3] += x * v3;
+          }
+        }
+      } else {
+        for (int i = 0; i < bn; ++i) {
+          for (int ch = 0; ch < dim; ++ch) {
+            const V8 v = LoadV8(tb + (i * dim + ch) * 8);
+            for (int g = 0; g < 4; ++g) acc[g][i] += qp[size_t(g) * dim + ch] * v;
+          }
+        }
+      }
+      for (int g = 0; g < gn; ++g) {
+        for (int i = 0; i < bn; ++i) {
+          float r[8];
+          const V8 sv = acc[g][i] * scale;
+          std::memcpy(r, &sv, sizeof(r));
+          const int64_t c0 = (b0 + i) * 8;
+          std::copy_n(r, std::min<int64_t>(8, n - c0), out + size_t(g0 + g) * n + c0);
+        }
+      }
+    }
+  }
+}
+#if defined(__x86_64__)
+__attribute__((target("avx2,fma"))) void BlockedScoresAvx2(const float* q, int G, const float* t, int64_t n, int dim,
+                                                           float scale, float* out) {
+  BlockedScoresBody(q, G, t, n, dim, scale, out);
+}
+#endif
+void BlockedScores(const float* q, int G, const float* t, int64_t n, int dim, float scale, float* out) {
+#if defined(__x86_64__)
+  static const bool avx2 = __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (avx2) return BlockedScoresAvx2(q, G, t, n, dim, scale, out);
+#endif
+  BlockedScoresBody(q, G, t, n, dim, scale, out);
+}
 
 absl::Status BadState(const char* what) { return absl::DataLossError(absl::StrCat(what, " index state is inconsistent")); }
 
@@ -143,18 +210,19 @@ class OracleIndex final : public RetrievalIndex {
 // distance b is the method's main loss on peaky heads at long context (the
 // true rotation of a pair is (pos − t)·θ_p, not b·θ_p). With bands, the
 // tokens of band j, [jT, (j+1)T), are scored with the query rotated by
-// pos − mid_j instead, mid_j the middle of the band up to pos: one
-// table per band, the same codes. Tables cost bands x the one table. Only
-// the slow RoPE pairs are placed so, those that turn at most `slow` radians
-// (default 8) over `horizon` tokens (default 2^20: the context the tables
-// will see); the others, which turn many times within a band, keep the
-// fixed b. (At 1M tokens, 4 heads: S = π 0.704, 8 0.727, 16 worse on the
-// peaky head; bench/results/retrieval_analysis.md.) The codebook is trained for those rotations: H = E[q̃q̃ᵀ] with the
-// slow pairs of each calibration query rotated by its own distance, spread
-// evenly over [0, horizon). (Trained for b alone, the codebook's error lies
-// where rotated queries look: 1M tokens, 3%, peaky 0.807 -> 0.746; with all
-// pairs banded, H spreads over twice the directions and 4096 centroids
-// cover it too thinly: peaky 0.705.)
+// pos − mid_j instead, mid_j the middle of the band up to pos: one table per
+// band, the same codes. Only the slow RoPE pairs are placed so, those that
+// turn at most `slow` radians (default 8) over `horizon` tokens (default
+// 2^20: the context the tables will see); the others, which turn many times
+// within a band, keep the fixed b. (At 1M tokens over 4 heads, 3%: S = π
+// 0.704, 8 0.727, none 0.717; 16 is worse on the peaky head;
+// bench/results/retrieval_analysis.md.) The fast channels' table is computed
+// once, the slow channels' (about 40%) per band. The codebook is trained for
+// those rotations: H = E[q̃q̃ᵀ] with the slow pairs of each calibration query
+// rotated by its own distance, spread evenly over [0, horizon). (Trained for
+// b alone, the codebook's error lies where rotated queries look: 1M tokens,
+// 3%, peaky 0.807 -> 0.746; with all pairs banded, H spreads over twice the
+// directions and 4096 centroids cover it too thinly: peaky 0.705.)
 class A2atsIndex final : public RetrievalIndex {
  public:
   A2atsIndex(const KvLayout& l, int centroids, double b, int iters, uint64_t seed, int outliers, int64_t band,
@@ -269,7 +337,12 @@ class A2atsIndex final : public RetrievalIndex {
     const uint16_t* c = codes_.data();
     const int64_t band = band_ > 0 ? band_ : size() + 1;
     ParallelFor(size(), threads, kMinTokensPerThread, [&](int64_t b, int64_t e, int) {
-      for (int64_t i = b; i < e; ++i) scores[i] = t[i / band * nc_ + c[i]];
+      for (int64_t lo = b; lo < e;) {  // band by band: no division per token
+        const int64_t j = lo / band, hi = std::min(e, (j + 1) * band);
+        const float* tj = t + j * nc_;
+        for (int64_t i = lo; i < hi; ++i) scores[i] = tj[c[i]];
+        lo = hi;
+      }
     });
     return absl::OkStatus();
   }
@@ -433,7 +506,7 @@ class A2atsIndex final : public RetrievalIndex {
       ApplyRope(q.data(), layout_, b_);
       for (int i = 0; i < nf; ++i) qf[size_t(g) * nf + i] = q[fast_ch_[i]];
     }
-    if (nf > 0) GroupScores(qf.data(), group, cent_fast_.data(), nc_, nf, nf, scale, base.data());
+    if (nf > 0) BlockedScores(qf.data(), group, cent_fast_.data(), nc_, nf, scale, base.data());
     for (int64_t j = 0; j < bands; ++j) {
       const int64_t lo = j * band_, hi = std::max(lo + 1, std::min(lo + band_, pos + 1));
       const double rel = double(pos) - 0.5 * double(lo + hi - 1);
@@ -442,7 +515,7 @@ class A2atsIndex final : public RetrievalIndex {
         ApplyRope(q.data(), layout_, rel);  // (only its slow channels are used)
         for (int i = 0; i < ns; ++i) qs[size_t(g) * ns + i] = q[slow_ch_[i]];
       }
-      if (ns > 0) GroupScores(qs.data(), group, cent_slow_.data(), nc_, ns, ns, scale, part.data());
+      if (ns > 0) BlockedScores(qs.data(), group, cent_slow_.data(), nc_, ns, scale, part.data());
       for (int g = 0; g < group; ++g) {
         float* out = table + (size_t(g) * bands + j) * nc_;
         const float* b = base.data() + size_t(g) * nc_;
@@ -463,7 +536,8 @@ class A2atsIndex final : public RetrievalIndex {
   // fast and slow channels.
   void SplitCentroids() {
     if (band_ == 0) return;
-    cent_fast_.assign(size_t(nc_) * fast_ch_.size(), 0.0f), cent_slow_.assign(size_t(nc_) * slow_ch_.size(), 0.0f);
+    const size_t padded = (size_t(nc_) + 7) / 8 * 8;  // blocks of 8 codes, BlockedScores's layout
+    cent_fast_.assign(padded * fast_ch_.size(), 0.0f), cent_slow_.assign(padded * slow_ch_.size(), 0.0f);
     std::vector<double> x(d_);
     std::vector<float> k(d_);
     for (int c = 0; c < nc_; ++c) {
@@ -480,8 +554,9 @@ class A2atsIndex final : public RetrievalIndex {
   void SplitCentroid(int c, const float* k_pre) {
     if (band_ == 0) return;
     const size_t nf = fast_ch_.size(), ns = slow_ch_.size();
-    for (size_t i = 0; i < nf; ++i) cent_fast_[c * nf + i] = k_pre[fast_ch_[i]];
-    for (size_t i = 0; i < ns; ++i) cent_slow_[c * ns + i] = k_pre[slow_ch_[i]];
+    const size_t block = size_t(c) / 8, lane = size_t(c) % 8;
+    for (size_t i = 0; i < nf; ++i) cent_fast_[(block * nf + i) * 8 + lane] = k_pre[fast_ch_[i]];
+    for (size_t i = 0; i < ns; ++i) cent_slow_[(block * ns + i) * 8 + lane] = k_pre[slow_ch_[i]];
   }
   // The query's rotation: by b; with bands, the slow pairs by rel instead.
   void Rotate(float* q, double rel) const {
@@ -522,7 +597,7 @@ class A2atsIndex final : public RetrievalIndex {
   double slow_ = 0;         // with bands: pairs turning at most this (radians) over the horizon are banded
   std::vector<double> inv_freq_;  // per RoPE pair, over the layout's position scaling
   std::vector<int> fast_ch_, slow_ch_;           // with bands: channels of the fast and the slow pairs
-  std::vector<float> cent_fast_, cent_slow_;     // with bands: [k + slots][those channels], unwhitened
+  std::vector<float> cent_fast_, cent_slow_;     // with bands: unwhitened, those channels, [codes / 8][channels][8]
   float outlier_dist_ = 0;  // squared whitened distance past which a key is an outlier
 };
 

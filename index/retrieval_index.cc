@@ -126,18 +126,30 @@ absl::Status SelectByCode(const RetrievalIndex& index, const float* q_pre, const
                           int64_t pos, int64_t begin, int64_t end, int64_t k, std::vector<int64_t>* out) {
   const uint16_t* codes = index.codes();
   const int nc = index.num_codes();
-  const int64_t band = index.band_tokens();
-  // (band, code) of token i; without bands, its code.
-  auto key = [&](int64_t i) { return (band > 0 ? i / band * nc : 0) + codes[i]; };
+  const int64_t band = index.band_tokens() > 0 ? index.band_tokens() : std::max<int64_t>(end, 1);
+  // The tokens band by band (one band without bands): token i's key is its
+  // band's offset plus its code, with no division per token.
+  auto each_band = [&](const std::function<void(int64_t, int64_t, size_t)>& f) {
+    for (int64_t lo = begin; lo < end;) {
+      const int64_t j = lo / band, hi = std::min(end, (j + 1) * band);
+      f(lo, hi, size_t(j) * nc);
+      lo = hi;
+    }
+  };
   RETURN_IF_ERROR(CheckBandTables(index, end));
   std::vector<int64_t> hist(size_t(NumBands(index, end)) * nc, 0);
-  for (int64_t i = begin; i < end; ++i) ++hist[key(i)];
+  each_band([&](int64_t lo, int64_t hi, size_t off) {
+    int64_t* h = hist.data() + off;
+    for (int64_t i = lo; i < hi; ++i) ++h[codes[i]];
+  });
   CodeThresholds t;
   RETURN_IF_ERROR(ComputeThresholds(index, q_pre, q_post, group, pos, end, hist, k, &t));
   std::vector<int64_t> quota = t.quota;
-  for (int64_t i = begin; i < end; ++i) {
-    if (PickToken(t, key(i), &quota)) out->push_back(i);
-  }
+  each_band([&](int64_t lo, int64_t hi, size_t off) {
+    for (int64_t i = lo; i < hi; ++i) {
+      if (PickToken(t, off + codes[i], &quota)) out->push_back(i);
+    }
+  });
   return absl::OkStatus();
 }
 
@@ -282,7 +294,8 @@ absl::StatusOr<std::vector<uint32_t>> CodeSortedLayout::Seal(const RetrievalInde
   }
   const int64_t band = index.band_tokens();
   if (band > 0 && (band % seg_ != 0 || (begin > 0 && band_ != band))) {
-    return absl::InvalidArgumentError(absl::StrCat("segments of ", seg_, " tokens straddle the index's bands of ", band));
+    return absl::InvalidArgumentError(
+        absl::StrCat("segments of ", seg_, " tokens straddle the index's bands of ", band));
   }
   band_ = band;
   const int64_t b = band > 0 ? begin / band : 0;
@@ -324,7 +337,8 @@ absl::Status CodeSortedLayout::Select(const RetrievalIndex& index, const float* 
   }
   const int64_t band = index.band_tokens();
   if (sealed_end > 0 && band != band_) {
-    return absl::InvalidArgumentError(absl::StrCat("index bands of ", band, " tokens; the layout was sealed with ", band_));
+    return absl::InvalidArgumentError(
+        absl::StrCat("index bands of ", band, " tokens; the layout was sealed with ", band_));
   }
   if (pos < 0) pos = end - 1;
   k = std::min(k, end);
