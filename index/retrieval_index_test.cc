@@ -360,17 +360,19 @@ void ExpectSameSelection(const RetrievalIndex& index, const std::vector<int>& or
   EXPECT_EQ(PositionsOf(layout, index, picks), *want) << what;
 }
 
-TEST(CodeSortedLayout, SelectsWhatTimeOrderSelectsTiesIncluded) {
-  // Few codes and queries with repeated values: several codes tie at a
-  // head's threshold, and one code can be all-taken by a head and at the
-  // threshold of another.
-  std::mt19937 rng(7);
+// Random trials with few codes and queries with repeated values: several
+// codes tie at a head's threshold, and one code can be all-taken by a head
+// and at the threshold of another. With bands, a table per band (a code's
+// tokens score differently in different bands) and segments inside bands.
+void TieTrials(uint64_t seed, bool banded) {
+  std::mt19937 rng(seed);
   for (int trial = 0; trial < 200; ++trial) {
     const int nc = 2 + int(rng() % 15), group = 1 + int(rng() % 4);
-    const int64_t n = 50 + rng() % 400, segment = 1 + rng() % 64;
+    const int64_t n = 50 + rng() % 400, segment = 1 + rng() % (banded ? 32 : 64);
+    const int64_t band = banded ? segment * (1 + rng() % 4) : 0;
     std::vector<uint16_t> codes(n);
     for (auto& c : codes) c = uint16_t(rng() % nc);
-    TableIndex index(codes, nc);
+    TableIndex index(codes, nc, band);
     std::vector<float> q(size_t(group) * nc);
     for (auto& x : q) x = float(rng() % 4);  // many equal scores
     std::vector<int> order(nc);
@@ -379,30 +381,14 @@ TEST(CodeSortedLayout, SelectsWhatTimeOrderSelectsTiesIncluded) {
     const int64_t end = n - int64_t(rng() % std::min<int64_t>(n, 2 * segment));
     const int64_t k = 1 + int64_t(rng() % end);
     ExpectSameSelection(index, order, segment, end, nullptr, q.data(), group, k,
-                        "trial " + std::to_string(trial));
+                        "trial " + std::to_string(trial) + " band " + std::to_string(band));
   }
 }
 
+TEST(CodeSortedLayout, SelectsWhatTimeOrderSelectsTiesIncluded) { TieTrials(7, false); }
+
 TEST(CodeSortedLayout, SelectsWhatTimeOrderSelectsWithBands) {
-  // Position bands (a table per band): a code's tokens score differently in
-  // different bands; segments lie inside bands; ties as above.
-  std::mt19937 rng(8);
-  for (int trial = 0; trial < 200; ++trial) {
-    const int nc = 2 + int(rng() % 15), group = 1 + int(rng() % 4);
-    const int64_t n = 50 + rng() % 400, segment = 1 + rng() % 32, band = segment * (1 + rng() % 4);
-    std::vector<uint16_t> codes(n);
-    for (auto& c : codes) c = uint16_t(rng() % nc);
-    TableIndex index(codes, nc, band);
-    std::vector<float> q(size_t(group) * nc);
-    for (auto& x : q) x = float(rng() % 4);
-    std::vector<int> order(nc);
-    for (int c = 0; c < nc; ++c) order[c] = c;
-    std::shuffle(order.begin(), order.end(), rng);
-    const int64_t end = n - int64_t(rng() % std::min<int64_t>(n, 2 * segment));
-    const int64_t k = 1 + int64_t(rng() % end);
-    ExpectSameSelection(index, order, segment, end, nullptr, q.data(), group, k,
-                        "trial " + std::to_string(trial) + " band " + std::to_string(band));
-  }
+  TieTrials(8, true);
   // A segment may not straddle two bands.
   TableIndex index(std::vector<uint16_t>(40, 1), 3, 12);
   CodeSortedLayout layout;
