@@ -390,6 +390,11 @@ class SessionImpl final : public RetrievalSession {
     const int nc = idx.num_codes(), d = o_.layout.head_dim;
     if (nc <= 0) return absl::InvalidArgumentError(absl::StrCat("segment_blocks needs an index with per-token codes; ",
                                                                 idx.name(), " has none"));
+    const int64_t segment = int64_t{o_.segment_blocks} * o_.block_tokens;
+    if (idx.band_tokens() > 0 && idx.band_tokens() % segment != 0) {
+      return absl::InvalidArgumentError(absl::StrCat("the index's position bands of ", idx.band_tokens(),
+                                                     " tokens are not whole segments of ", segment, " tokens"));
+    }
     std::vector<int> order(nc);
     for (int c = 0; c < nc; ++c) order[c] = c;
     if (t.num_queries > 0 && t.q_post != nullptr) {

@@ -1,6 +1,7 @@
 #include "client/retrieval_session.h"
 
 #include <cmath>
+#include <random>
 
 #include <gtest/gtest.h>
 
@@ -288,6 +289,22 @@ TEST(RetrievalSession, CodeSortedSegmentsNeedCodesAndFitU16) {
   EXPECT_EQ(RetrievalSession::Open(client->get(), o, {}).status().code(), absl::StatusCode::kInvalidArgument);
   o.segment_blocks = -1;
   EXPECT_EQ(RetrievalSession::Open(client->get(), o, {}).status().code(), absl::StatusCode::kInvalidArgument);
+  // Position bands must be whole segments (checked at open, not at the first seal).
+  std::mt19937 rng(3);
+  std::normal_distribution<float> normal;
+  std::vector<float> keys(64 * 16), queries(256 * 16);
+  for (float& x : keys) x = normal(rng);
+  for (float& x : queries) x = normal(rng);
+  TrainingData t;
+  t.dim = 16, t.k_pre = t.k_post = keys.data(), t.num_keys = 64;
+  t.q_pre = t.q_post = queries.data(), t.num_queries = 256;
+  o.index = "a2ats:centroids=16,iters=2,band=128";
+  o.block_tokens = 64, o.segment_blocks = 1;
+  EXPECT_TRUE(RetrievalSession::Open(client->get(), o, {t}).ok());
+  o.index = "a2ats:centroids=16,iters=2,band=96";
+  auto straddling = RetrievalSession::Open(client->get(), o, {t});
+  EXPECT_EQ(straddling.status().code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(straddling.status().message().find("not whole segments"), std::string::npos) << straddling.status();
 }
 
 }  // namespace
