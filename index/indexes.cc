@@ -59,6 +59,11 @@ void AppendArray(std::string* out, const std::vector<T>& v) {
   for (const T& x : v) AppendLE<T>(out, x);
 }
 
+// Log-spaced buckets (8 per octave) of outlier slots' distance histogram.
+constexpr int kFarBuckets = 128;
+// Tokens the bands' codebook and the slots' admission plan for by default.
+constexpr int64_t kDefaultHorizon = int64_t{1} << 20;
+
 // Below this many tokens per thread, starting a thread costs more than it saves.
 constexpr int64_t kMinTokensPerThread = 16384;
 
@@ -196,15 +201,20 @@ class OracleIndex final : public RetrievalIndex {
 //
 // Outlier slots (`outliers=R`, default 0): codes k .. k+R−1, after the k
 // trained centroids, are slots of the sequence. A key whose whitened distance
-// to its nearest centroid is beyond every calibration key's takes the next
-// free slot, which then holds that key itself, whitened and post-RoPE: a
-// query given post-RoPE scores it exactly, q_post·k_post/√d, its true logit
-// (a query without one scores it under the windowed RoPE, which can put a
-// far key well below its logit). Planted needles and other keys no centroid
-// stands for are such keys. Slots fill first come, first served; once full,
-// outliers get their centroid's code as before. Codes are then (k+R)-ary
-// (13 bits for 4096 + 256); tables, code histograms and code-sorted storage
-// work unchanged. Reset empties the slots.
+// to its nearest centroid is beyond every calibration key's (a far key) may
+// take the next free slot, which then holds that key itself, whitened and
+// post-RoPE: a query given post-RoPE scores it exactly, q_post·k_post/√d,
+// its true logit (a query without one scores it under the windowed RoPE,
+// which can put a far key well below its logit). Planted needles and other
+// keys no centroid stands for are such keys. A far key takes a slot if it
+// is likely among the R farthest of the `horizon` tokens (default 2^20): the
+// far keys so far at least as far (a histogram of distances, 8 buckets per
+// octave) times horizon / tokens so far is at most R. (First come, first
+// served instead filled every slot of a 1M-token head with ordinary far keys
+// before its needles came; bench/results/retrieval_analysis.md.) Other keys
+// get their centroid's code as before. Codes are then (k+R)-ary (13 bits for
+// 4096 + 256); tables, code histograms and code-sorted storage work
+// unchanged. Reset empties the slots.
 //
 // Position bands (`band=T`, default 0 = off; not in the paper): the fixed
 // distance b is the method's main loss on peaky heads at long context (the
@@ -281,6 +291,7 @@ class A2atsIndex final : public RetrievalIndex {
       quantizer_ = std::make_unique<faiss::IndexFlatL2>(d_);
       quantizer_->add(k_, centroids_.data());
       outlier_dist_ = 0, slots_used_ = 0;
+      far_hist_.assign(slots_ > 0 ? kFarBuckets : 0, 0);
       SplitCentroids();
       if (slots_ > 0) {  // the farthest any calibration key lies from its centroid
         std::vector<float> dist(t.num_keys);
@@ -310,7 +321,18 @@ class A2atsIndex final : public RetrievalIndex {
       return FromFaiss(e, "a2ats encode");
     }
     for (int64_t i = 0; i < n; ++i) {
-      if (slots_used_ < slots_ && dist[i] > outlier_dist_) {  // the key itself becomes a code
+      bool take = false;
+      if (slots_ > 0 && dist[i] > outlier_dist_) {
+        // Its rank among the horizon's far keys, estimated from those so far.
+        const double r = dist[i] / std::max(outlier_dist_, 1e-30f);
+        const int b = std::min(kFarBuckets - 1, static_cast<int>(8 * std::log2(r)));
+        ++far_hist_[b];
+        int64_t farther = 0;
+        for (int j = b; j < kFarBuckets; ++j) farther += far_hist_[j];
+        take = slots_used_ < slots_ &&
+               double(farther) * double(horizon_) / double(codes_.size() + 1) <= double(slots_);
+      }
+      if (take) {  // the key itself becomes a code
         std::copy_n(k_post + i * d_, d_, slot_keys_.data() + size_t(slots_used_) * d_);
         const int c = k_ + slots_used_++;
         std::copy_n(w.data() + i * d_, d_, centroids_.data() + size_t(c) * d_);
@@ -381,6 +403,7 @@ class A2atsIndex final : public RetrievalIndex {
     std::fill(slot_keys_.begin(), slot_keys_.end(), 0.0f);
     if (trained()) SplitCentroids();
     slots_used_ = 0;
+    std::fill(far_hist_.begin(), far_hist_.end(), 0);
   }
   double BitsPerToken() const override { return std::ceil(std::log2(double(nc_))); }
   // fp16 centroids and slots (whitened), fp16 post-RoPE slot keys, f32 L;
@@ -391,7 +414,10 @@ class A2atsIndex final : public RetrievalIndex {
   std::string spec() const override {
     return absl::StrCat("a2ats:b=", b_, ",centroids=", k_, ",iters=", iters_, ",seed=", seed_,
                         slots_ > 0 ? absl::StrCat(",outliers=", slots_) : "",
-                        band_ > 0 ? absl::StrCat(",band=", band_, ",horizon=", horizon_, ",slow=", slow_) : "");
+                        band_ > 0 ? absl::StrCat(",band=", band_) : "",
+                        band_ > 0 || (slots_ > 0 && horizon_ != kDefaultHorizon) ? absl::StrCat(",horizon=", horizon_)
+                                                                                 : "",
+                        band_ > 0 ? absl::StrCat(",slow=", slow_) : "");
   }
   void SaveState(std::string* out) const override {
     AppendLE<uint64_t>(out, trained() ? 1 : 0);
@@ -404,6 +430,7 @@ class A2atsIndex final : public RetrievalIndex {
       AppendLE<float>(out, outlier_dist_);
       AppendLE<uint64_t>(out, static_cast<uint64_t>(slots_used_));
       for (size_t i = 0; i < size_t(slots_used_) * d_; ++i) AppendLE<float>(out, slot_keys_[i]);
+      AppendArray(out, far_hist_);
     }
   }
   absl::Status LoadState(absl::string_view state) override {
@@ -419,14 +446,21 @@ class A2atsIndex final : public RetrievalIndex {
       return absl::OkStatus();
     }
     std::vector<float> outlier_dist(1, 0.0f), slot_keys;
+    std::vector<int64_t> far_hist;
     uint64_t used = 0;
     if (!r.Array(&l, uint64_t(d_) * d_) || !r.Array(&c, uint64_t(nc_) * d_) || !r.U64(&n) || !r.Array(&codes, n) ||
         (slots_ > 0 && (!r.Array(&outlier_dist, 1) || !r.U64(&used) || used > uint64_t(slots_) ||
-                        !r.Array(&slot_keys, used * d_))) ||
+                        !r.Array(&slot_keys, used * d_) || !r.Array(&far_hist, kFarBuckets))) ||
         !r.done()) {
       return BadState("a2ats");
     }
     if (!(outlier_dist[0] >= 0) || !std::isfinite(outlier_dist[0])) return BadState("a2ats");
+    int64_t far = 0;
+    for (int64_t x : far_hist) {
+      if (x < 0 || x > int64_t(n)) return BadState("a2ats");
+      far += x;
+    }
+    if (far > int64_t(n) || uint64_t(far) < used) return BadState("a2ats");
     RETURN_IF_ERROR(CheckFinite(slot_keys.data(), static_cast<int64_t>(used), d_, "stored slot keys"));
     for (uint16_t code : codes) {  // a slot's code only once it is filled
       if (code >= k_ + used) return BadState("a2ats");
@@ -439,7 +473,7 @@ class A2atsIndex final : public RetrievalIndex {
     }
     RETURN_IF_ERROR(CheckFinite(c.data(), nc_, d_, "stored centroids"));
     l_ = std::move(l), centroids_ = std::move(c), codes_ = std::move(codes);
-    outlier_dist_ = outlier_dist[0], slots_used_ = static_cast<int>(used);
+    outlier_dist_ = outlier_dist[0], slots_used_ = static_cast<int>(used), far_hist_ = std::move(far_hist);
     slot_keys_ = std::move(slot_keys);
     slot_keys_.resize(size_t(slots_) * d_, 0.0f);
     SplitCentroids();
@@ -594,6 +628,8 @@ class A2atsIndex final : public RetrievalIndex {
   int slots_ = 0, nc_ = 0, slots_used_ = 0;
   int64_t band_ = 0;        // tokens per position band (0: none)
   int64_t horizon_ = 0;     // with bands: the distances the codebook is trained for, [0, horizon)
+  // With slots: keys past the threshold so far, by 8 x log2(distance / threshold), [kFarBuckets].
+  std::vector<int64_t> far_hist_;
   double slow_ = 0;         // with bands: pairs turning at most this (radians) over the horizon are banded
   std::vector<double> inv_freq_;  // per RoPE pair, over the layout's position scaling
   std::vector<int> fast_ch_, slow_ch_;           // with bands: channels of the fast and the slow pairs
@@ -957,7 +993,7 @@ absl::StatusOr<std::unique_ptr<RetrievalIndex>> MakeRetrievalIndex(const std::st
     if (!(band >= 0 && band <= double(int64_t{1} << 40)) || band != std::floor(band)) {
       return absl::InvalidArgumentError("a2ats: band must be a whole number of tokens in [0, 2^40]");
     }
-    const double horizon = get("horizon", double(int64_t{1} << 20));
+    const double horizon = get("horizon", double(kDefaultHorizon));
     if (!(horizon >= 1 && horizon <= double(int64_t{1} << 40)) || horizon != std::floor(horizon)) {
       return absl::InvalidArgumentError("a2ats: horizon must be a whole number of tokens in [1, 2^40]");
     }

@@ -135,7 +135,7 @@ TEST(Retrieval, SelectionByCodeEqualsPerTokenRanking) {
   for (uint64_t seed : {3, 4, 5}) {
     const Sequence s = MakeSequence(seed, int(seed % 2), 6000, 2);
     for (const char* spec : {"a2ats:centroids=8,iters=3", "a2ats:centroids=256,iters=4",
-                             "a2ats:centroids=64,iters=4,band=1000", "a2ats:centroids=64,iters=4,outliers=8,band=512"}) {
+                             "a2ats:centroids=64,iters=4,band=1000", "a2ats:centroids=64,iters=4,outliers=8,band=512,horizon=8192"}) {
       auto idx = Build(spec, s);
       ASSERT_GT(idx->num_codes(), 0);
       for (int64_t topk : {int64_t{1}, int64_t{37}, int64_t{600}, int64_t{5000}}) {
@@ -230,7 +230,7 @@ namespace {
 
 TEST(Retrieval, SerializationRoundTripsAndRejectsDamage) {
   const Sequence s = MakeSequence(4, 0, 1024, 1);
-  for (const char* spec : {"oracle", "a2ats:centroids=32,iters=4", "a2ats:centroids=32,iters=4,outliers=4",
+  for (const char* spec : {"oracle", "a2ats:centroids=32,iters=4", "a2ats:centroids=32,iters=4,outliers=4,horizon=512",
                            "a2ats:centroids=32,iters=4,band=256",
                            "quest:page=16", "pq:m=4,nbits=4", "commvq:stages=2,digit=3,iters=2"}) {
     auto idx = Build(spec, s);
@@ -511,8 +511,12 @@ TEST(Retrieval, A2atsOutlierSlotsScoreFarKeysExactly) {
   const Sequence full = MakeSequence(5, 0, 2048, 1);
   const int k = 64, slots = 8;
   auto plain = Build("a2ats:centroids=64,iters=4", full);
-  auto slotted = Build("a2ats:centroids=64,iters=4,outliers=8", full);
-  EXPECT_EQ(slotted->spec(), "a2ats:b=2048,centroids=64,iters=4,seed=1,outliers=8");
+  // A horizon of about the sequence's length: a far key is admitted while at
+  // most 8 far keys so far are as far.
+  auto slotted = Build("a2ats:centroids=64,iters=4,outliers=8,horizon=1024", full);
+  EXPECT_EQ(slotted->spec(), "a2ats:b=2048,centroids=64,iters=4,seed=1,outliers=8,horizon=1024");
+  EXPECT_EQ(Build("a2ats:centroids=64,iters=4,outliers=8", full)->spec(),
+            "a2ats:b=2048,centroids=64,iters=4,seed=1,outliers=8");  // the default horizon is not spelled out
   EXPECT_EQ(slotted->num_codes(), k + slots);
   EXPECT_EQ(slotted->BitsPerToken(), 7.0);  // 72 codes
   // The calibration keys (the first half) never take a slot; keep only them.
@@ -556,7 +560,8 @@ TEST(Retrieval, A2atsOutlierSlotsScoreFarKeysExactly) {
   ASSERT_TRUE(slotted->CodeScores(q.data(), q_post.data(), 1, absl::MakeSpan(table)).ok());
   EXPECT_EQ(table[k], b[s.n]);
   EXPECT_EQ(table[k + 1], 0.0f) << "an empty slot";
-  // Slots fill first come, first served; once full, outliers get centroids.
+  // Each farther than the last, the next far keys take slots until they are
+  // full; then far keys get centroids.
   for (int j = 1; j <= slots; ++j) {
     std::vector<float> more = far;
     for (float& x : more) x *= 1.0f + 0.1f * j;
@@ -570,9 +575,22 @@ TEST(Retrieval, A2atsOutlierSlotsScoreFarKeysExactly) {
   }
   // Reset empties the slots: the far key takes the first one again.
   slotted->Reset();
-  ASSERT_TRUE(slotted->Add(s.k_pre.data(), s.k_post.data(), 16).ok());
+  ASSERT_TRUE(slotted->Add(s.k_pre.data(), s.k_post.data(), s.n).ok());
   ASSERT_TRUE(slotted->Add(far.data(), far.data(), 1).ok());
-  EXPECT_EQ(slotted->codes()[16], k);
+  EXPECT_EQ(slotted->codes()[s.n], k);
+  // Planned for 2^20 tokens, one far key in the first 1K is not likely among
+  // the 8 farthest of the horizon (it would be about the 1000th): no slot.
+  auto planned = Build("a2ats:centroids=64,iters=4,outliers=8", full);
+  planned->Reset();
+  ASSERT_TRUE(planned->Add(s.k_pre.data(), s.k_post.data(), s.n).ok());
+  ASSERT_TRUE(planned->Add(far.data(), far.data(), 1).ok());
+  EXPECT_LT(planned->codes()[s.n], k);
+  // Many equally far keys: the more of them, the less likely any is among the
+  // horizon's 8 farthest, and none takes a slot.
+  for (int j = 0; j < 2000; ++j) ASSERT_TRUE(planned->Add(far.data(), far.data(), 1).ok());
+  int slotted_far = 0;
+  for (int64_t i = s.n; i < planned->size(); ++i) slotted_far += planned->codes()[i] >= k ? 1 : 0;
+  EXPECT_EQ(slotted_far, 0) << "identical far keys, 2001 of them in 3K tokens: none is among the horizon's 8 farthest";
 }
 
 }  // namespace
