@@ -244,8 +244,8 @@ class A2atsIndex final : public RetrievalIndex {
     for (int j = 0; j < d_ / 2 && band_ > 0; ++j) {
       int a, c;
       RopePair(l.rope_style, d_, j, &a, &c);
-      const bool slow = l.rope_style != RopeStyle::kNone && inv_freq_[j] * double(horizon_) <= slow_;
-      for (int ch : {a, c}) (slow ? slow_ch_ : fast_ch_).push_back(ch);
+      slow_pair_.push_back(l.rope_style != RopeStyle::kNone && inv_freq_[j] * double(horizon_) <= slow_);
+      for (int ch : {a, c}) (slow_pair_.back() ? slow_ch_ : fast_ch_).push_back(ch);
     }
   }
   std::string name() const override { return "a2ats"; }
@@ -357,14 +357,11 @@ class A2atsIndex final : public RetrievalIndex {
     BandTables(q_pre, q_post, 1, pos, size(), table.data());
     const float* t = table.data();
     const uint16_t* c = codes_.data();
-    const int64_t band = band_ > 0 ? band_ : size() + 1;
     ParallelFor(size(), threads, kMinTokensPerThread, [&](int64_t b, int64_t e, int) {
-      for (int64_t lo = b; lo < e;) {  // band by band: no division per token
-        const int64_t j = lo / band, hi = std::min(e, (j + 1) * band);
+      ForEachBand(band_, b, e, [&](int64_t lo, int64_t hi, int64_t j) {
         const float* tj = t + j * nc_;
         for (int64_t i = lo; i < hi; ++i) scores[i] = tj[c[i]];
-        lo = hi;
-      }
+      });
     });
     return absl::OkStatus();
   }
@@ -379,7 +376,7 @@ class A2atsIndex final : public RetrievalIndex {
     }
     RETURN_IF_ERROR(CheckFinite(q_pre, group, d_, "query"));
     if (q_post != nullptr && slots_used_ > 0) RETURN_IF_ERROR(CheckFinite(q_post, group, d_, "query"));
-    Tables(q_pre, q_post, group, b_, table.data(), nc_);
+    Tables(q_pre, q_post, group, table.data());
     return absl::OkStatus();
   }
   int64_t band_tokens() const override { return band_; }
@@ -399,9 +396,12 @@ class A2atsIndex final : public RetrievalIndex {
   int64_t size() const override { return static_cast<int64_t>(codes_.size()); }
   void Reset() override {
     codes_.clear();
-    if (trained()) std::fill(centroids_.begin() + size_t(k_) * d_, centroids_.end(), 0.0f);
+    if (trained()) {
+      std::fill(centroids_.begin() + size_t(k_) * d_, centroids_.end(), 0.0f);
+      const std::vector<float> zero(d_, 0.0f);
+      for (int c = k_; c < nc_; ++c) SplitCentroid(c, zero.data());
+    }
     std::fill(slot_keys_.begin(), slot_keys_.end(), 0.0f);
-    if (trained()) SplitCentroids();
     slots_used_ = 0;
     std::fill(far_hist_.begin(), far_hist_.end(), 0);
   }
@@ -493,13 +493,11 @@ class A2atsIndex final : public RetrievalIndex {
   // then one pass over the centroids for all of them (GroupScores: per query
   // exactly Dot's sums, so one query's table is the same alone or in a
   // group). With q_post, the filled slots score q_post·k_post/√d instead.
-  // The rotation is by `rel` (b for the paper's tables); query g's table
-  // goes to table + g * stride.
-  void Tables(const float* q_pre, const float* q_post, int group, double rel, float* table, size_t stride) const {
+  void Tables(const float* q_pre, const float* q_post, int group, float* table) const {
     std::vector<float> y(size_t(group) * d_), q(d_);
     for (int g = 0; g < group; ++g) {
       std::copy_n(q_pre + size_t(g) * d_, d_, q.begin());
-      Rotate(q.data(), rel);
+      ApplyRope(q.data(), layout_, b_);
       float* yg = y.data() + size_t(g) * d_;
       for (int i = 0; i < d_; ++i) {
         double s = q[i];
@@ -507,19 +505,19 @@ class A2atsIndex final : public RetrievalIndex {
         yg[i] = static_cast<float>(s / l_[size_t(i) * d_ + i]);
       }
     }
-    const float scale = 1.0f / std::sqrt(float(d_));
-    if (stride == size_t(nc_)) {
-      GroupScores(y.data(), group, centroids_.data(), nc_, d_, d_, scale, table);
-    } else {
-      std::vector<float> t(size_t(group) * nc_);
-      GroupScores(y.data(), group, centroids_.data(), nc_, d_, d_, scale, t.data());
-      for (int g = 0; g < group; ++g) std::copy_n(t.data() + size_t(g) * nc_, nc_, table + g * stride);
-    }
+    GroupScores(y.data(), group, centroids_.data(), nc_, d_, d_, 1.0f / std::sqrt(float(d_)), table);
+    ExactSlots(q_post, group, 1, table);
+  }
+  // With q_post: the filled slots' entries of the tables [group][tables][k + R]
+  // become q_post·k_post/√d.
+  void ExactSlots(const float* q_post, int group, int64_t tables, float* table) const {
     if (q_post == nullptr || slots_used_ == 0) return;
     std::vector<float> exact(size_t(group) * slots_used_);
-    GroupScores(q_post, group, slot_keys_.data(), slots_used_, d_, d_, scale, exact.data());
+    GroupScores(q_post, group, slot_keys_.data(), slots_used_, d_, d_, 1.0f / std::sqrt(float(d_)), exact.data());
     for (int g = 0; g < group; ++g) {
-      std::copy_n(exact.data() + size_t(g) * slots_used_, slots_used_, table + g * stride + k_);
+      for (int64_t j = 0; j < tables; ++j) {
+        std::copy_n(exact.data() + size_t(g) * slots_used_, slots_used_, table + (size_t(g) * tables + j) * nc_ + k_);
+      }
     }
   }
   // All bands' tables for the tokens [0, end), query at pos: [group][bands][nc].
@@ -528,7 +526,7 @@ class A2atsIndex final : public RetrievalIndex {
   // on where a selection stops).
   void BandTables(const float* q_pre, const float* q_post, int group, int64_t pos, int64_t end, float* table) const {
     const int64_t bands = NumBands(*this, end);
-    if (band_ == 0) return Tables(q_pre, q_post, group, b_, table, nc_);
+    if (band_ == 0) return Tables(q_pre, q_post, group, table);
     // Unwhitened: (R q)·c = (R_b q)_fast·c_fast + (R_rel q)_slow·c_slow, the
     // fast part once, the slow channels (about a third) per band.
     const int nf = static_cast<int>(fast_ch_.size()), ns = static_cast<int>(slow_ch_.size());
@@ -554,17 +552,10 @@ class A2atsIndex final : public RetrievalIndex {
         float* out = table + (size_t(g) * bands + j) * nc_;
         const float* b = base.data() + size_t(g) * nc_;
         const float* p = part.data() + size_t(g) * nc_;
-        for (int c = 0; c < nc_; ++c) out[c] = b[c] + (ns > 0 ? p[c] : 0.0f);
+        for (int c = 0; c < nc_; ++c) out[c] = b[c] + p[c];  // (part stays 0 without slow channels)
       }
     }
-    if (q_post == nullptr || slots_used_ == 0) return;
-    std::vector<float> exact(size_t(group) * slots_used_);
-    GroupScores(q_post, group, slot_keys_.data(), slots_used_, d_, d_, scale, exact.data());
-    for (int g = 0; g < group; ++g) {
-      for (int64_t j = 0; j < bands; ++j) {
-        std::copy_n(exact.data() + size_t(g) * slots_used_, slots_used_, table + (size_t(g) * bands + j) * nc_ + k_);
-      }
-    }
+    ExactSlots(q_post, group, bands, table);
   }
   // With bands: every code's centroid unwhitened (c = L⁻ᵀ c_w), split into its
   // fast and slow channels.
@@ -598,7 +589,7 @@ class A2atsIndex final : public RetrievalIndex {
     RopeAngles a;
     a.cos.resize(inv_freq_.size()), a.sin.resize(inv_freq_.size());
     for (size_t j = 0; j < inv_freq_.size(); ++j) {
-      const double angle = (inv_freq_[j] * double(horizon_) <= slow_ ? rel : b_) * inv_freq_[j];
+      const double angle = (slow_pair_[j] ? rel : b_) * inv_freq_[j];
       a.cos[j] = static_cast<float>(std::cos(angle)), a.sin[j] = static_cast<float>(std::sin(angle));
     }
     ApplyRope(q, d_, layout_.rope_style, a);
@@ -632,6 +623,7 @@ class A2atsIndex final : public RetrievalIndex {
   std::vector<int64_t> far_hist_;
   double slow_ = 0;         // with bands: pairs turning at most this (radians) over the horizon are banded
   std::vector<double> inv_freq_;  // per RoPE pair, over the layout's position scaling
+  std::vector<bool> slow_pair_;                  // with bands: per RoPE pair, whether it is banded
   std::vector<int> fast_ch_, slow_ch_;           // with bands: channels of the fast and the slow pairs
   std::vector<float> cent_fast_, cent_slow_;     // with bands: unwhitened, those channels, [codes / 8][channels][8]
   float outlier_dist_ = 0;  // squared whitened distance past which a key is an outlier

@@ -126,28 +126,19 @@ absl::Status SelectByCode(const RetrievalIndex& index, const float* q_pre, const
                           int64_t pos, int64_t begin, int64_t end, int64_t k, std::vector<int64_t>* out) {
   const uint16_t* codes = index.codes();
   const int nc = index.num_codes();
-  const int64_t band = index.band_tokens() > 0 ? index.band_tokens() : std::max<int64_t>(end, 1);
-  // The tokens band by band (one band without bands): token i's key is its
-  // band's offset plus its code, with no division per token.
-  auto each_band = [&](const std::function<void(int64_t, int64_t, size_t)>& f) {
-    for (int64_t lo = begin; lo < end;) {
-      const int64_t j = lo / band, hi = std::min(end, (j + 1) * band);
-      f(lo, hi, size_t(j) * nc);
-      lo = hi;
-    }
-  };
+  const int64_t band = index.band_tokens();  // token i's key: its band's offset plus its code
   RETURN_IF_ERROR(CheckBandTables(index, end));
   std::vector<int64_t> hist(size_t(NumBands(index, end)) * nc, 0);
-  each_band([&](int64_t lo, int64_t hi, size_t off) {
-    int64_t* h = hist.data() + off;
+  ForEachBand(band, begin, end, [&](int64_t lo, int64_t hi, int64_t j) {
+    int64_t* h = hist.data() + size_t(j) * nc;
     for (int64_t i = lo; i < hi; ++i) ++h[codes[i]];
   });
   CodeThresholds t;
   RETURN_IF_ERROR(ComputeThresholds(index, q_pre, q_post, group, pos, end, hist, k, &t));
   std::vector<int64_t> quota = t.quota;
-  each_band([&](int64_t lo, int64_t hi, size_t off) {
+  ForEachBand(band, begin, end, [&](int64_t lo, int64_t hi, int64_t j) {
     for (int64_t i = lo; i < hi; ++i) {
-      if (PickToken(t, off + codes[i], &quota)) out->push_back(i);
+      if (PickToken(t, size_t(j) * nc + codes[i], &quota)) out->push_back(i);
     }
   });
   return absl::OkStatus();
@@ -350,7 +341,9 @@ absl::Status CodeSortedLayout::Select(const RetrievalIndex& index, const float* 
   RETURN_IF_ERROR(CheckBandTables(index, end));
   std::vector<int64_t> hist = hist_;
   hist.resize(size_t(NumBands(index, end)) * nc_, 0);
-  for (int64_t i = sealed_end; i < end; ++i) ++hist[size_t(band_of(i)) * nc_ + codes[i]];
+  ForEachBand(band, sealed_end, end, [&](int64_t lo, int64_t hi, int64_t j) {
+    for (int64_t i = lo; i < hi; ++i) ++hist[size_t(j) * nc_ + codes[i]];
+  });
   CodeThresholds t;
   RETURN_IF_ERROR(ComputeThresholds(index, q_pre, q_post, group, pos, end, hist, k, &t));
   std::vector<int64_t> quota = t.quota;
@@ -406,9 +399,11 @@ absl::Status CodeSortedLayout::Select(const RetrievalIndex& index, const float* 
       for (int64_t j = 0; j < n; ++j) out->rows.push_back(base + begin + j);
     }
   }
-  for (int64_t i = sealed_end; i < end; ++i) {
-    if (PickToken(t, size_t(band_of(i)) * nc_ + codes[i], &quota)) out->pending.push_back(i);
-  }
+  ForEachBand(band, sealed_end, end, [&](int64_t lo, int64_t hi, int64_t j) {
+    for (int64_t i = lo; i < hi; ++i) {
+      if (PickToken(t, size_t(j) * nc_ + codes[i], &quota)) out->pending.push_back(i);
+    }
+  });
   return absl::OkStatus();
 }
 

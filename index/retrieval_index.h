@@ -17,6 +17,7 @@
 #ifndef KVRECALL_INDEX_RETRIEVAL_INDEX_H_
 #define KVRECALL_INDEX_RETRIEVAL_INDEX_H_
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <string>
@@ -97,6 +98,17 @@ class RetrievalIndex {
 
 // Bands covering tokens [0, end): at least 1 (and 1 without bands).
 int64_t NumBands(const RetrievalIndex& index, int64_t end);
+// Calls f(lo, hi, j) for each run [lo, hi) of the tokens [begin, end) that
+// lies in one band, j (one run, j = 0, without bands: band <= 0): work keyed
+// by band without a division per token.
+template <class F>
+void ForEachBand(int64_t band, int64_t begin, int64_t end, F&& f) {
+  for (int64_t lo = begin; lo < end;) {
+    const int64_t j = band > 0 ? lo / band : 0, hi = band > 0 ? std::min(end, (j + 1) * band) : end;
+    f(lo, hi, j);
+    lo = hi;
+  }
+}
 // INVALID_ARGUMENT where the band tables over [0, end) would pass
 // kMaxBandTableEntries per query (bands too narrow for the context).
 constexpr int64_t kMaxBandTableEntries = int64_t{1} << 22;
